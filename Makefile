@@ -1,0 +1,21 @@
+# pg_notifier -- PGXS build
+#
+#   make && make install          build and install into the pg_config found
+#   make installcheck             run the pg_regress suite against a running server
+#   test/run                      everything, from a fresh machine (see README)
+
+EXTENSION = pg_notifier
+MODULE_big = pg_notifier
+OBJS = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))
+DATA = $(wildcard src/$(EXTENSION)--*.sql)
+PGFILEDESC = "pg_notifier - table changes as JSON events"
+
+REGRESS = setup options payload types oversize identifiers partitions watch errors
+REGRESS_OPTS = --inputdir=. --outputdir=.
+
+PG_CPPFLAGS = -I$(srcdir)/src -Werror -Wall -Wmissing-prototypes
+SHLIB_LINK = -lcurl
+
+PG_CONFIG ?= pg_config
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)

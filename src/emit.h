@@ -1,0 +1,15 @@
+/*-------------------------------------------------------------------------
+ *
+ * emit.h
+ *	  Sending an event: size check, oversize policy, NOTIFY.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef NOTIFIER_EMIT_H
+#define NOTIFIER_EMIT_H
+
+#include "event.h"
+
+extern void emit_event(const Watch *w, const ChangeEvent *ev);
+
+#endif							/* NOTIFIER_EMIT_H */

@@ -1,0 +1,58 @@
+/*-------------------------------------------------------------------------
+ *
+ * options.h
+ *	  The options of a watch: parsed from 'name=value' trigger arguments
+ *	  and checked against the watched table.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef NOTIFIER_OPTIONS_H
+#define NOTIFIER_OPTIONS_H
+
+#include "nodes/bitmapset.h"
+#include "nodes/pg_list.h"
+#include "utils/relcache.h"
+
+typedef enum PayloadMode
+{
+	PAYLOAD_KEYS,
+	PAYLOAD_ROW,
+	PAYLOAD_FULL,
+	PAYLOAD_DIFF
+} PayloadMode;
+
+typedef enum OversizePolicy
+{
+	OVERSIZE_REFERENCE,
+	OVERSIZE_KEYS,
+	OVERSIZE_ERROR,
+	OVERSIZE_SKIP
+} OversizePolicy;
+
+/* bits of WatchOptions.events */
+#define WATCH_INSERT	0x01
+#define WATCH_UPDATE	0x02
+#define WATCH_DELETE	0x04
+#define WATCH_TRUNCATE	0x08
+#define WATCH_ALL_EVENTS (WATCH_INSERT | WATCH_UPDATE | WATCH_DELETE | WATCH_TRUNCATE)
+
+typedef struct WatchOptions
+{
+	char	   *channel;		/* NULL: the table's name */
+	PayloadMode payload;
+	List	   *columns;		/* column names (char *); NIL: all */
+	List	   *exclude;		/* column names (char *) */
+	int			events;			/* WATCH_* bits */
+	char	   *condition;		/* SQL over OLD/NEW, or NULL */
+	OversizePolicy on_oversize;
+} WatchOptions;
+
+extern void parse_watch_options(int nargs, char **args, WatchOptions *opts);
+extern Bitmapset *check_watch_options(WatchOptions *opts, Relation rel);
+extern List *watch_options_to_args(const WatchOptions *opts);
+extern const char *payload_mode_name(PayloadMode mode);
+extern const char *oversize_policy_name(OversizePolicy policy);
+extern List *watch_event_names(int events);
+extern List *relation_key_attnums(Relation rel);
+
+#endif							/* NOTIFIER_OPTIONS_H */

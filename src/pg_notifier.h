@@ -1,0 +1,26 @@
+/*-------------------------------------------------------------------------
+ *
+ * pg_notifier.h
+ *	  Module-wide definitions of pg_notifier: version, schema, GUCs.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef PG_NOTIFIER_H
+#define PG_NOTIFIER_H
+
+#define PG_NOTIFIER_VERSION "0.1"
+#define NOTIFIER_SCHEMA "notifier"
+
+/*
+ * async.c refuses a NOTIFY payload whose length is NOTIFY_PAYLOAD_MAX_LENGTH
+ * or more; that constant is private to async.c, so it is repeated here.
+ */
+#define NOTIFIER_NOTIFY_LIMIT (BLCKSZ - NAMEDATALEN - 128)
+
+/* the smallest pg_notifier.max_payload_bytes: room for any envelope */
+#define NOTIFIER_MIN_PAYLOAD_BYTES 1024
+
+/* GUCs */
+extern int	notifier_max_payload_bytes;
+
+#endif							/* PG_NOTIFIER_H */

@@ -1,0 +1,108 @@
+/*-------------------------------------------------------------------------
+ *
+ * trigger.c
+ *	  notifier.notify_change(): the trigger that turns a change into an
+ *	  event.
+ *
+ * AFTER ... FOR EACH ROW for INSERT, UPDATE and DELETE; AFTER ... FOR EACH
+ * STATEMENT for TRUNCATE.  The trigger decides whether a change is worth an
+ * event at all (the events option; an UPDATE that changes no watched column
+ * is dropped here) and hands it to the emitter.  A change of key is two
+ * events: DELETE of the old key, INSERT of the new.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "commands/trigger.h"
+#include "fmgr.h"
+
+#include "emit.h"
+#include "stats.h"
+#include "watch_cache.h"
+
+static const int op_event_bit[] = {
+	[OP_INSERT] = WATCH_INSERT,
+	[OP_UPDATE] = WATCH_UPDATE,
+	[OP_DELETE] = WATCH_DELETE,
+	[OP_TRUNCATE] = WATCH_TRUNCATE,
+};
+
+PG_FUNCTION_INFO_V1(notify_change);
+
+Datum
+notify_change(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+	TriggerEvent tgevent;
+	Watch	   *w;
+	ChangeEvent ev = {0};
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("notifier.notify_change() was not called by the trigger manager"),
+				 errhint("Use it in CREATE TRIGGER, or call notifier.watch().")));
+	tgevent = trigdata->tg_event;
+
+	if (!TRIGGER_FIRED_AFTER(tgevent) ||
+		TRIGGER_FIRED_FOR_ROW(tgevent) == TRIGGER_FIRED_BY_TRUNCATE(tgevent))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("trigger \"%s\" on table \"%s\" must be AFTER ... FOR EACH ROW, or AFTER TRUNCATE ... FOR EACH STATEMENT",
+						trigdata->tg_trigger->tgname,
+						RelationGetRelationName(trigdata->tg_relation)),
+				 errhint("notifier.watch() creates the right triggers.")));
+
+	w = watch_lookup(trigdata);
+
+	if (TRIGGER_FIRED_BY_TRUNCATE(tgevent))
+		ev.op = OP_TRUNCATE;
+	else if (TRIGGER_FIRED_BY_INSERT(tgevent))
+	{
+		ev.op = OP_INSERT;
+		ev.newslot = trigdata->tg_trigslot;
+	}
+	else if (TRIGGER_FIRED_BY_DELETE(tgevent))
+	{
+		ev.op = OP_DELETE;
+		ev.oldslot = trigdata->tg_trigslot;
+	}
+	else
+	{
+		ev.op = OP_UPDATE;
+		ev.oldslot = trigdata->tg_trigslot;
+		ev.newslot = trigdata->tg_newslot;
+	}
+
+	if ((w->opts.events & op_event_bit[ev.op]) == 0)
+		return PointerGetDatum(NULL);
+
+	if (ev.oldslot)
+		slot_getallattrs(ev.oldslot);
+	if (ev.newslot)
+		slot_getallattrs(ev.newslot);
+
+	if (ev.op == OP_UPDATE)
+	{
+		if (event_columns_differ(w->keys, w->nkeys, ev.oldslot, ev.newslot, NULL))
+		{
+			ChangeEvent del = {.op = OP_DELETE,.oldslot = ev.oldslot};
+			ChangeEvent ins = {.op = OP_INSERT,.newslot = ev.newslot};
+
+			emit_event(w, &del);
+			emit_event(w, &ins);
+			return PointerGetDatum(NULL);
+		}
+		ev.changed = palloc(sizeof(bool) * Max(w->ncolumns, 1));
+		if (!event_columns_differ(w->columns, w->ncolumns, ev.oldslot,
+								  ev.newslot, ev.changed))
+		{
+			stats_count(COUNT_NOOP_UPDATES);
+			return PointerGetDatum(NULL);
+		}
+	}
+
+	emit_event(w, &ev);
+	return PointerGetDatum(NULL);
+}
