@@ -5,7 +5,7 @@
  *	  gives for them.
  *
  * to_jsonb() sorts every type into a category (see json_categorize_type()
- * in PostgreSQL's json.c/jsonb.c) and converts by category: numbers stay
+ * in PostgreSQL's jsonb.c) and converts by category: numbers stay
  * numbers unless their text is not a JSON number (NaN, Infinity), booleans
  * are true/false, date/timestamp/timestamptz take the ISO form of
  * JsonEncodeDateTime(), json and jsonb are nested, arrays become nested
@@ -44,7 +44,7 @@ typedef enum JsonCategory
 	JC_BOOL,					/* true / false */
 	JC_INT4,					/* int2, int4: digits */
 	JC_INT8,					/* int8: digits */
-	JC_NUMBER,					/* numeric, float, oid: number, or string if
+	JC_NUMBER,					/* numeric, float: number, or string if
 								 * its text is not a JSON number */
 	JC_DATETIME,				/* date, timestamp, timestamptz: ISO string */
 	JC_JSON,					/* json text as it is */
@@ -99,7 +99,6 @@ json_type_info(Oid typid, MemoryContext cxt)
 		case INT8OID:
 			info->category = JC_INT8;
 			break;
-		case OIDOID:
 		case FLOAT4OID:
 		case FLOAT8OID:
 		case NUMERICOID:

@@ -257,17 +257,25 @@ relation_key_attnums(Relation rel)
 	return attnums;
 }
 
+/*
+ * The attribute number of a column named in an option; InvalidAttrNumber
+ * if it does not exist and elevel lets us go on.
+ */
 static AttrNumber
-column_attnum(Relation rel, const char *option, const char *colname)
+column_attnum(Relation rel, const char *option, const char *colname, int elevel)
 {
 	AttrNumber	attnum = attnameAttNum(rel, colname, false);
 
 	if (attnum <= 0)
-		ereport(ERROR,
+	{
+		ereport(elevel,
 				(errcode(ERRCODE_UNDEFINED_COLUMN),
 				 errmsg("column \"%s\" of table \"%s\" does not exist",
 						colname, RelationGetRelationName(rel)),
-				 errhint("The pg_notifier option \"%s\" names columns of the watched table.", option)));
+				 errdetail("The pg_notifier option \"%s\" names it.", option),
+				 errhint("If the column was renamed, call notifier.watch() again with its new name.")));
+		return InvalidAttrNumber;
+	}
 	return attnum;
 }
 
@@ -276,9 +284,15 @@ column_attnum(Relation rel, const char *option, const char *colname)
  * excluded, no column is both wanted and excluded.  Fills in the default
  * channel (the table's name) if none was given.  Returns the attribute
  * numbers of the columns that events carry.
+ *
+ * A column of "columns" that no longer exists is an error for watch() but
+ * only a warning for a firing trigger (missing_elevel): leaving it out
+ * shows less, never more, and a renamed column should not stop writes.  A
+ * missing column of "exclude" is always an error: it may have been
+ * renamed, and sending it under its new name would leak it.
  */
 Bitmapset *
-check_watch_options(WatchOptions *opts, Relation rel)
+check_watch_options(WatchOptions *opts, Relation rel, int missing_elevel)
 {
 	TupleDesc	tupdesc = RelationGetDescr(rel);
 	Bitmapset  *wanted = NULL;
@@ -289,12 +303,17 @@ check_watch_options(WatchOptions *opts, Relation rel)
 		opts->channel = pstrdup(RelationGetRelationName(rel));
 
 	foreach(lc, opts->columns)
-		wanted = bms_add_member(wanted, column_attnum(rel, "columns", lfirst(lc)));
+	{
+		AttrNumber	attnum = column_attnum(rel, "columns", lfirst(lc), missing_elevel);
+
+		if (attnum != InvalidAttrNumber)
+			wanted = bms_add_member(wanted, attnum);
+	}
 
 	foreach(lc, opts->exclude)
 	{
 		const char *colname = lfirst(lc);
-		AttrNumber	attnum = column_attnum(rel, "exclude", colname);
+		AttrNumber	attnum = column_attnum(rel, "exclude", colname, ERROR);
 
 		if (bms_is_member(attnum, wanted))
 			ereport(ERROR,

@@ -48,7 +48,8 @@ typedef struct WatchOptions
 } WatchOptions;
 
 extern void parse_watch_options(int nargs, char **args, WatchOptions *opts);
-extern Bitmapset *check_watch_options(WatchOptions *opts, Relation rel);
+extern Bitmapset *check_watch_options(WatchOptions *opts, Relation rel,
+									  int missing_elevel);
 extern List *watch_options_to_args(const WatchOptions *opts);
 extern const char *payload_mode_name(PayloadMode mode);
 extern const char *oversize_policy_name(OversizePolicy policy);

@@ -46,7 +46,7 @@ BEGIN
 	IF NOT FOUND THEN
 		RAISE EXCEPTION 'no stored event with ref %', ref
 			USING ERRCODE = 'no_data_found',
-				  HINT = 'Stored events are kept for pg_notifier.payload_retention; this one has expired or never existed.';
+				  HINT = 'The event has been removed from notifier.payloads, or the reference never existed.';
 	END IF;
 	RETURN result;
 END

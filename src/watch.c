@@ -69,7 +69,8 @@ trigger_catalog_lookup(Oid tgoid, Oid *relid, Oid *parentid,
 	if (!HeapTupleIsValid(tuple))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("trigger with OID %u does not exist", tgoid)));
+				 errmsg("trigger with OID %u does not exist", tgoid),
+				 errhint("Pass the OID of a notify_change trigger, from pg_trigger.oid.")));
 	form = (Form_pg_trigger) GETSTRUCT(tuple);
 	*relid = form->tgrelid;
 	*parentid = form->tgparentid;
@@ -352,7 +353,7 @@ notifier_watch(PG_FUNCTION_ARGS)
 	foreach(lc, args)
 		argv[i++] = lfirst(lc);
 	parse_watch_options(i, argv, &opts);
-	check_watch_options(&opts, rel);
+	check_watch_options(&opts, rel, ERROR);
 	if (opts.payload == PAYLOAD_KEYS && relation_key_attnums(rel) == NIL)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),

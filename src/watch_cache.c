@@ -18,7 +18,9 @@
  */
 #include "postgres.h"
 
+#include "access/relation.h"
 #include "access/xact.h"
+#include "parser/parse_relation.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
 #include "utils/inval.h"
@@ -112,6 +114,32 @@ make_columns(Relation rel, List *attnums, MemoryContext cxt)
 	return cols;
 }
 
+/*
+ * The columns of a partition in the column order of the partitioned table
+ * that was watched, so that every partition sends rows alike.
+ */
+static List *
+columns_in_parent_order(Relation rel, Oid parentid, Bitmapset *columns)
+{
+	Relation	parent = relation_open(parentid, AccessShareLock);
+	TupleDesc	tupdesc = RelationGetDescr(parent);
+	List	   *attnums = NIL;
+
+	for (int i = 0; i < tupdesc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(tupdesc, i);
+		AttrNumber	attnum;
+
+		if (att->attisdropped)
+			continue;
+		attnum = attnameAttNum(rel, NameStr(att->attname), false);
+		if (bms_is_member(attnum, columns))
+			attnums = lappend_int(attnums, attnum);
+	}
+	relation_close(parent, AccessShareLock);
+	return attnums;
+}
+
 static char *
 json_string(const char *str)
 {
@@ -152,7 +180,7 @@ watch_build(TriggerData *trigdata)
 	parse_watch_options(tg->tgnargs, tg->tgargs, &w->opts);
 	if (w->opts.channel == NULL)
 		w->opts.channel = get_rel_name(w->watched_relid);
-	columns = check_watch_options(&w->opts, rel);
+	columns = check_watch_options(&w->opts, rel, WARNING);
 	if (w->opts.condition != NULL && tg->tgqual == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -165,8 +193,13 @@ watch_build(TriggerData *trigdata)
 	w->json_schema = json_string(w->schema_name);
 	w->json_table = json_string(w->table_name);
 
-	while ((attnum = bms_next_member(columns, attnum)) >= 0)
-		attnums = lappend_int(attnums, attnum);
+	if (w->watched_relid == w->relid)
+	{
+		while ((attnum = bms_next_member(columns, attnum)) >= 0)
+			attnums = lappend_int(attnums, attnum);
+	}
+	else
+		attnums = columns_in_parent_order(rel, w->watched_relid, columns);
 	w->ncolumns = list_length(attnums);
 	w->columns = make_columns(rel, attnums, cxt);
 

@@ -69,6 +69,7 @@ fsync = off
 synchronous_commit = off
 full_page_writes = off
 max_connections = 50
+max_prepared_transactions = 4
 log_min_messages = warning
 $conf
 CONF
