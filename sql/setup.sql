@@ -69,6 +69,17 @@ CREATE FUNCTION masked(payload text) RETURNS text LANGUAGE sql AS $$
 		'"ref":\d+', '"ref":R')
 $$;
 
+-- run a statement; its error message with byte counts masked (they depend
+-- on the number of digits of the xid)
+CREATE FUNCTION try(sql text) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+	EXECUTE sql;
+	RETURN 'ok';
+EXCEPTION WHEN OTHERS THEN
+	RETURN regexp_replace(SQLERRM, 'is \d+ bytes', 'is N bytes');
+END
+$$;
+
 -- the events received so far, masked, in order
 CREATE VIEW ev AS SELECT channel, masked(payload) AS event FROM events();
 
