@@ -55,7 +55,7 @@ emit_event(const Watch *w, const ChangeEvent *ev)
 	int64		ref;
 
 	initStringInfo(&buf);
-	event_append_envelope(&buf, w, ev->op);
+	event_append_envelope(&buf, w, ev->op, ev->ts);
 	envelope_len = buf.len;
 	event_append_key(&buf, w, ev);
 	key_len = buf.len;
@@ -110,5 +110,23 @@ emit_event(const Watch *w, const ChangeEvent *ev)
 			stats_count(COUNT_OVERSIZE_REFERENCED);
 			break;
 	}
+	pfree(buf.data);
+}
+
+/*
+ * A statement-level event: the envelope and the number of rows, which
+ * TRUNCATE does not have.  Always far below any limit.
+ */
+void
+emit_statement_event(const Watch *w, ChangeOp op, int64 count, TimestampTz ts)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	event_append_envelope(&buf, w, op, ts);
+	if (op != OP_TRUNCATE)
+		appendStringInfo(&buf, ",\"count\":" INT64_FORMAT, count);
+	appendStringInfoChar(&buf, '}');
+	send_event(w, buf.data);
 	pfree(buf.data);
 }

@@ -11,5 +11,7 @@
 #include "event.h"
 
 extern void emit_event(const Watch *w, const ChangeEvent *ev);
+extern void emit_statement_event(const Watch *w, ChangeOp op, int64 count,
+								 TimestampTz ts);
 
 #endif							/* NOTIFIER_EMIT_H */

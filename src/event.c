@@ -13,8 +13,9 @@
  * emitter can cut an oversize event back to its envelope and key.
  *
  * "id" is the top-level full transaction id and a sequence number counted
- * per transaction from 1; it is unique for the life of the cluster.  "ts"
- * is the start of the statement that made the change, in UTC.
+ * per transaction from 1, in the order events are sent; it is unique for
+ * the life of the cluster.  "ts" is the start of the statement that made
+ * the change (for a coalesced event: the last change), in UTC.
  *
  *-------------------------------------------------------------------------
  */
@@ -62,7 +63,8 @@ append_utc_timestamp(StringInfo buf, TimestampTz ts)
  * (no closing brace)
  */
 void
-event_append_envelope(StringInfo buf, const Watch *w, ChangeOp op)
+event_append_envelope(StringInfo buf, const Watch *w, ChangeOp op,
+					  TimestampTz ts)
 {
 	uint64		fxid = U64FromFullTransactionId(GetTopFullTransactionId());
 
@@ -76,7 +78,7 @@ event_append_envelope(StringInfo buf, const Watch *w, ChangeOp op)
 	appendStringInfo(buf, "{\"id\":\"" UINT64_FORMAT ".%u\",\"op\":%s,\"schema\":%s,\"table\":%s,\"xid\":\"" UINT64_FORMAT "\",\"ts\":",
 					 fxid, sequence_last, op_json[op],
 					 w->json_schema, w->json_table, fxid);
-	append_utc_timestamp(buf, GetCurrentStatementStartTimestamp());
+	append_utc_timestamp(buf, ts);
 }
 
 /*

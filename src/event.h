@@ -11,6 +11,7 @@
 
 #include "executor/tuptable.h"
 #include "lib/stringinfo.h"
+#include "utils/timestamp.h"
 
 #include "jsonout.h"
 #include "options.h"
@@ -54,6 +55,7 @@ typedef struct Watch
 	WatchColumn *columns;
 	int			nkeys;			/* key columns, in index order; 0 if none */
 	WatchColumn *keys;
+	TupleDesc	tupdesc;		/* of the firing relation, for held rows */
 } Watch;
 
 /* one change, as the trigger saw it */
@@ -63,12 +65,14 @@ typedef struct ChangeEvent
 	TupleTableSlot *oldslot;	/* UPDATE, DELETE */
 	TupleTableSlot *newslot;	/* INSERT, UPDATE */
 	bool	   *changed;		/* UPDATE: per Watch.columns entry */
+	TimestampTz ts;				/* start of the statement that made it */
 } ChangeEvent;
 
 extern bool event_columns_differ(const WatchColumn *cols, int ncols,
 								 TupleTableSlot *oldslot, TupleTableSlot *newslot,
 								 bool *changed);
-extern void event_append_envelope(StringInfo buf, const Watch *w, ChangeOp op);
+extern void event_append_envelope(StringInfo buf, const Watch *w, ChangeOp op,
+								  TimestampTz ts);
 extern void event_append_key(StringInfo buf, const Watch *w,
 							 const ChangeEvent *ev);
 extern void event_append_body(StringInfo buf, const Watch *w,

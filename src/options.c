@@ -54,6 +54,12 @@ static const NamedValue oversize_policies[] = {
 	{NULL, 0}
 };
 
+static const NamedValue levels[] = {
+	{"row", LEVEL_ROW},
+	{"statement", LEVEL_STATEMENT},
+	{NULL, 0}
+};
+
 static const NamedValue event_names[] = {
 	{"insert", WATCH_INSERT},
 	{"update", WATCH_UPDATE},
@@ -70,6 +76,8 @@ typedef enum OptionId
 	OPT_EXCLUDE,
 	OPT_EVENTS,
 	OPT_CONDITION,
+	OPT_COALESCE,
+	OPT_LEVEL,
 	OPT_ON_OVERSIZE,
 	NUM_OPTIONS
 } OptionId;
@@ -81,6 +89,8 @@ static const char *const option_names[NUM_OPTIONS] = {
 	[OPT_EXCLUDE] = "exclude",
 	[OPT_EVENTS] = "events",
 	[OPT_CONDITION] = "condition",
+	[OPT_COALESCE] = "coalesce",
+	[OPT_LEVEL] = "level",
 	[OPT_ON_OVERSIZE] = "on_oversize",
 };
 
@@ -152,6 +162,8 @@ parse_watch_options(int nargs, char **args, WatchOptions *opts)
 	opts->payload = PAYLOAD_ROW;
 	opts->events = WATCH_ALL_EVENTS;
 	opts->on_oversize = OVERSIZE_REFERENCE;
+	opts->coalesce = true;
+	opts->level = LEVEL_ROW;
 
 	for (int i = 0; i < nargs; i++)
 	{
@@ -177,7 +189,7 @@ parse_watch_options(int nargs, char **args, WatchOptions *opts)
 			ereport(ERROR,
 					(errcode(ERRCODE_UNDEFINED_OBJECT),
 					 errmsg("unknown pg_notifier option \"%s\"", name),
-					 errhint("Valid options are: channel, payload, columns, exclude, events, condition, on_oversize.")));
+					 errhint("Valid options are: channel, payload, columns, exclude, events, condition, coalesce, level, on_oversize.")));
 		if (seen[id])
 			ereport(ERROR,
 					(errcode(ERRCODE_DUPLICATE_OBJECT),
@@ -223,6 +235,16 @@ parse_watch_options(int nargs, char **args, WatchOptions *opts)
 							 errmsg("pg_notifier condition must not be empty"),
 							 errhint("Leave the condition out to send every change.")));
 				opts->condition = pstrdup(value);
+				break;
+			case OPT_COALESCE:
+				if (!parse_bool(value, &opts->coalesce))
+					ereport(ERROR,
+							(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+							 errmsg("invalid value for pg_notifier option \"%s\": \"%s\"", name, value),
+							 errhint("Use true or false.")));
+				break;
+			case OPT_LEVEL:
+				opts->level = lookup_named_value(levels, name, value);
 				break;
 			case OPT_ON_OVERSIZE:
 				opts->on_oversize = lookup_named_value(oversize_policies, name, value);
@@ -392,6 +414,8 @@ watch_options_to_args(const WatchOptions *opts)
 	args = lappend(args, list_arg("events", watch_event_names(opts->events)));
 	if (opts->condition != NULL)
 		args = lappend(args, psprintf("condition=%s", opts->condition));
+	args = lappend(args, psprintf("coalesce=%s", opts->coalesce ? "true" : "false"));
+	args = lappend(args, psprintf("level=%s", watch_level_name(opts->level)));
 	args = lappend(args, psprintf("on_oversize=%s", oversize_policy_name(opts->on_oversize)));
 	return args;
 }
@@ -400,6 +424,12 @@ const char *
 payload_mode_name(PayloadMode mode)
 {
 	return named_value_name(payload_modes, mode);
+}
+
+const char *
+watch_level_name(WatchLevel level)
+{
+	return named_value_name(levels, level);
 }
 
 const char *

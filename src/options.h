@@ -21,6 +21,12 @@ typedef enum PayloadMode
 	PAYLOAD_DIFF
 } PayloadMode;
 
+typedef enum WatchLevel
+{
+	LEVEL_ROW,					/* an event per row change */
+	LEVEL_STATEMENT				/* an event per table and operation per xact */
+} WatchLevel;
+
 typedef enum OversizePolicy
 {
 	OVERSIZE_REFERENCE,
@@ -44,6 +50,8 @@ typedef struct WatchOptions
 	List	   *exclude;		/* column names (char *) */
 	int			events;			/* WATCH_* bits */
 	char	   *condition;		/* SQL over OLD/NEW, or NULL */
+	bool		coalesce;		/* merge a row's events within a transaction */
+	WatchLevel	level;
 	OversizePolicy on_oversize;
 } WatchOptions;
 
@@ -53,6 +61,7 @@ extern Bitmapset *check_watch_options(WatchOptions *opts, Relation rel,
 extern List *watch_options_to_args(const WatchOptions *opts);
 extern const char *payload_mode_name(PayloadMode mode);
 extern const char *oversize_policy_name(OversizePolicy policy);
+extern const char *watch_level_name(WatchLevel level);
 extern List *watch_event_names(int events);
 extern List *relation_key_attnums(Relation rel);
 

@@ -20,6 +20,7 @@
 #include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
+#include "utils/snapmgr.h"
 #include "utils/syscache.h"
 
 #include "payloads.h"
@@ -60,12 +61,20 @@ payload_store(const char *event)
 	bool		isnull;
 	int64		ref;
 	int			rc;
+	bool		pushed_snapshot = false;
 
 	GetUserIdAndSecContext(&save_userid, &save_sec_context);
 	/* an error aborts the (sub)transaction, which restores the user */
 	SetUserIdAndSecContext(payloads_owner(),
 						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE |
 						   SECURITY_RESTRICTED_OPERATION);
+
+	/* at pre-commit (coalesced events) no snapshot is active */
+	if (!ActiveSnapshotSet())
+	{
+		PushActiveSnapshot(GetTransactionSnapshot());
+		pushed_snapshot = true;
+	}
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
@@ -89,6 +98,8 @@ payload_store(const char *event)
 	ref = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
 									  SPI_tuptable->tupdesc, 1, &isnull));
 	SPI_finish();
+	if (pushed_snapshot)
+		PopActiveSnapshot();
 
 	SetUserIdAndSecContext(save_userid, save_sec_context);
 	return ref;

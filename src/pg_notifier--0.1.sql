@@ -64,12 +64,14 @@ CREATE FUNCTION notifier.watch(
 	exclude		text[] DEFAULT NULL,
 	events		text[] DEFAULT ARRAY['insert', 'update', 'delete', 'truncate'],
 	condition	text DEFAULT NULL,
+	"coalesce"	boolean DEFAULT true,
+	level		text DEFAULT 'row',
 	on_oversize text DEFAULT 'reference')
 RETURNS text
 AS 'MODULE_PATHNAME', 'notifier_watch'
 LANGUAGE C CALLED ON NULL INPUT VOLATILE;
 
-COMMENT ON FUNCTION notifier.watch(regclass, text, text, text[], text[], text[], text, text) IS
+COMMENT ON FUNCTION notifier.watch(regclass, text, text, text[], text[], text[], text, boolean, text, text) IS
 'send the changes of a table as JSON events on a channel; returns the channel';
 
 CREATE FUNCTION notifier.unwatch(relation regclass, channel text DEFAULT NULL)
@@ -89,6 +91,8 @@ CREATE FUNCTION notifier.watch_options(
 	OUT exclude text[],
 	OUT events text[],
 	OUT condition text,
+	OUT "coalesce" boolean,
+	OUT level text,
 	OUT on_oversize text)
 RETURNS record
 AS 'MODULE_PATHNAME', 'notifier_watch_options'
@@ -102,13 +106,15 @@ SELECT t.tgrelid::regclass AS "table",
 	   o.exclude,
 	   o.events,
 	   o.condition,
+	   o."coalesce",
+	   o.level,
 	   o.on_oversize,
 	   array_agg(t.tgname::text ORDER BY t.tgname) AS triggers
   FROM pg_catalog.pg_trigger t,
 	   LATERAL notifier.watch_options(t.oid) o
  WHERE t.tgfoid = 'notifier.notify_change()'::pg_catalog.regprocedure
    AND t.tgparentid = 0
- GROUP BY 1, 2, 3, 4, 5, 6, 7, 8;
+ GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10;
 
 GRANT USAGE ON SCHEMA notifier TO PUBLIC;
 GRANT SELECT ON notifier.watches TO PUBLIC;

@@ -11,6 +11,8 @@
  */
 #include "postgres.h"
 
+#include <limits.h>
+
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "utils/guc.h"
@@ -21,6 +23,7 @@
 PG_MODULE_MAGIC;
 
 int			notifier_max_payload_bytes = NOTIFIER_NOTIFY_LIMIT;
+int			notifier_max_coalesce_events = 100000;
 
 void		_PG_init(void);
 
@@ -37,6 +40,17 @@ _PG_init(void)
 							NOTIFIER_NOTIFY_LIMIT,
 							PGC_USERSET,
 							GUC_UNIT_BYTE,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("pg_notifier.max_coalesce_events",
+							"Rows whose events a transaction holds for coalescing.",
+							"Past it, a change to a row not already held is sent at once, uncoalesced.",
+							&notifier_max_coalesce_events,
+							100000,
+							0,
+							INT_MAX / 2,
+							PGC_USERSET,
+							0,
 							NULL, NULL, NULL);
 
 #if PG_VERSION_NUM >= 150000

@@ -22,5 +22,6 @@
 
 /* GUCs */
 extern int	notifier_max_payload_bytes;
+extern int	notifier_max_coalesce_events;
 
 #endif							/* PG_NOTIFIER_H */

@@ -7,16 +7,20 @@
  * AFTER ... FOR EACH ROW for INSERT, UPDATE and DELETE; AFTER ... FOR EACH
  * STATEMENT for TRUNCATE.  The trigger decides whether a change is worth an
  * event at all (the events option; an UPDATE that changes no watched column
- * is dropped here) and hands it to the emitter.  A change of key is two
- * events: DELETE of the old key, INSERT of the new.
+ * is dropped here) and where it goes: counted for a statement-level watch,
+ * held for coalescing (coalesce.c) when the table has a key, else emitted
+ * at once (emit.c).  A change of key is two changes: DELETE of the old
+ * key, INSERT of the new.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
 #include "commands/trigger.h"
+#include "access/xact.h"
 #include "fmgr.h"
 
+#include "coalesce.h"
 #include "emit.h"
 #include "stats.h"
 #include "watch_cache.h"
@@ -27,6 +31,17 @@ static const int op_event_bit[] = {
 	[OP_DELETE] = WATCH_DELETE,
 	[OP_TRUNCATE] = WATCH_TRUNCATE,
 };
+
+static void
+capture(const Watch *w, const ChangeEvent *ev)
+{
+	if (w->opts.level == LEVEL_STATEMENT)
+		coalesce_count(w, ev->op, ev->ts);
+	else if (w->opts.coalesce && w->nkeys > 0 && ev->op != OP_TRUNCATE)
+		coalesce_change(w, ev);
+	else
+		emit_event(w, ev);
+}
 
 PG_FUNCTION_INFO_V1(notify_change);
 
@@ -55,6 +70,7 @@ notify_change(PG_FUNCTION_ARGS)
 				 errhint("notifier.watch() creates the right triggers.")));
 
 	w = watch_lookup(trigdata);
+	ev.ts = GetCurrentStatementStartTimestamp();
 
 	if (TRIGGER_FIRED_BY_TRUNCATE(tgevent))
 		ev.op = OP_TRUNCATE;
@@ -87,11 +103,11 @@ notify_change(PG_FUNCTION_ARGS)
 	{
 		if (event_columns_differ(w->keys, w->nkeys, ev.oldslot, ev.newslot, NULL))
 		{
-			ChangeEvent del = {.op = OP_DELETE,.oldslot = ev.oldslot};
-			ChangeEvent ins = {.op = OP_INSERT,.newslot = ev.newslot};
+			ChangeEvent del = {.op = OP_DELETE,.oldslot = ev.oldslot,.ts = ev.ts};
+			ChangeEvent ins = {.op = OP_INSERT,.newslot = ev.newslot,.ts = ev.ts};
 
-			emit_event(w, &del);
-			emit_event(w, &ins);
+			capture(w, &del);
+			capture(w, &ins);
 			return PointerGetDatum(NULL);
 		}
 		ev.changed = palloc(sizeof(bool) * Max(w->ncolumns, 1));
@@ -103,6 +119,6 @@ notify_change(PG_FUNCTION_ARGS)
 		}
 	}
 
-	emit_event(w, &ev);
+	capture(w, &ev);
 	return PointerGetDatum(NULL);
 }

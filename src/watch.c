@@ -317,7 +317,7 @@ PG_FUNCTION_INFO_V1(notifier_watch);
 
 /*
  * notifier.watch(relation, channel, payload, columns, exclude, events,
- *				  condition, on_oversize) -> channel
+ *				  condition, coalesce, level, on_oversize) -> channel
  *
  * A NULL argument means the default.
  */
@@ -347,7 +347,11 @@ notifier_watch(PG_FUNCTION_ARGS)
 	if (!PG_ARGISNULL(6))
 		args = lappend(args, psprintf("condition=%s", text_to_cstring(PG_GETARG_TEXT_PP(6))));
 	if (!PG_ARGISNULL(7))
-		args = lappend(args, psprintf("on_oversize=%s", text_to_cstring(PG_GETARG_TEXT_PP(7))));
+		args = lappend(args, psprintf("coalesce=%s", PG_GETARG_BOOL(7) ? "true" : "false"));
+	if (!PG_ARGISNULL(8))
+		args = lappend(args, psprintf("level=%s", text_to_cstring(PG_GETARG_TEXT_PP(8))));
+	if (!PG_ARGISNULL(9))
+		args = lappend(args, psprintf("on_oversize=%s", text_to_cstring(PG_GETARG_TEXT_PP(9))));
 
 	argv = palloc(sizeof(char *) * Max(list_length(args), 1));
 	foreach(lc, args)
@@ -460,8 +464,8 @@ notifier_watch_options(PG_FUNCTION_ARGS)
 	char	  **args;
 	WatchOptions opts;
 	TupleDesc	tupdesc;
-	Datum		values[7];
-	bool		nulls[7] = {0};
+	Datum		values[9];
+	bool		nulls[9] = {0};
 
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
@@ -478,7 +482,9 @@ notifier_watch_options(PG_FUNCTION_ARGS)
 	values[4] = string_list_to_array(watch_event_names(opts.events));
 	values[5] = opts.condition ? CStringGetTextDatum(opts.condition) : (Datum) 0;
 	nulls[5] = opts.condition == NULL;
-	values[6] = CStringGetTextDatum(oversize_policy_name(opts.on_oversize));
+	values[6] = BoolGetDatum(opts.coalesce);
+	values[7] = CStringGetTextDatum(watch_level_name(opts.level));
+	values[8] = CStringGetTextDatum(oversize_policy_name(opts.on_oversize));
 
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
 }
