@@ -200,8 +200,8 @@ coalesce_change(const Watch *w, const ChangeEvent *ev)
 	}
 
 	map = current_level();
-	oldcxt = MemoryContextSwitchTo(coalesce_cxt);
 
+	/* the key, built in the caller's (per-row) context */
 	initStringInfo(&key);
 	event_append_key(&key, w, ev);
 	k.tgoid = w->tgoid;
@@ -212,21 +212,20 @@ coalesce_change(const Watch *w, const ChangeEvent *ev)
 	if (!found && held >= notifier_max_coalesce_events)
 	{
 		/* over the cap: this one goes out now */
-		MemoryContextSwitchTo(oldcxt);
-		pfree(key.data);
 		emit_event(w, ev);
 		return;
 	}
+
+	oldcxt = MemoryContextSwitchTo(coalesce_cxt);
 	if (!found)
 	{
+		k.key = pstrdup(key.data);
 		p = hash_search(map, &k, HASH_ENTER, NULL);
 		pending_init(p, w);
 		p->existed = ev->op != OP_INSERT;
 		p->oldtuple = copy_row(ev->oldslot);
 		held++;
 	}
-	else
-		pfree(key.data);
 
 	compose(p, ev->op != OP_DELETE, copy_row(ev->newslot));
 	p->ts = ev->ts;
