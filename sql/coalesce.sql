@@ -219,6 +219,21 @@ TRUNCATE acct;
 SELECT * FROM ev;
 SELECT "table", channel, level FROM notifier.watches WHERE channel = 'stmt';
 
+-- out-of-line (TOAST) values replaced in the transaction: the first old row is
+-- still there at commit
+CREATE TABLE toasty (id int PRIMARY KEY, doc text);
+ALTER TABLE toasty ALTER doc SET STORAGE EXTERNAL;
+SELECT notifier.watch('toasty', channel => 'full', payload => 'full');
+INSERT INTO toasty VALUES (1, repeat('a', 3000));
+BEGIN;
+UPDATE toasty SET doc = repeat('b', 3000);
+UPDATE toasty SET doc = repeat('c', 3000);
+COMMIT;
+SELECT e->>'op' AS op, left(e->'old'->>'doc', 3) AS old_doc, length(e->'old'->>'doc') AS old_len,
+	   left(e->'row'->>'doc', 3) AS new_doc, length(e->'row'->>'doc') AS new_len
+  FROM (SELECT payload::json AS e FROM events()) s;
+DROP TABLE toasty;
+
 -- bad values
 SELECT notifier.watch('acct', level => 'transaction');
 SELECT notifier.watch('acct', "coalesce" => NULL, level => NULL);

@@ -38,12 +38,14 @@
  */
 #include "postgres.h"
 
+#include "access/heaptoast.h"
 #include "access/htup_details.h"
 #include "access/xact.h"
 #include "common/hashfn.h"
 #include "executor/tuptable.h"
 #include "utils/hsearch.h"
 #include "utils/memutils.h"
+#include "utils/snapmgr.h"
 
 #include "coalesce.h"
 #include "emit.h"
@@ -152,10 +154,27 @@ current_level(void)
 	return levels[nest];
 }
 
+/*
+ * A copy of the row to hold until commit, with out-of-line (TOAST) values
+ * fetched in: by commit the transaction may itself have deleted them, and
+ * no snapshot is active there.
+ */
 static HeapTuple
 copy_row(TupleTableSlot *slot)
 {
-	return slot ? ExecCopySlotHeapTuple(slot) : NULL;
+	HeapTuple	tuple;
+
+	if (slot == NULL)
+		return NULL;
+	tuple = ExecCopySlotHeapTuple(slot);
+	if (HeapTupleHasExternal(tuple))
+	{
+		HeapTuple	flat = toast_flatten_tuple(tuple, slot->tts_tupleDescriptor);
+
+		heap_freetuple(tuple);
+		tuple = flat;
+	}
+	return tuple;
 }
 
 /* a new entry: everything but its key zeroed, the next place in order */
@@ -413,6 +432,9 @@ flush_pending(void)
 	map = levels[1];
 	flushed = true;
 
+	/* output functions may run queries; nothing is active at pre-commit */
+	PushActiveSnapshot(GetTransactionSnapshot());
+
 	all = MemoryContextAlloc(coalesce_cxt, sizeof(Pending *) * Max(hash_get_num_entries(map), 1));
 	hash_seq_init(&status, map);
 	while ((p = hash_seq_search(&status)) != NULL)
@@ -433,6 +455,7 @@ flush_pending(void)
 	}
 	MemoryContextSwitchTo(oldcxt);
 	MemoryContextDelete(cxt);
+	PopActiveSnapshot();
 }
 
 static void
