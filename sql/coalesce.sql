@@ -213,6 +213,7 @@ SAVEPOINT s;
 DELETE FROM acct WHERE id >= 100;
 ROLLBACK TO SAVEPOINT s;
 INSERT INTO acct VALUES (150, 'one', 1);
+UPDATE acct SET id = 151 WHERE id = 150;			-- a change of key: one more UPDATE
 COMMIT;
 SELECT * FROM ev;
 TRUNCATE acct;

@@ -9,8 +9,8 @@
  * event at all (the events option; an UPDATE that changes no watched column
  * is dropped here) and where it goes: counted for a statement-level watch,
  * held for coalescing (coalesce.c) when the table has a key, else emitted
- * at once (emit.c).  A change of key is two changes: DELETE of the old
- * key, INSERT of the new.
+ * at once (emit.c).  For row-level watches a change of key is two changes:
+ * DELETE of the old key, INSERT of the new.
  *
  *-------------------------------------------------------------------------
  */
@@ -101,7 +101,8 @@ notify_change(PG_FUNCTION_ARGS)
 
 	if (ev.op == OP_UPDATE)
 	{
-		if (event_columns_differ(w->keys, w->nkeys, ev.oldslot, ev.newslot, NULL))
+		if (w->opts.level == LEVEL_ROW &&
+			event_columns_differ(w->keys, w->nkeys, ev.oldslot, ev.newslot, NULL))
 		{
 			ChangeEvent del = {.op = OP_DELETE,.oldslot = ev.oldslot,.ts = ev.ts};
 			ChangeEvent ins = {.op = OP_INSERT,.newslot = ev.newslot,.ts = ev.ts};
