@@ -324,11 +324,10 @@ merge_level(int nest)
 		else
 		{
 			compose(p, child->exists, child->newtuple);
-			child->newtuple = NULL;
 			held--;
 		}
 		p->ts = child->ts;
-		child->newtuple = NULL;
+		child->newtuple = NULL;	/* moved to p, or never set */
 		pending_free(child);
 	}
 	hash_destroy(levels[nest]);

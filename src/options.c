@@ -367,8 +367,8 @@ check_watch_options(WatchOptions *opts, Relation rel, int missing_elevel)
 }
 
 /* name=a,b,c -- the names quoted where SQL needs it */
-static char *
-list_arg(const char *name, List *names)
+char *
+watch_list_arg(const char *name, List *names)
 {
 	StringInfoData buf;
 	ListCell   *lc;
@@ -408,10 +408,10 @@ watch_options_to_args(const WatchOptions *opts)
 	args = lappend(args, psprintf("channel=%s", opts->channel));
 	args = lappend(args, psprintf("payload=%s", payload_mode_name(opts->payload)));
 	if (opts->columns != NIL)
-		args = lappend(args, list_arg("columns", opts->columns));
+		args = lappend(args, watch_list_arg("columns", opts->columns));
 	if (opts->exclude != NIL)
-		args = lappend(args, list_arg("exclude", opts->exclude));
-	args = lappend(args, list_arg("events", watch_event_names(opts->events)));
+		args = lappend(args, watch_list_arg("exclude", opts->exclude));
+	args = lappend(args, watch_list_arg("events", watch_event_names(opts->events)));
 	if (opts->condition != NULL)
 		args = lappend(args, psprintf("condition=%s", opts->condition));
 	args = lappend(args, psprintf("coalesce=%s", opts->coalesce ? "true" : "false"));

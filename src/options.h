@@ -59,6 +59,7 @@ extern void parse_watch_options(int nargs, char **args, WatchOptions *opts);
 extern Bitmapset *check_watch_options(WatchOptions *opts, Relation rel,
 									  int missing_elevel);
 extern List *watch_options_to_args(const WatchOptions *opts);
+extern char *watch_list_arg(const char *name, List *names);
 extern const char *payload_mode_name(PayloadMode mode);
 extern const char *oversize_policy_name(OversizePolicy policy);
 extern const char *watch_level_name(WatchLevel level);

@@ -260,22 +260,6 @@ text_array_to_list(ArrayType *array, const char *argname)
 	return result;
 }
 
-/* "name=a,b,c" with each element quoted as an identifier */
-static char *
-array_arg(const char *name, ArrayType *array)
-{
-	StringInfoData buf;
-	ListCell   *lc;
-	List	   *items = text_array_to_list(array, name);
-
-	initStringInfo(&buf);
-	appendStringInfo(&buf, "%s=", name);
-	foreach(lc, items)
-		appendStringInfo(&buf, "%s%s", lc == list_head(items) ? "" : ",",
-						 quote_identifier(lfirst(lc)));
-	return buf.data;
-}
-
 /* open the table to watch or unwatch, refusing what cannot be watched */
 static Relation
 open_watched_table(FunctionCallInfo fcinfo)
@@ -339,11 +323,11 @@ notifier_watch(PG_FUNCTION_ARGS)
 	if (!PG_ARGISNULL(2))
 		args = lappend(args, psprintf("payload=%s", text_to_cstring(PG_GETARG_TEXT_PP(2))));
 	if (!PG_ARGISNULL(3))
-		args = lappend(args, array_arg("columns", PG_GETARG_ARRAYTYPE_P(3)));
+		args = lappend(args, watch_list_arg("columns", text_array_to_list(PG_GETARG_ARRAYTYPE_P(3), "columns")));
 	if (!PG_ARGISNULL(4))
-		args = lappend(args, array_arg("exclude", PG_GETARG_ARRAYTYPE_P(4)));
+		args = lappend(args, watch_list_arg("exclude", text_array_to_list(PG_GETARG_ARRAYTYPE_P(4), "exclude")));
 	if (!PG_ARGISNULL(5))
-		args = lappend(args, array_arg("events", PG_GETARG_ARRAYTYPE_P(5)));
+		args = lappend(args, watch_list_arg("events", text_array_to_list(PG_GETARG_ARRAYTYPE_P(5), "events")));
 	if (!PG_ARGISNULL(6))
 		args = lappend(args, psprintf("condition=%s", text_to_cstring(PG_GETARG_TEXT_PP(6))));
 	if (!PG_ARGISNULL(7))
