@@ -1,7 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * payloads.c
- *	  Storing oversize events in notifier.payloads.
+ *	  notifier.payloads, where oversize events are kept: storing them (the
+ *	  trigger), fetching them and pruning old ones (the worker).
  *
  * The insert runs as the owner of notifier.payloads (the role that created
  * the extension), so a role writing to a watched table needs no privilege
@@ -13,6 +14,7 @@
 #include "postgres.h"
 
 #include "access/htup_details.h"
+#include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
@@ -23,31 +25,15 @@
 #include "utils/snapmgr.h"
 #include "utils/syscache.h"
 
+#include "extension.h"
 #include "payloads.h"
 #include "pg_notifier.h"
 
+/* rows deleted per transaction when pruning */
+#define PRUNE_BATCH 1000
+
 static SPIPlanPtr insert_plan = NULL;
-
-static Oid
-payloads_owner(void)
-{
-	Oid			nsp = get_namespace_oid(NOTIFIER_SCHEMA, false);
-	Oid			relid = get_relname_relid("payloads", nsp);
-	HeapTuple	tuple;
-	Oid			owner;
-
-	if (!OidIsValid(relid))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_TABLE),
-				 errmsg("table notifier.payloads does not exist"),
-				 errhint("Reinstall the extension: DROP EXTENSION pg_notifier; CREATE EXTENSION pg_notifier;")));
-	tuple = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
-	if (!HeapTupleIsValid(tuple))
-		elog(ERROR, "cache lookup failed for relation %u", relid);
-	owner = ((Form_pg_class) GETSTRUCT(tuple))->relowner;
-	ReleaseSysCache(tuple);
-	return owner;
-}
+static SPIPlanPtr fetch_plan = NULL;
 
 /*
  * Store an event; returns its reference (notifier.payloads.id).
@@ -55,19 +41,14 @@ payloads_owner(void)
 int64
 payload_store(const char *event)
 {
-	Oid			save_userid;
-	int			save_sec_context;
+	OwnerSwitch sw;
 	Datum		value = CStringGetTextDatum(event);
 	bool		isnull;
 	int64		ref;
 	int			rc;
 	bool		pushed_snapshot = false;
 
-	GetUserIdAndSecContext(&save_userid, &save_sec_context);
-	/* an error aborts the (sub)transaction, which restores the user */
-	SetUserIdAndSecContext(payloads_owner(),
-						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE |
-						   SECURITY_RESTRICTED_OPERATION);
+	become_table_owner("payloads", &sw);
 
 	/* at pre-commit (coalesced events) no snapshot is active */
 	if (!ActiveSnapshotSet())
@@ -101,6 +82,127 @@ payload_store(const char *event)
 	if (pushed_snapshot)
 		PopActiveSnapshot();
 
-	SetUserIdAndSecContext(save_userid, save_sec_context);
+	restore_user(&sw);
 	return ref;
+}
+
+/*
+ * Is payload the reference form of an oversize event (see emit.c), the
+ * envelope and maybe the key followed by ,"ref":N,"truncated":true}?
+ */
+bool
+payload_reference(const char *payload, int64 *ref)
+{
+	static const char tail[] = ",\"truncated\":true}";
+	static const char mark[] = ",\"ref\":";
+	size_t		len = strlen(payload);
+	const char *tail_start;
+	const char *found = NULL;
+	char	   *end;
+	long long	value;
+
+	if (payload[0] != '{' || len < sizeof(tail) - 1)
+		return false;
+	tail_start = payload + len - (sizeof(tail) - 1);
+	if (strcmp(tail_start, tail) != 0)
+		return false;
+	for (const char *p = payload; (p = strstr(p, mark)) != NULL && p < tail_start; p++)
+		found = p;
+	if (found == NULL)
+		return false;
+	errno = 0;
+	value = strtoll(found + sizeof(mark) - 1, &end, 10);
+	if (errno != 0 || end != tail_start || value <= 0)
+		return false;
+	*ref = (int64) value;
+	return true;
+}
+
+/*
+ * The event stored under a reference, or NULL when there is none (pruned,
+ * or a payload that only looks like a reference).  The caller is connected
+ * to SPI, in a transaction with a snapshot; the result is palloc'd in the
+ * caller's memory context.
+ */
+char *
+payload_fetch(int64 ref)
+{
+	Datum		value = Int64GetDatum(ref);
+	char	   *event = NULL;
+	int			rc;
+
+	if (fetch_plan == NULL)
+	{
+		Oid			argtypes[1] = {INT8OID};
+		SPIPlanPtr	plan;
+
+		plan = SPI_prepare("SELECT event::pg_catalog.text FROM notifier.payloads WHERE id = $1",
+						   1, argtypes);
+		if (plan == NULL)
+			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+		SPI_keepplan(plan);
+		fetch_plan = plan;
+	}
+
+	rc = SPI_execute_plan(fetch_plan, &value, NULL, true, 1);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "fetching a stored event failed: %s", SPI_result_code_string(rc));
+	if (SPI_processed == 1)
+	{
+		bool		isnull;
+		Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+									  1, &isnull);
+
+		if (!isnull)
+			event = text_to_cstring(DatumGetTextPP(d));
+	}
+	return event;
+}
+
+/*
+ * Delete the rows older than retention_secs, PRUNE_BATCH rows per
+ * transaction so that no transaction holds many row locks or makes a long
+ * WAL burst.  Runs at top level (the worker), outside any transaction.
+ * Returns when the oldest remaining row was created, 0 when none is left.
+ */
+TimestampTz
+payloads_prune(int retention_secs)
+{
+	char	   *delete_sql;
+	TimestampTz oldest = 0;
+	uint64		deleted;
+
+	delete_sql = psprintf("DELETE FROM notifier.payloads WHERE id IN ("
+						  "SELECT id FROM notifier.payloads"
+						  " WHERE created_at < pg_catalog.now() - interval '%d seconds'"
+						  " ORDER BY created_at LIMIT %d)",
+						  retention_secs, PRUNE_BATCH);
+	do
+	{
+		CHECK_FOR_INTERRUPTS();
+		StartTransactionCommand();
+		PushActiveSnapshot(GetTransactionSnapshot());
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		if (SPI_execute(delete_sql, false, 0) != SPI_OK_DELETE)
+			elog(ERROR, "pruning notifier.payloads failed");
+		deleted = SPI_processed;
+		if (deleted < PRUNE_BATCH)
+		{
+			bool		isnull;
+			Datum		d;
+
+			if (SPI_execute("SELECT min(created_at) FROM notifier.payloads",
+							true, 1) != SPI_OK_SELECT)
+				elog(ERROR, "reading notifier.payloads failed");
+			d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+			oldest = isnull ? 0 : DatumGetTimestampTz(d);
+		}
+		SPI_finish();
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+	} while (deleted == PRUNE_BATCH);
+
+	pfree(delete_sql);
+	return oldest;
 }

@@ -5,7 +5,8 @@
  *
  * pg_notifier works when loaded on demand (the trigger and the SQL
  * functions); loaded through shared_preload_libraries it also reserves its
- * shared memory (see stats.c).
+ * shared memory (see stats.c) and registers the launcher of its background
+ * workers (see launcher.c).
  *
  *-------------------------------------------------------------------------
  */
@@ -17,6 +18,7 @@
 #include "miscadmin.h"
 #include "utils/guc.h"
 
+#include "launcher.h"
 #include "pg_notifier.h"
 #include "stats.h"
 
@@ -24,8 +26,30 @@ PG_MODULE_MAGIC;
 
 int			notifier_max_payload_bytes = NOTIFIER_NOTIFY_LIMIT;
 int			notifier_max_coalesce_events = 100000;
+char	   *notifier_databases = NULL;
+char	   *notifier_role = NULL;
+int			notifier_payload_retention = 3600;
 
 void		_PG_init(void);
+
+static bool
+check_databases(char **newval, void **extra, GucSource source)
+{
+	List	   *names;
+
+	if (!parse_database_list(*newval, &names))
+	{
+		GUC_check_errdetail("List syntax is invalid.");
+		GUC_check_errhint("Give a comma-separated list of database names; double-quote names with upper case letters or commas.");
+		return false;
+	}
+	if (list_length(names) > NOTIFIER_MAX_DATABASES)
+	{
+		GUC_check_errdetail("At most %d databases can have a worker.", NOTIFIER_MAX_DATABASES);
+		return false;
+	}
+	return true;
+}
 
 void
 _PG_init(void)
@@ -53,6 +77,35 @@ _PG_init(void)
 							0,
 							NULL, NULL, NULL);
 
+	DefineCustomStringVariable("pg_notifier.databases",
+							   "Databases whose pg_notifier worker forwards events.",
+							   "A comma-separated list; each database gets one background worker.",
+							   &notifier_databases,
+							   "postgres",
+							   PGC_SIGHUP,
+							   GUC_LIST_INPUT,
+							   check_databases, NULL, NULL);
+
+	DefineCustomStringVariable("pg_notifier.role",
+							   "Role the pg_notifier workers run as.",
+							   "Empty: the bootstrap superuser.  Needs LOGIN.",
+							   &notifier_role,
+							   "",
+							   PGC_SIGHUP,
+							   0,
+							   NULL, NULL, NULL);
+
+	DefineCustomIntVariable("pg_notifier.payload_retention",
+							"How long oversize events are kept in notifier.payloads.",
+							"The worker deletes older rows.",
+							&notifier_payload_retention,
+							3600,
+							1,
+							INT_MAX / 1000,
+							PGC_SIGHUP,
+							GUC_UNIT_S,
+							NULL, NULL, NULL);
+
 #if PG_VERSION_NUM >= 150000
 	MarkGUCPrefixReserved("pg_notifier");
 #else
@@ -60,5 +113,8 @@ _PG_init(void)
 #endif
 
 	if (process_shared_preload_libraries_in_progress)
+	{
 		stats_request_shmem();
+		launcher_register();
+	}
 }

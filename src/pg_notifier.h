@@ -20,8 +20,17 @@
 /* the smallest pg_notifier.max_payload_bytes: room for any envelope */
 #define NOTIFIER_MIN_PAYLOAD_BYTES 1024
 
+/* the channel on which the worker hears of route changes */
+#define NOTIFIER_CONTROL_CHANNEL "pg_notifier_control"
+
+/* the most databases pg_notifier.databases can name */
+#define NOTIFIER_MAX_DATABASES 64
+
 /* GUCs */
 extern int	notifier_max_payload_bytes;
 extern int	notifier_max_coalesce_events;
+extern char *notifier_databases;
+extern char *notifier_role;
+extern int	notifier_payload_retention;
 
 #endif							/* PG_NOTIFIER_H */

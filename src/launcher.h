@@ -1,0 +1,19 @@
+/*-------------------------------------------------------------------------
+ *
+ * launcher.h
+ *	  The launcher: starts and restarts one worker per database.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef NOTIFIER_LAUNCHER_H
+#define NOTIFIER_LAUNCHER_H
+
+#include "nodes/pg_list.h"
+
+/* seconds before a worker that stopped is started again */
+#define NOTIFIER_RESTART_SECONDS 5
+
+extern void launcher_register(void);
+extern bool parse_database_list(const char *value, List **dbnames);
+
+#endif							/* NOTIFIER_LAUNCHER_H */

@@ -1,0 +1,31 @@
+/*-------------------------------------------------------------------------
+ *
+ * listen.h
+ *	  LISTEN inside the server: the worker's NOTIFY inbox.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef NOTIFIER_LISTEN_H
+#define NOTIFIER_LISTEN_H
+
+/* one notification, as a LISTEN client would receive it */
+typedef struct InboxItem
+{
+	const char *channel;
+	char	   *payload;
+	int32		src_pid;		/* the notifying backend */
+} InboxItem;
+
+typedef struct Inbox
+{
+	MemoryContext cxt;			/* holds items and their strings */
+	InboxItem  *items;
+	int			nitems;
+	int			maxitems;
+} Inbox;
+
+extern void listen_channel(const char *channel);
+extern void unlisten_channel(const char *channel);
+extern void listen_collect(Inbox *inbox);
+
+#endif							/* NOTIFIER_LISTEN_H */

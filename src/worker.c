@@ -1,0 +1,311 @@
+/*-------------------------------------------------------------------------
+ *
+ * worker.c
+ *	  The worker of one database: listens to the channels of its routes,
+ *	  forwards what arrives, and prunes notifier.payloads.
+ *
+ * Started by the launcher (launcher.c), connected to its database as
+ * pg_notifier.role.  Its life:
+ *
+ *	- It always listens to the control channel.  Without the extension it
+ *	  waits: CREATE EXTENSION notifies the control channel, and the
+ *	  extension is looked up again every CHECK_SECONDS (a catalog lookup,
+ *	  not a query), which is also how DROP EXTENSION is noticed.
+ *	- With the extension it loads notifier.routes and listens to their
+ *	  channels.  A change of routes notifies the control channel: the
+ *	  routes are loaded again and the channels listened to adjusted.
+ *	- When notifications arrive (its latch is set and notifyInterruptPending
+ *	  is true) it collects all of them at once, then forwards them in
+ *	  transactions of at most FORWARD_BATCH events.  Reading the NOTIFY
+ *	  queue never waits for a sink.
+ *	- When idle it sleeps on its latch and runs no query: pruning
+ *	  notifier.payloads happens only when rows may be there to prune.
+ *
+ * Errors outside a route's sink are not caught: the worker exits, the
+ * launcher starts it again (let it crash).  SIGTERM ends it at the next
+ * CHECK_FOR_INTERRUPTS(), SIGHUP rereads the configuration.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "commands/async.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "tcop/tcopprot.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+#include "extension.h"
+#include "forward.h"
+#include "listen.h"
+#include "payloads.h"
+#include "pg_notifier.h"
+#include "routes.h"
+#include "stats.h"
+
+/* seconds between checks that the extension is still there */
+#define CHECK_SECONDS 10
+/* events forwarded per transaction */
+#define FORWARD_BATCH 10000
+
+PGDLLEXPORT void notifier_worker_main(Datum main_arg);
+
+static char dbname[NAMEDATALEN];
+static char *role_at_start;
+static Oid	extension_oid = InvalidOid; /* InvalidOid: waiting for it */
+static RouteTable *routes = NULL;
+static bool routes_changed = true;
+static TimestampTz next_check = 0;
+static bool waiting_logged = false;
+
+/* pruning notifier.payloads */
+static uint64 refs_seen = PG_UINT64_MAX;	/* oversize counter at last prune */
+static TimestampTz oldest_payload = 0;	/* of the rows left; 0: none */
+
+/*
+ * Listen to the channels of new_routes that old_routes does not have, stop
+ * listening to those it lost.  In a transaction; effective at commit.
+ */
+static void
+adjust_listening(RouteTable *old_routes, RouteTable *new_routes)
+{
+	List	   *old_channels = old_routes ? old_routes->channels : NIL;
+	List	   *new_channels = new_routes ? new_routes->channels : NIL;
+	ListCell   *lc;
+
+	foreach(lc, old_channels)
+		if (routes_for_channel(new_routes, lfirst(lc)) == NULL)
+			unlisten_channel(lfirst(lc));
+	foreach(lc, new_channels)
+		if (routes_for_channel(old_routes, lfirst(lc)) == NULL)
+			listen_channel(lfirst(lc));
+}
+
+/*
+ * Is the extension there, and are the routes current?  Loads them again
+ * when they changed, or when the extension was (re)created or dropped.
+ */
+static void
+refresh(void)
+{
+	RouteTable *new_routes = NULL;
+	Oid			ext;
+
+	StartTransactionCommand();
+	ext = notifier_extension_oid();
+	if (ext == extension_oid && !routes_changed)
+	{
+		CommitTransactionCommand();
+		return;
+	}
+
+	if (OidIsValid(ext))
+	{
+		PushActiveSnapshot(GetTransactionSnapshot());
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		new_routes = routes_load(TopMemoryContext);
+		SPI_finish();
+		PopActiveSnapshot();
+	}
+	else if (!waiting_logged)
+		ereport(LOG,
+				(errmsg("pg_notifier: extension pg_notifier is not installed in database \"%s\"; waiting for CREATE EXTENSION pg_notifier",
+						dbname)));
+	waiting_logged = !OidIsValid(ext);
+	adjust_listening(routes, new_routes);
+	CommitTransactionCommand();
+
+	routes_free(routes);
+	routes = new_routes;
+	routes_changed = false;
+	if (OidIsValid(ext) && ext != extension_oid)
+	{
+		refs_seen = PG_UINT64_MAX;	/* prune once */
+		oldest_payload = 0;
+	}
+	extension_oid = ext;
+
+	if (routes != NULL)
+	{
+		int64	   *ids = palloc(Max(routes->nroutes, 1) * sizeof(int64));
+
+		for (int i = 0; i < routes->nroutes; i++)
+			ids[i] = routes->routes[i].id;
+		stats_routes_retain(MyDatabaseId, ids, routes->nroutes);
+		pfree(ids);
+	}
+	stats_worker_channels(routes ? routes->channels : NIL);
+	stats_worker_state(OidIsValid(ext) ? WORKER_LISTENING : WORKER_WAITING);
+}
+
+/*
+ * Collect what arrived and forward it.
+ */
+static void
+drain(MemoryContext cxt)
+{
+	Inbox		inbox;
+	TimestampTz received_at = GetCurrentTimestamp();
+	bool		control = false;
+	int			nevents = 0;
+
+	memset(&inbox, 0, sizeof(inbox));
+	inbox.cxt = cxt;
+	listen_collect(&inbox);
+
+	/* control messages, and events, in the order received */
+	for (int i = 0; i < inbox.nitems; i++)
+	{
+		if (strcmp(inbox.items[i].channel, NOTIFIER_CONTROL_CHANNEL) == 0)
+			control = true;
+		else
+			inbox.items[nevents++] = inbox.items[i];
+	}
+	if (control)
+	{
+		routes_changed = true;
+		refresh();
+	}
+	if (nevents == 0 || routes == NULL)
+		return;
+
+	stats_worker_state(WORKER_FORWARDING);
+	pgstat_report_activity(STATE_RUNNING, "forwarding events");
+	for (int start = 0; start < nevents; start += FORWARD_BATCH)
+	{
+		CHECK_FOR_INTERRUPTS();
+		forward_events(routes, inbox.items + start,
+					   Min(FORWARD_BATCH, nevents - start), received_at);
+	}
+	pgstat_report_activity(STATE_IDLE, NULL);
+	stats_worker_state(WORKER_LISTENING);
+}
+
+/*
+ * Delete notifier.payloads rows past pg_notifier.payload_retention, but
+ * only when there may be some: rows were stored since the last prune (the
+ * shared oversize counter moved), or the oldest row left has expired.
+ */
+static void
+prune_payloads(TimestampTz now)
+{
+	uint64		refs = stats_read(COUNT_OVERSIZE_REFERENCED);
+	bool		expired = oldest_payload != 0 &&
+		now >= TimestampTzPlusMilliseconds(oldest_payload,
+										   (int64) notifier_payload_retention * 1000);
+
+	if (!OidIsValid(extension_oid) || (refs == refs_seen && !expired))
+		return;
+	refs_seen = refs;
+	pgstat_report_activity(STATE_RUNNING, "pruning notifier.payloads");
+	oldest_payload = payloads_prune(notifier_payload_retention);
+	pgstat_report_activity(STATE_IDLE, NULL);
+}
+
+/* When the worker dies on an error, status() shows why. */
+static void
+record_error(void)
+{
+	MemoryContext old = MemoryContextSwitchTo(ErrorContext);
+	ErrorData  *edata = CopyErrorData();
+
+	stats_worker_error(edata->message);
+	MemoryContextSwitchTo(old);
+}
+
+static void
+worker_loop(void)
+{
+	MemoryContext drain_cxt = AllocSetContextCreate(TopMemoryContext,
+													"pg_notifier drain",
+													ALLOCSET_DEFAULT_SIZES);
+
+	for (;;)
+	{
+		TimestampTz now;
+		long		wait_ms;
+
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+			if (strcmp(role_at_start, notifier_role) != 0)
+			{
+				ereport(LOG,
+						(errmsg("pg_notifier: pg_notifier.role changed; the worker for database \"%s\" restarts",
+								dbname)));
+				proc_exit(1);
+			}
+			/* the retention may have changed: look at the rows left again */
+			if (oldest_payload != 0)
+				oldest_payload = 1;
+		}
+
+		if (notifyInterruptPending)
+			drain(drain_cxt);
+		MemoryContextReset(drain_cxt);
+
+		now = GetCurrentTimestamp();
+		if (now >= next_check)
+		{
+			refresh();
+			prune_payloads(now);
+			next_check = TimestampTzPlusMilliseconds(now, CHECK_SECONDS * 1000);
+		}
+
+		if (notifyInterruptPending)
+			continue;
+		wait_ms = TimestampDifferenceMilliseconds(now, next_check);
+		(void) WaitLatch(MyLatch,
+						 WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 Max(wait_ms, 10), PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+}
+
+void
+notifier_worker_main(Datum main_arg)
+{
+	memcpy(dbname, MyBgworkerEntry->bgw_extra, NAMEDATALEN);
+	dbname[NAMEDATALEN - 1] = '\0';
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+
+	stats_worker_attach(dbname);
+	role_at_start = MemoryContextStrdup(TopMemoryContext, notifier_role);
+	BackgroundWorkerInitializeConnection(dbname,
+										 role_at_start[0] != '\0' ? role_at_start : NULL,
+										 0);
+	pgstat_report_appname("pg_notifier worker");
+	pgstat_report_activity(STATE_IDLE, NULL);
+
+	/* the control channel, whether or not the extension is there */
+	StartTransactionCommand();
+	listen_channel(NOTIFIER_CONTROL_CHANNEL);
+	CommitTransactionCommand();
+
+	PG_TRY();
+	{
+		worker_loop();
+	}
+	PG_CATCH();
+	{
+		record_error();
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+}
