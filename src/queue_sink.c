@@ -121,6 +121,24 @@ queue_table_check(Oid relid, QueueColumns *columns)
 	relation_close(rel, AccessShareLock);
 }
 
+static Oid
+queue_table_owner(Route *route)
+{
+	HeapTuple	tuple = SearchSysCache1(RELOID, ObjectIdGetDatum(route->queue_table));
+	Oid			owner;
+
+	if (!HeapTupleIsValid(tuple))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("the queue table of route " INT64_FORMAT " (oid %u) no longer exists",
+						route->id, route->queue_table),
+				 errhint("Remove the route with notifier.remove_route(" INT64_FORMAT ").",
+						 route->id)));
+	owner = ((Form_pg_class) GETSTRUCT(tuple))->relowner;
+	ReleaseSysCache(tuple);
+	return owner;
+}
+
 static QueueSink *
 queue_sink_prepare(Route *route)
 {
@@ -130,13 +148,7 @@ queue_sink_prepare(Route *route)
 	Oid			argtypes[3] = {TEXTOID, TEXTARRAYOID, TIMESTAMPTZOID};
 	SPIPlanPtr	plan;
 
-	if (!SearchSysCacheExists1(RELOID, ObjectIdGetDatum(route->queue_table)))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_TABLE),
-				 errmsg("the queue table of route " INT64_FORMAT " (oid %u) no longer exists",
-						route->id, route->queue_table),
-				 errhint("Remove the route with notifier.remove_route(" INT64_FORMAT ").",
-						 route->id)));
+	(void) queue_table_owner(route);	/* is it still there? */
 	queue_table_check(route->queue_table, &columns);
 
 	sql = psprintf("INSERT INTO %s (channel, payload%s) "
@@ -155,21 +167,6 @@ queue_sink_prepare(Route *route)
 	sink = MemoryContextAlloc(route->cxt, sizeof(QueueSink));
 	sink->plan = plan;
 	return sink;
-}
-
-static Oid
-table_owner(Oid relid)
-{
-	HeapTuple	tuple = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
-	Oid			owner;
-
-	if (!HeapTupleIsValid(tuple))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_TABLE),
-				 errmsg("queue table with oid %u no longer exists", relid)));
-	owner = ((Form_pg_class) GETSTRUCT(tuple))->relowner;
-	ReleaseSysCache(tuple);
-	return owner;
 }
 
 /*
@@ -200,7 +197,7 @@ queue_sink_write(Route *route, char **payloads, int npayloads,
 	values[2] = TimestampTzGetDatum(received_at);
 
 	GetUserIdAndSecContext(&save_userid, &save_sec_context);
-	SetUserIdAndSecContext(table_owner(route->queue_table),
+	SetUserIdAndSecContext(queue_table_owner(route),
 						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE |
 						   SECURITY_RESTRICTED_OPERATION);
 	rc = SPI_execute_plan(sink->plan, values, NULL, false, 0);
