@@ -16,8 +16,9 @@
  *	  routes are loaded again and the channels listened to adjusted.
  *	- When notifications arrive (its latch is set and notifyInterruptPending
  *	  is true) it collects all of them at once, then forwards them in
- *	  transactions of at most FORWARD_BATCH events.  Reading the NOTIFY
- *	  queue never waits for a sink.
+ *	  transactions of at most FORWARD_BATCH events.  Between those it
+ *	  collects again, so reading the NOTIFY queue does not wait for the
+ *	  sinks (up to MAX_AHEAD events held in memory).
  *	- When idle it sleeps on its latch and runs no query: pruning
  *	  notifier.payloads happens only when rows may be there to prune.
  *
@@ -57,6 +58,8 @@
 #define CHECK_SECONDS 10
 /* events forwarded per transaction */
 #define FORWARD_BATCH 10000
+/* events collected ahead while forwarding; past it they wait in the NOTIFY queue */
+#define MAX_AHEAD 200000
 
 PGDLLEXPORT void notifier_worker_main(Datum main_arg);
 
@@ -150,46 +153,77 @@ refresh(void)
 }
 
 /*
- * Collect what arrived and forward it.
+ * Forward inbox items [start, start + n): control messages among them
+ * reload the routes first.
  */
 static void
-drain(MemoryContext cxt)
+forward_chunk(Inbox *inbox, int start, int n, TimestampTz received_at)
 {
-	Inbox		inbox;
-	TimestampTz received_at = GetCurrentTimestamp();
-	bool		control = false;
+	MemoryContext old = MemoryContextSwitchTo(inbox->cxt);
+	InboxItem  *events = palloc(n * sizeof(InboxItem));
 	int			nevents = 0;
+	bool		control = false;
 
-	memset(&inbox, 0, sizeof(inbox));
-	inbox.cxt = cxt;
-	listen_collect(&inbox);
-
-	/* control messages, and events, in the order received */
-	for (int i = 0; i < inbox.nitems; i++)
+	for (int i = start; i < start + n; i++)
 	{
-		if (strcmp(inbox.items[i].channel, NOTIFIER_CONTROL_CHANNEL) == 0)
+		if (strcmp(inbox->items[i].channel, NOTIFIER_CONTROL_CHANNEL) == 0)
 			control = true;
 		else
-			inbox.items[nevents++] = inbox.items[i];
+			events[nevents++] = inbox->items[i];
 	}
 	if (control)
 	{
 		routes_changed = true;
 		refresh();
+		MemoryContextSwitchTo(inbox->cxt);
 	}
-	if (nevents == 0 || routes == NULL)
-		return;
-
-	stats_worker_state(WORKER_FORWARDING);
-	pgstat_report_activity(STATE_RUNNING, "forwarding events");
-	for (int start = 0; start < nevents; start += FORWARD_BATCH)
+	if (nevents > 0 && routes != NULL)
 	{
-		CHECK_FOR_INTERRUPTS();
-		forward_events(routes, inbox.items + start,
-					   Min(FORWARD_BATCH, nevents - start), received_at);
+		stats_worker_state(WORKER_FORWARDING);
+		pgstat_report_activity(STATE_RUNNING, "forwarding events");
+		forward_events(routes, events, nevents, received_at);
 	}
+	MemoryContextSwitchTo(old);
+}
+
+/*
+ * Collect what arrived and forward it, FORWARD_BATCH events per
+ * transaction.  Between transactions, what arrived meanwhile is collected
+ * into the other inbox (up to MAX_AHEAD events), so that the NOTIFY queue
+ * keeps being read while the sinks are written.
+ */
+static void
+drain(Inbox *inboxes)
+{
+	Inbox	   *current = &inboxes[0];
+	Inbox	   *next = &inboxes[1];
+
+	listen_collect(current);
+	while (current->nitems > 0)
+	{
+		TimestampTz received_at = GetCurrentTimestamp();
+
+		for (int start = 0; start < current->nitems; start += FORWARD_BATCH)
+		{
+			CHECK_FOR_INTERRUPTS();
+			forward_chunk(current, start, Min(FORWARD_BATCH, current->nitems - start),
+						  received_at);
+			if (notifyInterruptPending && next->nitems < MAX_AHEAD)
+				listen_collect(next);
+		}
+
+		/* current is done: it becomes the empty one */
+		MemoryContextReset(current->cxt);
+		current->items = NULL;
+		current->nitems = current->maxitems = 0;
+		current = next;
+		next = (current == &inboxes[0]) ? &inboxes[1] : &inboxes[0];
+		if (notifyInterruptPending)
+			listen_collect(current);
+	}
+	if (routes != NULL)
+		stats_worker_state(WORKER_LISTENING);
 	pgstat_report_activity(STATE_IDLE, NULL);
-	stats_worker_state(WORKER_LISTENING);
 }
 
 /*
@@ -227,9 +261,13 @@ record_error(void)
 static void
 worker_loop(void)
 {
-	MemoryContext drain_cxt = AllocSetContextCreate(TopMemoryContext,
-													"pg_notifier drain",
-													ALLOCSET_DEFAULT_SIZES);
+	Inbox		inboxes[2];
+
+	memset(inboxes, 0, sizeof(inboxes));
+	for (int i = 0; i < 2; i++)
+		inboxes[i].cxt = AllocSetContextCreate(TopMemoryContext,
+											   "pg_notifier inbox",
+											   ALLOCSET_DEFAULT_SIZES);
 
 	for (;;)
 	{
@@ -254,8 +292,7 @@ worker_loop(void)
 		}
 
 		if (notifyInterruptPending)
-			drain(drain_cxt);
-		MemoryContextReset(drain_cxt);
+			drain(inboxes);
 
 		now = GetCurrentTimestamp();
 		if (now >= next_check)
