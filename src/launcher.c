@@ -88,19 +88,28 @@ parse_database_list(const char *value, List **dbnames)
 	return true;
 }
 
+/* The parts common to the launcher and the workers. */
+static void
+init_bgworker(BackgroundWorker *bgw, const char *function, const char *type,
+			  int restart_time)
+{
+	memset(bgw, 0, sizeof(BackgroundWorker));
+	bgw->bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	bgw->bgw_start_time = BgWorkerStart_RecoveryFinished;
+	bgw->bgw_restart_time = restart_time;
+	snprintf(bgw->bgw_library_name, BGW_MAXLEN, "pg_notifier");
+	snprintf(bgw->bgw_function_name, BGW_MAXLEN, "%s", function);
+	snprintf(bgw->bgw_name, BGW_MAXLEN, "%s", type);
+	snprintf(bgw->bgw_type, BGW_MAXLEN, "%s", type);
+}
+
 void
 launcher_register(void)
 {
 	BackgroundWorker bgw;
 
-	memset(&bgw, 0, sizeof(bgw));
-	bgw.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	bgw.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	bgw.bgw_restart_time = NOTIFIER_RESTART_SECONDS;
-	snprintf(bgw.bgw_library_name, BGW_MAXLEN, "pg_notifier");
-	snprintf(bgw.bgw_function_name, BGW_MAXLEN, "notifier_launcher_main");
-	snprintf(bgw.bgw_name, BGW_MAXLEN, "pg_notifier launcher");
-	snprintf(bgw.bgw_type, BGW_MAXLEN, "pg_notifier launcher");
+	init_bgworker(&bgw, "notifier_launcher_main", "pg_notifier launcher",
+				  NOTIFIER_RESTART_SECONDS);
 	RegisterBackgroundWorker(&bgw);
 }
 
@@ -251,14 +260,10 @@ start_worker(Database *db)
 {
 	BackgroundWorker bgw;
 
-	memset(&bgw, 0, sizeof(bgw));
-	bgw.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	bgw.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	bgw.bgw_restart_time = BGW_NEVER_RESTART;
-	snprintf(bgw.bgw_library_name, BGW_MAXLEN, "pg_notifier");
-	snprintf(bgw.bgw_function_name, BGW_MAXLEN, "notifier_worker_main");
+	/* the launcher restarts it, after NOTIFIER_RESTART_SECONDS */
+	init_bgworker(&bgw, "notifier_worker_main", "pg_notifier worker",
+				  BGW_NEVER_RESTART);
 	snprintf(bgw.bgw_name, BGW_MAXLEN, "pg_notifier worker for database %s", db->name);
-	snprintf(bgw.bgw_type, BGW_MAXLEN, "pg_notifier worker");
 	memcpy(bgw.bgw_extra, db->name, NAMEDATALEN);
 	bgw.bgw_notify_pid = MyProcPid;
 

@@ -35,6 +35,21 @@
 static SPIPlanPtr insert_plan = NULL;
 static SPIPlanPtr fetch_plan = NULL;
 
+/* Prepare *plan (one parameter of type argtype) once per backend. */
+static void
+keep_plan(SPIPlanPtr *plan, const char *sql, Oid argtype)
+{
+	if (*plan == NULL)
+	{
+		SPIPlanPtr	prepared = SPI_prepare(sql, 1, &argtype);
+
+		if (prepared == NULL)
+			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+		SPI_keepplan(prepared);
+		*plan = prepared;
+	}
+}
+
 /*
  * Store an event; returns its reference (notifier.payloads.id).
  */
@@ -60,19 +75,9 @@ payload_store(const char *event)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 
-	if (insert_plan == NULL)
-	{
-		Oid			argtypes[1] = {JSONOID};
-		SPIPlanPtr	plan;
-
-		plan = SPI_prepare("INSERT INTO notifier.payloads (event) VALUES ($1) RETURNING id",
-						   1, argtypes);
-		if (plan == NULL)
-			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-		SPI_keepplan(plan);
-		insert_plan = plan;
-	}
-
+	keep_plan(&insert_plan,
+			  "INSERT INTO notifier.payloads (event) VALUES ($1) RETURNING id",
+			  JSONOID);
 	rc = SPI_execute_plan(insert_plan, &value, NULL, false, 1);
 	if (rc != SPI_OK_INSERT_RETURNING || SPI_processed != 1)
 		elog(ERROR, "storing an oversize event failed: %s", SPI_result_code_string(rc));
@@ -131,19 +136,9 @@ payload_fetch(int64 ref)
 	char	   *event = NULL;
 	int			rc;
 
-	if (fetch_plan == NULL)
-	{
-		Oid			argtypes[1] = {INT8OID};
-		SPIPlanPtr	plan;
-
-		plan = SPI_prepare("SELECT event::pg_catalog.text FROM notifier.payloads WHERE id = $1",
-						   1, argtypes);
-		if (plan == NULL)
-			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-		SPI_keepplan(plan);
-		fetch_plan = plan;
-	}
-
+	keep_plan(&fetch_plan,
+			  "SELECT event::pg_catalog.text FROM notifier.payloads WHERE id = $1",
+			  INT8OID);
 	rc = SPI_execute_plan(fetch_plan, &value, NULL, true, 1);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "fetching a stored event failed: %s", SPI_result_code_string(rc));
