@@ -170,8 +170,13 @@ configure(void)
 		const char *name = strVal(lfirst(lc));
 		Database   *db;
 
-		if (find_database(name) != NULL)
+		if ((db = find_database(name)) != NULL)
+		{
+			/* without a worker: look for its database (or role) again now */
+			if (db->handle == NULL)
+				db->start_at = 0;
 			continue;
+		}
 		db = palloc0(sizeof(Database));
 		strlcpy(db->name, name, NAMEDATALEN);
 		db->reported = WORKER_STOPPED;

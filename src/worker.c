@@ -23,8 +23,8 @@
  *	  notifier.payloads happens only when rows may be there to prune.
  *
  * Errors outside a route's sink are not caught: the worker exits, the
- * launcher starts it again (let it crash).  SIGTERM ends it at the next
- * CHECK_FOR_INTERRUPTS(), SIGHUP rereads the configuration.
+ * launcher starts it again (let it crash).  SIGTERM ends it between two
+ * transactions, or at once inside one; SIGHUP rereads the configuration.
  *
  *-------------------------------------------------------------------------
  */
@@ -74,6 +74,19 @@ static bool waiting_logged = false;
 /* pruning notifier.payloads */
 static uint64 refs_seen = PG_UINT64_MAX;	/* oversize counter at last prune */
 static TimestampTz oldest_payload = 0;	/* of the rows left; 0: none */
+
+/*
+ * SIGTERM: outside a transaction the worker exits quietly at the top of its
+ * loop; inside one (a long write, a lock wait) it is interrupted at once.
+ */
+static void
+worker_sigterm(SIGNAL_ARGS)
+{
+	if (IsTransactionOrTransactionBlock())
+		die(postgres_signal_arg);
+	else
+		SignalHandlerForShutdownRequest(postgres_signal_arg);
+}
 
 /*
  * Listen to the channels of new_routes that old_routes does not have, stop
@@ -206,6 +219,8 @@ drain(Inbox *inboxes)
 		for (int start = 0; start < current->nitems; start += FORWARD_BATCH)
 		{
 			CHECK_FOR_INTERRUPTS();
+			if (ShutdownRequestPending)
+				return;
 			forward_chunk(current, start, Min(FORWARD_BATCH, current->nitems - start),
 						  received_at);
 			if (notifyInterruptPending && next->nitems < MAX_AHEAD)
@@ -275,6 +290,8 @@ worker_loop(void)
 		long		wait_ms;
 
 		CHECK_FOR_INTERRUPTS();
+		if (ShutdownRequestPending)
+			proc_exit(0);
 		if (ConfigReloadPending)
 		{
 			ConfigReloadPending = false;
@@ -319,7 +336,7 @@ notifier_worker_main(Datum main_arg)
 	dbname[NAMEDATALEN - 1] = '\0';
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
-	pqsignal(SIGTERM, die);
+	pqsignal(SIGTERM, worker_sigterm);
 	BackgroundWorkerUnblockSignals();
 
 	stats_worker_attach(dbname);
