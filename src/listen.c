@@ -67,6 +67,7 @@ capture_putmessage(char msgtype, const char *s, size_t len)
 		return 0;
 
 	copy = MemoryContextAlloc(inbox->cxt, len - sizeof(uint32));
+	inbox->bytes += len;
 	memcpy(copy, s + sizeof(uint32), len - sizeof(uint32));
 	channel_len = strnlen(copy, len - sizeof(uint32));
 	if (channel_len + 1 >= len - sizeof(uint32))

@@ -22,6 +22,7 @@ typedef struct Inbox
 	InboxItem  *items;
 	int			nitems;
 	int			maxitems;
+	Size		bytes;			/* of channels and payloads held */
 } Inbox;
 
 extern void listen_channel(const char *channel);

@@ -18,7 +18,7 @@
  *	  is true) it collects all of them at once, then forwards them in
  *	  transactions of at most FORWARD_BATCH events.  Between those it
  *	  collects again, so reading the NOTIFY queue does not wait for the
- *	  sinks (up to MAX_AHEAD events held in memory).
+ *	  sinks (up to MAX_AHEAD_BYTES of events held in memory).
  *	- When idle it sleeps on its latch and runs no query: pruning
  *	  notifier.payloads happens only when rows may be there to prune.
  *
@@ -58,8 +58,8 @@
 #define CHECK_SECONDS 10
 /* events forwarded per transaction */
 #define FORWARD_BATCH 10000
-/* events collected ahead while forwarding; past it they wait in the NOTIFY queue */
-#define MAX_AHEAD 200000
+/* bytes of events collected ahead while forwarding; past it they wait in the NOTIFY queue */
+#define MAX_AHEAD_BYTES (256 * 1024 * 1024)
 
 PGDLLEXPORT void notifier_worker_main(Datum main_arg);
 
@@ -202,7 +202,7 @@ forward_chunk(Inbox *inbox, int start, int n, TimestampTz received_at)
 /*
  * Collect what arrived and forward it, FORWARD_BATCH events per
  * transaction.  Between transactions, what arrived meanwhile is collected
- * into the other inbox (up to MAX_AHEAD events), so that the NOTIFY queue
+ * into the other inbox (up to MAX_AHEAD_BYTES), so that the NOTIFY queue
  * keeps being read while the sinks are written.
  */
 static void
@@ -223,7 +223,7 @@ drain(Inbox *inboxes)
 				return;
 			forward_chunk(current, start, Min(FORWARD_BATCH, current->nitems - start),
 						  received_at);
-			if (notifyInterruptPending && next->nitems < MAX_AHEAD)
+			if (notifyInterruptPending && next->bytes < MAX_AHEAD_BYTES)
 				listen_collect(next);
 		}
 
@@ -231,6 +231,7 @@ drain(Inbox *inboxes)
 		MemoryContextReset(current->cxt);
 		current->items = NULL;
 		current->nitems = current->maxitems = 0;
+		current->bytes = 0;
 		current = next;
 		next = (current == &inboxes[0]) ? &inboxes[1] : &inboxes[0];
 		if (notifyInterruptPending)
