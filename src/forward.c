@@ -7,7 +7,8 @@
  * Before an event reaches a sink it is made whole: a reference to an
  * oversize event ({"ref":N,"truncated":true}) is replaced by the stored
  * event, and a payload that is not JSON (a NOTIFY sent by hand) becomes a
- * JSON string, so that every sink can store it as jsonb.
+ * JSON string, so that every sink can store it as jsonb (this second step
+ * only when a sink refused the batch).
  *
  * A route whose sink fails (its queue table was dropped, a trigger on it
  * raised an error...) loses that batch, which is counted and logged; the
@@ -33,11 +34,11 @@
 #include "queue_sink.h"
 #include "stats.h"
 
-/* the events of one route in this batch */
+/* the events of one route in this batch: indexes into the batch's events */
 typedef struct RouteBatch
 {
-	char	  **payloads;
-	int			npayloads;
+	int		   *items;
+	int			nitems;
 } RouteBatch;
 
 static bool
@@ -69,45 +70,64 @@ json_is_valid(char *text)
 	return valid;
 }
 
-/* The event as a sink stores it; see the file header. */
+/* The event itself, for a reference to a stored oversize event. */
 static char *
-sinkable_event(char *payload)
+resolve_reference(char *payload)
 {
 	int64		ref;
-	StringInfoData buf;
+	char	   *event;
 
-	if (payload_reference(payload, &ref))
+	if (!payload_reference(payload, &ref))
+		return payload;
+	event = payload_fetch(ref);
+	if (event != NULL)
+		return event;
+	ereport(WARNING,
+			(errcode(ERRCODE_NO_DATA_FOUND),
+			 errmsg("pg_notifier: stored event " INT64_FORMAT " no longer exists; forwarding the reference",
+					ref),
+			 errhint("Raise pg_notifier.payload_retention.")));
+	return payload;
+}
+
+/*
+ * Turn every event that jsonb would refuse into a JSON string.  Returns
+ * whether any was.
+ */
+static bool
+make_json(char **events, int nevents)
+{
+	bool		changed = false;
+
+	for (int i = 0; i < nevents; i++)
 	{
-		char	   *event = payload_fetch(ref);
+		StringInfoData buf;
 
-		if (event != NULL)
-			return event;
-		ereport(WARNING,
-				(errcode(ERRCODE_NO_DATA_FOUND),
-				 errmsg("pg_notifier: stored event " INT64_FORMAT " no longer exists; forwarding the reference",
-						ref),
-				 errhint("Raise pg_notifier.payload_retention.")));
-		return payload;
+		if (events[i] == NULL || json_is_valid(events[i]))
+			continue;
+		initStringInfo(&buf);
+		escape_json(&buf, events[i]);
+		events[i] = buf.data;
+		changed = true;
 	}
-	if (json_is_valid(payload))
-		return payload;
-
-	initStringInfo(&buf);
-	escape_json(&buf, payload);
-	return buf.data;
+	return changed;
 }
 
 /*
  * Write one route's batch in a subtransaction.  Returns NULL, or the error
- * message (in keep_cxt) when the batch was lost.
+ * (in keep_cxt) when nothing was written.
  */
-static char *
-write_route(Route *route, RouteBatch *batch, TimestampTz received_at,
-			MemoryContext keep_cxt)
+static ErrorData *
+write_route(Route *route, char **events, RouteBatch *batch,
+			TimestampTz received_at, MemoryContext keep_cxt)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 	ResourceOwner owner = CurrentResourceOwner;
-	char	   *error = NULL;
+	char	  **payloads = palloc(batch->nitems * sizeof(char *));
+	ErrorData  *edata = NULL;
+
+	for (int i = 0; i < batch->nitems; i++)
+		payloads[i] = events[batch->items[i]];
 
 	BeginInternalSubTransaction(NULL);
 	MemoryContextSwitchTo(cxt);
@@ -116,8 +136,7 @@ write_route(Route *route, RouteBatch *batch, TimestampTz received_at,
 		switch (route->kind)
 		{
 			case ROUTE_QUEUE:
-				queue_sink_write(route, batch->payloads, batch->npayloads,
-								 received_at);
+				queue_sink_write(route, payloads, batch->nitems, received_at);
 				break;
 		}
 		ReleaseCurrentSubTransaction();
@@ -126,24 +145,16 @@ write_route(Route *route, RouteBatch *batch, TimestampTz received_at,
 	}
 	PG_CATCH();
 	{
-		ErrorData  *edata;
-
 		MemoryContextSwitchTo(keep_cxt);
 		edata = CopyErrorData();
 		FlushErrorState();
 		RollbackAndReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(cxt);
 		CurrentResourceOwner = owner;
-
-		error = edata->message;
-		ereport(WARNING,
-				(errcode(edata->sqlerrcode),
-				 errmsg("pg_notifier: %d events of channel \"%s\" could not be written to route " INT64_FORMAT ": %s",
-						batch->npayloads, route->channel, route->id, edata->message),
-				 edata->hint ? errhint("%s", edata->hint) : 0));
 	}
 	PG_END_TRY();
-	return error;
+	pfree(payloads);
+	return edata;
 }
 
 /*
@@ -156,8 +167,10 @@ forward_events(RouteTable *table, InboxItem *items, int nitems,
 			   TimestampTz received_at)
 {
 	MemoryContext keep_cxt = CurrentMemoryContext;
+	char	  **events;			/* as the sinks get them; NULL: no route */
 	RouteBatch *batches;
 	RouteDelta *deltas;
+	bool		checked = false;	/* events made JSON */
 
 	if (table == NULL || table->nroutes == 0)
 		return;
@@ -168,41 +181,66 @@ forward_events(RouteTable *table, InboxItem *items, int nitems,
 		elog(ERROR, "SPI_connect failed");
 
 	/* in SPI's procedure context: freed by SPI_finish() */
+	events = palloc0(nitems * sizeof(char *));
 	batches = palloc0(table->nroutes * sizeof(RouteBatch));
 	deltas = MemoryContextAllocZero(keep_cxt, table->nroutes * sizeof(RouteDelta));
 
 	for (int i = 0; i < nitems; i++)
 	{
 		ChannelRoutes *cr = routes_for_channel(table, items[i].channel);
-		char	   *event;
 
 		if (cr == NULL)
 			continue;
-		event = sinkable_event(items[i].payload);
+		events[i] = resolve_reference(items[i].payload);
 		for (int r = 0; r < cr->nroutes; r++)
 		{
 			RouteBatch *batch = &batches[cr->routes[r] - table->routes];
 
-			if (batch->payloads == NULL)
-				batch->payloads = palloc((nitems - i) * sizeof(char *));
-			batch->payloads[batch->npayloads++] = event;
+			if (batch->items == NULL)
+				batch->items = palloc((nitems - i) * sizeof(int));
+			batch->items[batch->nitems++] = i;
 		}
 	}
 
 	for (int r = 0; r < table->nroutes; r++)
 	{
+		Route	   *route = &table->routes[r];
 		RouteBatch *batch = &batches[r];
 		RouteDelta *delta = &deltas[r];
+		ErrorData  *edata;
 
-		delta->route_id = table->routes[r].id;
-		if (batch->npayloads == 0)
+		delta->route_id = route->id;
+		if (batch->nitems == 0)
 			continue;
-		delta->received = batch->npayloads;
-		delta->error = write_route(&table->routes[r], batch, received_at, keep_cxt);
-		if (delta->error == NULL)
-			delta->written = batch->npayloads;
-		else
-			delta->errors = batch->npayloads;
+		delta->received = batch->nitems;
+		edata = write_route(route, events, batch, received_at, keep_cxt);
+
+		/*
+		 * Events are not checked to be JSON beforehand, which would cost as
+		 * much as a third of storing them as jsonb: when a payload was
+		 * refused, the payloads that are not JSON become JSON strings and
+		 * the batch is written again.
+		 */
+		if (edata != NULL && !checked &&
+			ERRCODE_TO_CATEGORY(edata->sqlerrcode) == ERRCODE_DATA_EXCEPTION)
+		{
+			checked = true;
+			if (make_json(events, nitems))
+				edata = write_route(route, events, batch, received_at, keep_cxt);
+		}
+
+		if (edata == NULL)
+		{
+			delta->written = batch->nitems;
+			continue;
+		}
+		delta->errors = batch->nitems;
+		delta->error = edata->message;
+		ereport(WARNING,
+				(errcode(edata->sqlerrcode),
+				 errmsg("pg_notifier: %d events of channel \"%s\" could not be written to route " INT64_FORMAT ": %s",
+						batch->nitems, route->channel, route->id, edata->message),
+				 edata->hint ? errhint("%s", edata->hint) : 0));
 	}
 
 	SPI_finish();
