@@ -34,7 +34,6 @@ One measurement ("measure"):
 """
 import json
 import os
-import resource
 import select
 import statistics
 import subprocess
@@ -242,9 +241,9 @@ def produce_bulk(db, table, txns, rows, sampler):
     conn = connect(db, autocommit=False)
     bpid = conn.info.backend_pid
     sql = (f"INSERT INTO {table} (customer, status, total, note) "
-           "SELECT g % 10000, (ARRAY['new','paid','shipped','cancelled'])[1 + g % 4], "
-           "       (g % 100000) / 100.0, 'order note ' || g "
-           "  FROM generate_series(%s, %s) g")
+           "SELECT g %% 10000, (ARRAY['new','paid','shipped','cancelled'])[1 + g %% 4], "
+           "       (g %% 100000) / 100.0, 'order note ' || g "
+           "  FROM generate_series(%s::int, %s::int) g")
     cpu0 = proc_cpu(bpid)
     t0 = None
     for i in range(txns):
@@ -378,6 +377,19 @@ def cmd_measure(argv):
     span = max(ends) if ends else res["producer_s"]
     res["span_s"] = span
     res["worker_cpu"] = (wcpu1 - wcpu0) if wcpu0 is not None and wcpu1 is not None else None
+    if route_on:
+        # every row exactly once (the key of each event distinct), and for the
+        # single-connection bulk workload in commit order
+        res["queue_distinct_keys"], res["queue_order_errors"] = ctl.execute(
+            "SELECT count(DISTINCT k), count(*) FILTER (WHERE k < prev) FROM ("
+            "  SELECT (payload->'key'->>'id')::bigint AS k,"
+            "         lag((payload->'key'->>'id')::bigint) OVER (ORDER BY id) AS prev"
+            "    FROM notifier.queue) s").fetchone()
+        if a.workload != "bulk":
+            res["queue_order_errors"] = None    # 8 clients: commit order is not key order
+        # received_at is set once per drain, xmin once per worker transaction
+        res["queue_drains"], res["queue_xacts"] = ctl.execute(
+            "SELECT count(DISTINCT received_at), count(DISTINCT xmin::text) FROM notifier.queue").fetchone()
     res["worker_pid_after"] = status_row(ctl)[0]
     busy = m1[0] - m0[0]
     total = m1[1] - m0[1]
@@ -406,12 +418,16 @@ def cmd_measure(argv):
 # ---------------------------------------------------------------------------
 # sink: the parts of the worker's work, alone
 # ---------------------------------------------------------------------------
-def cmd_sink(db, channel, batches, batch_size, runs):
+def cmd_sink(db, channel, batch_size, runs):
     """Times, on the payloads the worker wrote (notifier.queue must hold
-    them), the worker's INSERT statement (same text as queue_sink.c, batches
-    of batch_size) and the JSON parsing of the payloads alone.  Leaves
-    notifier.queue empty.  Prints one JSON line."""
-    batches, batch_size, runs = int(batches), int(batch_size), int(runs)
+    them), in the worker's batches of batch_size, one transaction each and
+    server-side (no array travels from the client): the worker's INSERT (the
+    text of queue_sink.c), the same INSERT into a copy of notifier.queue
+    without its indexes, and the parts of it alone -- parsing the payloads as
+    jsonb (the INSERT's cast), as json (one validating pass, what
+    json_is_valid() in forward.c costs), and only unnesting the arrays (the
+    baseline of the replay).  Leaves notifier.queue empty.  Prints one JSON line."""
+    batch_size, runs = int(batch_size), int(runs)
     conn = connect(db)
     conn.execute("DROP TABLE IF EXISTS pg_temp.bench_batches")
     conn.execute(
@@ -423,33 +439,36 @@ def cmd_sink(db, channel, batches, batch_size, runs):
         "       (SELECT avg(octet_length(p)) FROM bench_batches, unnest(a) p) FROM bench_batches").fetchone()
     if not nev:
         raise RuntimeError("notifier.queue is empty: nothing to replay")
-    conn.execute("TRUNCATE notifier.queue RESTART IDENTITY")
-    conn.execute("CHECKPOINT")
-    ins = ("INSERT INTO notifier.queue (channel, payload, received_at) "
-           "SELECT %s, p::pg_catalog.jsonb, %s FROM pg_catalog.unnest(%s::text[]) AS u(p)")
-    parse = "SELECT count(p::pg_catalog.json) FROM pg_catalog.unnest(%s::text[]) AS u(p)"
-    unnest = "SELECT count(p) FROM pg_catalog.unnest(%s::text[]) AS u(p)"
-    arrays = [r[0] for r in conn.execute("SELECT a FROM bench_batches ORDER BY b")]
-    out = {"events": int(nev), "batches": int(nb), "avg_payload_bytes": float(avg_len)}
-    for name, sql in (("insert", ins), ("json_parse", parse), ("unnest", unnest)):
-        times = []
-        for _ in range(runs):
-            conn.execute("TRUNCATE notifier.queue RESTART IDENTITY")
+    sample = conn.execute("SELECT payload::text FROM notifier.queue ORDER BY id LIMIT 1").fetchone()[0]
+    conn.execute("DROP TABLE IF EXISTS public.bench_queue_noindex")
+    conn.execute("CREATE TABLE public.bench_queue_noindex (LIKE notifier.queue INCLUDING DEFAULTS)")
+    arr = "pg_catalog.unnest((SELECT a FROM bench_batches WHERE b = %s)) AS u(p)"
+    statements = {
+        "insert": "INSERT INTO notifier.queue (channel, payload, received_at) "
+                  f"SELECT 'replay', p::pg_catalog.jsonb, now() FROM {arr}",
+        "insert_noindex": "INSERT INTO public.bench_queue_noindex (channel, payload, received_at) "
+                          f"SELECT 'replay', p::pg_catalog.jsonb, now() FROM {arr}",
+        "jsonb_parse": f"SELECT count(p::pg_catalog.jsonb) FROM {arr}",
+        "json_parse": f"SELECT count(p::pg_catalog.json) FROM {arr}",
+        "unnest": f"SELECT count(p) FROM {arr}",
+    }
+    out = {"events": int(nev), "batches": int(nb), "avg_payload_bytes": float(avg_len), "sample": sample}
+    times = {k: [] for k in statements}
+    for _ in range(runs):
+        for name, sql in statements.items():
+            conn.execute("TRUNCATE notifier.queue, public.bench_queue_noindex RESTART IDENTITY")
             conn.execute("CHECKPOINT")
             t = 0.0
-            for arr in arrays:
-                # the time includes sending the array, which the worker does
-                # not do: "unnest" measures that alone; the report subtracts it
+            for b in range(int(nb)):
                 t0 = now()
                 with conn.transaction():
-                    if sql is ins:
-                        conn.execute(sql, (channel, "2000-01-01 00:00:00+00", arr), prepare=True)
-                    else:
-                        conn.execute(sql, (arr,), prepare=True)
+                    conn.execute(sql, (b,))
                 t += now() - t0
-            times.append(t)
-        out[name + "_s"] = statistics.median(times)
+            times[name].append(t)
+    for name, v in times.items():
+        out[name + "_s"] = statistics.median(v)
     conn.execute("TRUNCATE notifier.queue RESTART IDENTITY")
+    conn.execute("DROP TABLE public.bench_queue_noindex")
     print(json.dumps(out), flush=True)
     conn.close()
     return 0
@@ -498,9 +517,13 @@ def cmd_report(results_path, meta_path):
     p("## pg_notifier worker throughput: commit to queue table, against a LISTEN client")
     p("")
     p(f"{meta['date']} · nproc {meta['nproc']} · RAM {meta['ram']} · {meta['pg_version']} · "
-      f"pg_notifier {meta['rev']} · psycopg {meta['psycopg']} · {meta['runs']} runs per measurement, "
+      f"pg_notifier {meta['rev']}{meta.get('so', '')} · psycopg {meta['psycopg']} · {meta['runs']} runs per measurement, "
       "median reported")
     p("")
+    if meta.get("background"):
+        p(f"Machine before the measurements: {meta['background']} (other processes compete for the "
+          f"{meta['nproc']} cores: compare with the machine busy column below).")
+        p("")
     p(f"One throw-away cluster ({meta['conf_summary']}); database `{meta['db']}` in pg_notifier.databases; "
       f"watched table `{meta['table']}` (`notifier.watch(tbl, payload => 'row')`, default options, "
       f"channel `{meta['channel']}`), one queue route `notifier.add_queue('{meta['channel']}')` into "
@@ -511,7 +534,8 @@ def cmd_report(results_path, meta_path):
     p(f"- **pgbench**: {W['pgbench']}")
     p("- **worker → queue**: the route on, nobody else listening; done when the route's `written` "
       "counter (`notifier.route_stats()`, polled every "
-      f"{meta['poll_ms']} ms) reaches N, then checked: `count(*)` of notifier.queue = N, ids 1..N.")
+      f"{meta['poll_ms']} ms) reaches N, then checked: `count(*)` of notifier.queue = N, ids 1..N, "
+      "N distinct row keys in the payloads, and (bulk) the rows in commit order.")
     p("- **LISTEN client**: the route removed; a psycopg client (its own process, autocommit, "
       "`LISTEN` on the channel, reading at the libpq level) counts notifications until it has N "
       "(its own CLOCK_MONOTONIC timestamp).  The worker still reads the NOTIFY stream then "
@@ -571,8 +595,11 @@ def cmd_report(results_path, meta_path):
     p("Targets (reported, never enforced):")
     n, sp, sw, sc, ratio = res_rates["bulk"]
     rate = n / sw if sw else None
+    wcpu = med([r.get("worker_cpu") for r in sel("bulk", "worker")])
+    cap = f"; the worker's own cost is {1e6 * wcpu / n:.1f} µs of CPU per event, i.e. at most {n / wcpu:,.0f} " \
+          "events/s with a core to itself" if wcpu else ""
     p(f"- bulk transactions into the queue table ≥ 50,000 events/s: measured "
-      f"{f'{rate:,.0f}' if rate else 'n/a'} events/s — {'met' if rate and rate >= 50000 else 'not met'}")
+      f"{f'{rate:,.0f}' if rate else 'n/a'} events/s — {'met' if rate and rate >= 50000 else 'not met'}{cap}")
     for wl in ("bulk", "pgbench"):
         n, sp, sw, sc, ratio = res_rates[wl]
         p(f"- {wl}: worker ≥ 0.8 × the LISTEN client's drain rate: measured "
@@ -586,11 +613,15 @@ def cmd_report(results_path, meta_path):
       f"all {meta['nproc']} cores busy (/proc/stat) from t0 to the end; lag = last event in the sink "
       "minus the end of the producer.  Worker samples: the worker's pg_stat_activity state / wait "
       f"event every {meta['poll_ms']} ms (it reports `active` only while forwarding = writing a batch; "
-      "reading the NOTIFY queue shows as idle with no wait event; `idle/Extension` is sleeping on its latch).")
+      "reading the NOTIFY queue shows as idle with no wait event; `idle/Extension` is sleeping on its latch).  "
+      "Worker events per CPU-second = N ÷ worker CPU s: what the worker could do with a core to itself, "
+      "whatever else ran on the machine.  Worker transactions: distinct xmin in notifier.queue (one per "
+      "forwarded batch).")
     p("")
     p("| workload | mode | span s | producer s | lag s | worker CPU s | worker µs/event | "
-      "worker busy | producer backend CPU s | client backend + python CPU s | machine busy | worker samples |")
-    p("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+      "worker events per CPU-second | worker busy | worker transactions (events each) | producer backend CPU s | client backend + python CPU s | "
+      "machine busy | worker samples |")
+    p("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
     for wl in ("bulk", "pgbench"):
         for m in ("producer", "worker", "client", "both"):
             rs = sel(wl, m)
@@ -605,39 +636,104 @@ def cmd_report(results_path, meta_path):
                         if r.get("queue_lag_s") is not None or r.get("client_lag_s") is not None else None
                         for r in rs]
             lag = med(lags) if m != "producer" else None
+            if lag is not None:
+                lag = max(lag, 0.0)     # the client may finish before pgbench has exited
             wcpu = med([r.get("worker_cpu") for r in rs])
             pcpu = med([r.get("producer_backend_cpu") for r in rs])
             ccpu = med([(r["client_backend_cpu"] or 0) + r["client_cpu"] for r in rs
                         if r.get("client_cpu") is not None])
             mb = med([r.get("machine_busy") for r in rs])
+            xacts = med([r.get("queue_xacts") for r in rs])
+            xtext = f"{xacts:.0f} ({n / xacts:,.0f})" if xacts else "–"
             samples = {}
             for r in rs:
                 for k, v in r["worker_samples"].items():
                     samples[k] = samples.get(k, 0) + v
             tot = sum(samples.values()) or 1
-            stext = ", ".join(f"{k} {100 * v / tot:.0f}%" for k, v in
-                              sorted(samples.items(), key=lambda kv: -kv[1]))
+            shown = [(k, v) for k, v in sorted(samples.items(), key=lambda kv: -kv[1]) if v / tot >= 0.02]
+            other = tot - sum(v for _, v in shown)
+            stext = ", ".join(f"{k} {100 * v / tot:.0f}%" for k, v in shown)
+            if other:
+                stext += f", other {100 * other / tot:.0f}%"
             p(f"| {wl} | {m} | {fmt_s(span)} | {fmt_s(prod)} | {fmt_s(lag)} | {fmt_s(wcpu)} | "
               f"{f'{1e6 * wcpu / n:.1f}' if wcpu is not None else 'n/a'} | "
-              f"{f'{100 * wcpu / span:.0f}%' if wcpu is not None and span else 'n/a'} | "
+              f"{f'{n / wcpu:,.0f}' if wcpu and m in ('worker', 'both') else '–'} | "
+              f"{f'{100 * wcpu / span:.0f}%' if wcpu is not None and span else 'n/a'} | {xtext} | "
               f"{fmt_s(pcpu)} | {fmt_s(ccpu)} | {f'{100 * mb:.0f}%' if mb is not None else 'n/a'} | {stext} |")
     p("")
     sink = meta.get("sink")
     if sink:
         ev = sink["events"]
-        ins = sink["insert_s"]
-        unn = sink["unnest_s"]
-        p(f"The sink's statement alone, replayed from a client on the {ev:,} payloads the worker wrote "
-          f"(average {sink['avg_payload_bytes']:.0f} bytes), {sink['batches']} batches of "
-          f"{meta['sink_batch']:,} as the worker batches them, one transaction each, median of "
-          f"{meta['runs']}: the worker's INSERT (`INSERT INTO notifier.queue (channel, payload, "
-          f"received_at) SELECT $1, p::jsonb, $3 FROM unnest($2::text[])`) {ins:.2f} s = "
-          f"{fmt_rate(ev, ins)} events/s; the same arrays only unnested (sending them + unnest: the "
-          f"client-side overhead of this replay) {unn:.2f} s; parsing them as json (what the worker's "
-          f"json_is_valid() does once more before the INSERT) {sink['json_parse_s']:.2f} s "
-          f"(including the unnest).  So the INSERT costs about {1e6 * (ins - unn) / ev:.1f} µs/event "
-          f"and the extra validation about {1e6 * (sink['json_parse_s'] - unn) / ev:.1f} µs/event.")
+
+        def us(x):
+            return f"{1e6 * x / ev:.1f}"
+        u = sink["unnest_s"]
+        p(f"The sink's statement alone: the {ev:,} payloads of one more bulk run (average "
+          f"{sink['avg_payload_bytes']:.0f} bytes), replayed server-side in {sink['batches']} batches of "
+          f"{meta['sink_batch']:,} (the worker's batch size), one transaction each, median of "
+          f"{meta['sink_runs']}.  µs/event net = minus the unnest baseline.  The first event: "
+          f"`{sink.get('sample', '?')}`")
         p("")
+        p("| statement (per batch) | s | events/s | µs/event net |")
+        p("| --- | ---: | ---: | ---: |")
+        for key, label in (
+                ("insert", "the worker's INSERT: `INSERT INTO notifier.queue (channel, payload, received_at) "
+                           "SELECT $1, p::jsonb, $3 FROM unnest($2)`"),
+                ("insert_noindex", "the same INSERT into a copy of notifier.queue without indexes"),
+                ("jsonb_parse", "`SELECT count(p::jsonb)`: the INSERT's jsonb parsing alone"),
+                ("json_parse", "`SELECT count(p::json)`: one validating JSON pass (what json_is_valid() in "
+                               "forward.c costs per payload it checks)"),
+                ("unnest", "`SELECT count(p)`: unnest alone (baseline)")):
+            v = sink[key + "_s"]
+            p(f"| {label} | {v:.2f} | {fmt_rate(ev, v)} | {us(v - u) if key != 'unnest' else us(v)} |")
+        p("")
+    prof = meta.get("perf_report")
+    if prof and os.path.exists(prof):
+        incl = {}
+        for line in open(prof, errors="replace"):
+            f = line.split()
+            # "   95.68%     0.17%  [.] forward_events   ..."
+            if len(f) >= 4 and f[0].endswith("%") and f[1].endswith("%") and f[2] in ("[.]", "[k]"):
+                incl.setdefault(f[3], float(f[0][:-1]))
+        if not incl.get("forward_events"):
+            p(f"(perf recorded the worker, but its profile has no forward_events: see {prof})")
+            p("")
+        else:
+            def pct(name):
+                return incl.get(name, 0.0)
+            rows = [
+                ("reading the NOTIFY queue (listen_collect → ProcessNotifyInterrupt)", pct("listen_collect")),
+                ("forwarding (forward_events), of which:", pct("forward_events")),
+                ("  checking payloads are JSON in forward.c (json_is_valid: pg_parse_json outside jsonb_in)",
+                 max(pct("pg_parse_json") - pct("pg_parse_json_or_ereport"), 0.0)),
+                ("  building the text[] argument (construct_array)", pct("construct_array")),
+                ("  the INSERT … SELECT (SPI_execute_plan), of which:", pct("SPI_execute_plan")),
+                ("    parsing payloads into jsonb (jsonb_in)", pct("jsonb_in")),
+                ("    index inserts, 2 btrees (ExecInsertIndexTuples)", pct("ExecInsertIndexTuples")),
+                ("    heap inserts (heap_insert)", pct("heap_insert")),
+                ("    nextval for id (nextval_internal)", pct("nextval_internal")),
+                ("    unnest materialised in a tuplestore (tuplestore_putvalues + gettupleslot)",
+                 pct("tuplestore_putvalues") + pct("tuplestore_gettupleslot")),
+                ("  WAL records (XLogInsert, everywhere)", pct("XLogInsert")),
+            ]
+            p(f"Profile of the worker (perf record -g -p PID, {meta.get('perf_samples', '?')} samples) during "
+              "the extra bulk run: share of the worker's CPU samples spent in each function and "
+              "what it calls (inclusive; the indented rows are part of the row above them).")
+            p("")
+            p("| worker phase | % of samples |")
+            p("| --- | ---: |")
+            for label, v in rows:
+                p(f"| {label.replace('  ', '&nbsp;&nbsp;')} | {v:.1f} |")
+            p("")
+            top = []
+            for line in open(meta["perf_self"], errors="replace") if meta.get("perf_self") else []:
+                f = line.split()
+                # "    14.27%  [.] json_lex   ..."
+                if len(f) >= 3 and f[0].endswith("%") and f[1] in ("[.]", "[k]") and len(top) < 12:
+                    top.append(f"`{f[2]}` {f[0]}")
+            if top:
+                p("Hottest functions (self time): " + ", ".join(top) + ".")
+                p("")
     if meta.get("observations"):
         p("### Observations")
         p("")
@@ -652,13 +748,16 @@ def cmd_report(results_path, meta_path):
     bad = [r for r in runs if (r.get("queue_complete") is False or r.get("client_complete") is False
                                 or ("queue_count" in r and r["queue_count"] != r["events"])
                                 or r.get("queue_ids_ok") is False
+                                or ("queue_distinct_keys" in r and r["queue_distinct_keys"] != r["events"])
+                                or r.get("queue_order_errors")
                                 or r.get("worker_pid_after") != r.get("worker_pid"))]
     if bad:
         p("Incomplete or inconsistent runs:")
         for r in bad:
             p(f"- {r['workload']} / {r['mode']}: events {r['events']}, queue written "
               f"{r.get('queue_written')} (count(*) {r.get('queue_count')}, ids 1..N "
-              f"{r.get('queue_ids_ok')}), client received {r.get('client_count')}, worker pid "
+              f"{r.get('queue_ids_ok')}, distinct row keys {r.get('queue_distinct_keys')}, "
+              f"out of commit order {r.get('queue_order_errors')}), client received {r.get('client_count')}, worker pid "
               f"{r.get('worker_pid')} → {r.get('worker_pid_after')}")
         p("")
     p("<details><summary>all runs (seconds)</summary>")
