@@ -33,6 +33,7 @@
 #include "payloads.h"
 #include "queue_sink.h"
 #include "stats.h"
+#include "webhook_sink.h"
 
 /* the events of one route in this batch: indexes into the batch's events */
 typedef struct RouteBatch
@@ -137,6 +138,9 @@ write_route(Route *route, char **events, RouteBatch *batch,
 		{
 			case ROUTE_QUEUE:
 				queue_sink_write(route, payloads, batch->nitems, received_at);
+				break;
+			case ROUTE_WEBHOOK:
+				webhook_sink_write(route, payloads, batch->nitems, received_at);
 				break;
 		}
 		ReleaseCurrentSubTransaction();

@@ -2,7 +2,7 @@
  *
  * payloads.c
  *	  notifier.payloads, where oversize events are kept: storing them (the
- *	  trigger), fetching them and pruning old ones (the worker).
+ *	  trigger) and fetching them (the worker, which also prunes them).
  *
  * The insert runs as the owner of notifier.payloads (the role that created
  * the extension), so a role writing to a watched table needs no privilege
@@ -14,7 +14,6 @@
 #include "postgres.h"
 
 #include "access/htup_details.h"
-#include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
@@ -28,9 +27,6 @@
 #include "extension.h"
 #include "payloads.h"
 #include "pg_notifier.h"
-
-/* rows deleted per transaction when pruning */
-#define PRUNE_BATCH 1000
 
 static SPIPlanPtr insert_plan = NULL;
 static SPIPlanPtr fetch_plan = NULL;
@@ -152,52 +148,4 @@ payload_fetch(int64 ref)
 			event = text_to_cstring(DatumGetTextPP(d));
 	}
 	return event;
-}
-
-/*
- * Delete the rows older than retention_secs, PRUNE_BATCH rows per
- * transaction so that no transaction holds many row locks or makes a long
- * WAL burst.  Runs at top level (the worker), outside any transaction.
- * Returns when the oldest remaining row was created, 0 when none is left.
- */
-TimestampTz
-payloads_prune(int retention_secs)
-{
-	char	   *delete_sql;
-	TimestampTz oldest = 0;
-	uint64		deleted;
-
-	delete_sql = psprintf("DELETE FROM notifier.payloads WHERE id IN ("
-						  "SELECT id FROM notifier.payloads"
-						  " WHERE created_at < pg_catalog.now() - interval '%d seconds'"
-						  " ORDER BY created_at LIMIT %d)",
-						  retention_secs, PRUNE_BATCH);
-	do
-	{
-		CHECK_FOR_INTERRUPTS();
-		StartTransactionCommand();
-		PushActiveSnapshot(GetTransactionSnapshot());
-		if (SPI_connect() != SPI_OK_CONNECT)
-			elog(ERROR, "SPI_connect failed");
-		if (SPI_execute(delete_sql, false, 0) != SPI_OK_DELETE)
-			elog(ERROR, "pruning notifier.payloads failed");
-		deleted = SPI_processed;
-		if (deleted < PRUNE_BATCH)
-		{
-			bool		isnull;
-			Datum		d;
-
-			if (SPI_execute("SELECT min(created_at) FROM notifier.payloads",
-							true, 1) != SPI_OK_SELECT)
-				elog(ERROR, "reading notifier.payloads failed");
-			d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-			oldest = isnull ? 0 : DatumGetTimestampTz(d);
-		}
-		SPI_finish();
-		PopActiveSnapshot();
-		CommitTransactionCommand();
-	} while (deleted == PRUNE_BATCH);
-
-	pfree(delete_sql);
-	return oldest;
 }

@@ -13,6 +13,5 @@
 extern int64 payload_store(const char *event);
 extern bool payload_reference(const char *payload, int64 *ref);
 extern char *payload_fetch(int64 ref);
-extern TimestampTz payloads_prune(int retention_secs);
 
 #endif							/* NOTIFIER_PAYLOADS_H */

@@ -153,12 +153,25 @@ CREATE TABLE notifier.routes (
 	channel		text NOT NULL,
 	kind		text NOT NULL,
 	queue_table regclass,
+	url			text,
+	headers		jsonb,
+	secret		text,
+	batch_size	integer,
+	max_attempts integer,
+	timeout_ms	integer,
+	concurrency integer,
+	ordered		boolean,
 	created_at	timestamptz NOT NULL DEFAULT now(),
 	CONSTRAINT routes_channel_check
 		CHECK (channel <> '' AND octet_length(channel) < 64),
-	CONSTRAINT routes_kind_check CHECK (kind IN ('queue')),
+	CONSTRAINT routes_kind_check CHECK (kind IN ('queue', 'webhook')),
 	CONSTRAINT routes_queue_table_check
-		CHECK ((kind = 'queue') = (queue_table IS NOT NULL))
+		CHECK ((kind = 'queue') = (queue_table IS NOT NULL)),
+	CONSTRAINT routes_webhook_check
+		CHECK ((kind = 'webhook') = (url IS NOT NULL AND headers IS NOT NULL AND
+									 batch_size > 0 AND max_attempts > 0 AND
+									 timeout_ms > 0 AND concurrency > 0 AND
+									 ordered IS NOT NULL))
 );
 CREATE INDEX routes_channel_idx ON notifier.routes (channel);
 REVOKE ALL ON notifier.routes FROM PUBLIC;
@@ -189,26 +202,143 @@ LANGUAGE C CALLED ON NULL INPUT VOLATILE;
 COMMENT ON FUNCTION notifier.add_queue(text, regclass) IS
 'route the events of a channel into a queue table; returns the route id';
 
+-- Webhook deliveries: one row per event and webhook route, written by the
+-- worker in the transaction that drains the NOTIFY queue; delivery runs from
+-- here, so nothing in this table is lost by a crash or restart.
+CREATE TABLE notifier.deliveries (
+	id			bigserial PRIMARY KEY,
+	route_id	bigint NOT NULL,
+	event_id	text,
+	payload		json NOT NULL,
+	status		text NOT NULL DEFAULT 'pending',
+	attempts	integer NOT NULL DEFAULT 0,
+	next_attempt_at timestamptz NOT NULL DEFAULT now(),
+	last_http_status integer,
+	last_error	text,
+	received_at timestamptz NOT NULL DEFAULT now(),
+	updated_at	timestamptz NOT NULL DEFAULT now(),
+	delivered_at timestamptz,
+	CONSTRAINT deliveries_status_check
+		CHECK (status IN ('pending', 'in_flight', 'delivered', 'dead'))
+);
+CREATE INDEX deliveries_open_idx ON notifier.deliveries (route_id, id)
+	WHERE status IN ('pending', 'in_flight');
+CREATE INDEX deliveries_delivered_idx ON notifier.deliveries (updated_at)
+	WHERE status = 'delivered';
+REVOKE ALL ON notifier.deliveries FROM PUBLIC;
+
+CREATE FUNCTION notifier.add_webhook(
+	channel		text,
+	url			text,
+	headers		jsonb DEFAULT '{}',
+	secret		text DEFAULT NULL,
+	batch_size	integer DEFAULT 1,
+	max_attempts integer DEFAULT 10,
+	timeout_ms	integer DEFAULT 5000,
+	concurrency integer DEFAULT 8,
+	ordered		boolean DEFAULT false)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'notifier_add_webhook'
+LANGUAGE C CALLED ON NULL INPUT VOLATILE;
+
+COMMENT ON FUNCTION notifier.add_webhook(text, text, jsonb, text, integer, integer, integer, integer, boolean) IS
+'route the events of a channel to an HTTP endpoint (POST); returns the route id';
+
 CREATE FUNCTION notifier.remove_route(id bigint)
 RETURNS void
 AS 'MODULE_PATHNAME', 'notifier_remove_route'
 LANGUAGE C CALLED ON NULL INPUT VOLATILE;
 
 COMMENT ON FUNCTION notifier.remove_route(bigint) IS
-'remove a route: the worker stops forwarding to it at once';
+'remove a route and its deliveries: the worker stops forwarding to it at once';
+
+-- Send dead deliveries again (from attempt 1).
+CREATE FUNCTION notifier.redeliver(delivery_id bigint)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	current_status text;
+BEGIN
+	IF delivery_id IS NULL THEN
+		RAISE EXCEPTION 'delivery_id must not be NULL'
+			USING ERRCODE = 'null_value_not_allowed',
+				  HINT = 'Pass the id of a row of notifier.deliveries.';
+	END IF;
+	SELECT d.status INTO current_status FROM notifier.deliveries d
+	 WHERE d.id = delivery_id FOR UPDATE;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'delivery % does not exist', delivery_id
+			USING ERRCODE = 'undefined_object',
+				  HINT = 'Delivered rows are removed after pg_notifier.retention.';
+	END IF;
+	IF current_status <> 'dead' THEN
+		RAISE EXCEPTION 'delivery % is %, not dead', delivery_id, current_status
+			USING ERRCODE = 'object_not_in_prerequisite_state',
+				  HINT = 'Only dead deliveries can be sent again.';
+	END IF;
+	UPDATE notifier.deliveries
+	   SET status = 'pending', attempts = 0, next_attempt_at = now(),
+		   updated_at = now()
+	 WHERE id = delivery_id;
+	PERFORM pg_notify('pg_notifier_control', 'deliveries');
+END
+$$;
+
+CREATE FUNCTION notifier.redeliver_dead(route_id bigint)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	n bigint;
+BEGIN
+	IF route_id IS NULL THEN
+		RAISE EXCEPTION 'route_id must not be NULL'
+			USING ERRCODE = 'null_value_not_allowed',
+				  HINT = 'See notifier.route_list for the routes.';
+	END IF;
+	IF NOT EXISTS (SELECT 1 FROM notifier.routes r
+					WHERE r.id = redeliver_dead.route_id AND r.kind = 'webhook') THEN
+		RAISE EXCEPTION 'webhook route % does not exist', route_id
+			USING ERRCODE = 'undefined_object',
+				  HINT = 'See notifier.route_list for the routes.';
+	END IF;
+	UPDATE notifier.deliveries d
+	   SET status = 'pending', attempts = 0, next_attempt_at = now(),
+		   updated_at = now()
+	 WHERE d.route_id = redeliver_dead.route_id AND d.status = 'dead';
+	GET DIAGNOSTICS n = ROW_COUNT;
+	PERFORM pg_notify('pg_notifier_control', 'deliveries');
+	RETURN n;
+END
+$$;
 
 -- Managing routes needs superuser or an explicit GRANT EXECUTE.
 REVOKE ALL ON FUNCTION notifier.add_queue(text, regclass) FROM PUBLIC;
+REVOKE ALL ON FUNCTION notifier.add_webhook(text, text, jsonb, text, integer, integer, integer, integer, boolean) FROM PUBLIC;
 REVOKE ALL ON FUNCTION notifier.remove_route(bigint) FROM PUBLIC;
+REVOKE ALL ON FUNCTION notifier.redeliver(bigint) FROM PUBLIC;
+REVOKE ALL ON FUNCTION notifier.redeliver_dead(bigint) FROM PUBLIC;
 
+-- The routes, secrets masked.
 CREATE VIEW notifier.route_list AS
 SELECT r.id,
 	   r.channel,
 	   r.kind,
-	   r.queue_table::text AS target,
+	   coalesce(r.queue_table::text, r.url) AS target,
+	   r.headers,
+	   CASE WHEN r.secret IS NOT NULL THEN '********' END AS secret,
+	   r.batch_size,
+	   r.max_attempts,
+	   r.timeout_ms,
+	   r.concurrency,
+	   r.ordered,
 	   r.created_at
   FROM notifier.routes r;
 REVOKE ALL ON notifier.route_list FROM PUBLIC;
+GRANT SELECT ON notifier.route_list TO pg_monitor;
 
 -- Take (and remove) the oldest events of notifier.queue; concurrent callers
 -- never get the same event.
@@ -276,7 +406,13 @@ CREATE FUNCTION notifier.route_stats(
 	OUT errors bigint,
 	OUT last_event_at timestamptz,
 	OUT last_error text,
-	OUT last_error_at timestamptz)
+	OUT last_error_at timestamptz,
+	OUT delivered bigint,
+	OUT retried bigint,
+	OUT dead bigint,
+	OUT last_http_status integer,
+	OUT latency_p50_ms double precision,
+	OUT latency_p99_ms double precision)
 RETURNS SETOF record
 AS 'MODULE_PATHNAME', 'notifier_route_stats'
 LANGUAGE C STRICT VOLATILE;
@@ -285,10 +421,18 @@ CREATE VIEW notifier.stats AS
 SELECT r.id AS route_id,
 	   r.channel,
 	   r.kind,
-	   r.queue_table::text AS target,
+	   coalesce(r.queue_table::text, r.url) AS target,
 	   coalesce(s.received, 0) AS received,
 	   coalesce(s.written, 0) AS written,
 	   coalesce(s.errors, 0) AS errors,
+	   d.pending,
+	   d.in_flight,
+	   coalesce(s.delivered, 0) AS delivered,
+	   coalesce(s.retried, 0) AS retried,
+	   coalesce(s.dead, 0) AS dead,
+	   s.last_http_status,
+	   s.latency_p50_ms,
+	   s.latency_p99_ms,
 	   s.last_event_at,
 	   s.last_error,
 	   s.last_error_at,
@@ -297,7 +441,13 @@ SELECT r.id AS route_id,
 	   pg_catalog.pg_notification_queue_usage() AS queue_usage
   FROM notifier.routes r
   LEFT JOIN notifier.route_stats() s ON s.route_id = r.id
-  LEFT JOIN notifier.status() w ON w.database = pg_catalog.current_database();
+  LEFT JOIN notifier.status() w ON w.database = pg_catalog.current_database()
+  LEFT JOIN LATERAL (
+	SELECT count(*) FILTER (WHERE x.status = 'pending') AS pending,
+		   count(*) FILTER (WHERE x.status = 'in_flight') AS in_flight
+	  FROM notifier.deliveries x
+	 WHERE x.route_id = r.id AND x.status IN ('pending', 'in_flight')
+	   AND r.kind = 'webhook') d ON true;
 
 REVOKE ALL ON FUNCTION notifier.status() FROM PUBLIC;
 REVOKE ALL ON FUNCTION notifier.route_stats() FROM PUBLIC;

@@ -29,6 +29,10 @@ int			notifier_max_coalesce_events = 100000;
 char	   *notifier_databases = NULL;
 char	   *notifier_role = NULL;
 int			notifier_payload_retention = 3600;
+char	   *notifier_allowed_hosts = NULL;
+int			notifier_retry_base_ms = 1000;
+int			notifier_retry_max_ms = 600000;
+int			notifier_retention = 86400;
 
 void		_PG_init(void);
 
@@ -100,6 +104,48 @@ _PG_init(void)
 							"The worker deletes older rows.",
 							&notifier_payload_retention,
 							3600,
+							1,
+							INT_MAX / 1000,
+							PGC_SIGHUP,
+							GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomStringVariable("pg_notifier.allowed_hosts",
+							   "Hosts webhook routes may send to.",
+							   "A comma-separated list of host names; empty: any host.",
+							   &notifier_allowed_hosts,
+							   "",
+							   PGC_SIGHUP,
+							   GUC_LIST_INPUT,
+							   NULL, NULL, NULL);
+
+	DefineCustomIntVariable("pg_notifier.retry_base_ms",
+							"First retry delay ceiling of a failed webhook request.",
+							"The ceiling doubles with each attempt; the wait is a random time below it.",
+							&notifier_retry_base_ms,
+							1000,
+							1,
+							INT_MAX / 2,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("pg_notifier.retry_max_ms",
+							"Longest wait before retrying a webhook request.",
+							"Also the most a Retry-After header can make the worker wait.",
+							&notifier_retry_max_ms,
+							600000,
+							1,
+							INT_MAX / 2,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("pg_notifier.retention",
+							"How long delivered rows stay in notifier.deliveries.",
+							"The worker deletes older ones; dead rows are kept.",
+							&notifier_retention,
+							86400,
 							1,
 							INT_MAX / 1000,
 							PGC_SIGHUP,

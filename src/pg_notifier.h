@@ -32,5 +32,9 @@ extern int	notifier_max_coalesce_events;
 extern char *notifier_databases;
 extern char *notifier_role;
 extern int	notifier_payload_retention;
+extern char *notifier_allowed_hosts;
+extern int	notifier_retry_base_ms;
+extern int	notifier_retry_max_ms;
+extern int	notifier_retention;
 
 #endif							/* PG_NOTIFIER_H */

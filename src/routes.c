@@ -19,6 +19,7 @@
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "utils/acl.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
@@ -26,11 +27,28 @@
 #include "extension.h"
 #include "queue_sink.h"
 #include "routes.h"
+#include "sign.h"
 
 static int
 compare_strings(const ListCell *a, const ListCell *b)
 {
 	return strcmp(lfirst(a), lfirst(b));
+}
+
+static List *
+text_array_to_strings(Datum array)
+{
+	Datum	   *elems;
+	bool	   *nulls;
+	int			n;
+	List	   *result = NIL;
+
+	deconstruct_array(DatumGetArrayTypeP(array), TEXTOID, -1, false, TYPALIGN_INT,
+					  &elems, &nulls, &n);
+	for (int i = 0; i < n; i++)
+		if (!nulls[i])
+			result = lappend(result, TextDatumGetCString(elems[i]));
+	return result;
 }
 
 /*
@@ -46,7 +64,10 @@ routes_load(MemoryContext parent)
 	HASHCTL		ctl;
 	uint64		n;
 
-	if (SPI_execute("SELECT id, channel, kind, queue_table::pg_catalog.oid"
+	if (SPI_execute("SELECT id, channel, kind, queue_table::pg_catalog.oid, url,"
+					" ARRAY(SELECT h.key || ': ' || h.value"
+					"        FROM pg_catalog.jsonb_each_text(headers) h ORDER BY h.key),"
+					" secret, batch_size, max_attempts, timeout_ms, concurrency, ordered"
 					" FROM notifier.routes ORDER BY id", true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "reading notifier.routes failed");
 	n = SPI_processed;
@@ -87,6 +108,22 @@ routes_load(MemoryContext parent)
 			route->kind = ROUTE_QUEUE;
 			route->queue_table = DatumGetObjectId(SPI_getbinval(tuple, tupdesc, 4, &isnull));
 		}
+		else if (strcmp(kind, "webhook") == 0)
+		{
+			WebhookConfig *wh = &route->webhook;
+			char	   *secret = SPI_getvalue(tuple, tupdesc, 7);
+
+			route->kind = ROUTE_WEBHOOK;
+			wh->url = SPI_getvalue(tuple, tupdesc, 5);
+			wh->headers = text_array_to_strings(SPI_getbinval(tuple, tupdesc, 6, &isnull));
+			if (secret != NULL)
+				wh->key = webhook_secret_key(secret, &wh->keylen);
+			wh->batch_size = DatumGetInt32(SPI_getbinval(tuple, tupdesc, 8, &isnull));
+			wh->max_attempts = DatumGetInt32(SPI_getbinval(tuple, tupdesc, 9, &isnull));
+			wh->timeout_ms = DatumGetInt32(SPI_getbinval(tuple, tupdesc, 10, &isnull));
+			wh->concurrency = DatumGetInt32(SPI_getbinval(tuple, tupdesc, 11, &isnull));
+			wh->ordered = DatumGetBool(SPI_getbinval(tuple, tupdesc, 12, &isnull));
+		}
 		else
 		{
 			ereport(WARNING,
@@ -126,6 +163,8 @@ routes_free(RouteTable *table)
 			case ROUTE_QUEUE:
 				queue_sink_free(&table->routes[i]);
 				break;
+			case ROUTE_WEBHOOK:
+				break;			/* its plan is shared and kept */
 		}
 	}
 	MemoryContextDelete(table->cxt);
@@ -139,7 +178,16 @@ routes_for_channel(RouteTable *table, const char *channel)
 	return hash_search(table->by_channel, channel, HASH_FIND, NULL);
 }
 
-static void
+Route *
+routes_find(RouteTable *table, int64 route_id)
+{
+	for (int i = 0; table != NULL && i < table->nroutes; i++)
+		if (table->routes[i].id == route_id)
+			return &table->routes[i];
+	return NULL;
+}
+
+void
 check_channel_arg(FunctionCallInfo fcinfo, int argno)
 {
 	char	   *channel;
@@ -161,10 +209,14 @@ check_channel_arg(FunctionCallInfo fcinfo, int argno)
 				 errdetail("NOTIFY channel names are shorter than %d bytes.", NAMEDATALEN)));
 }
 
-/* Run one statement on notifier.routes as its owner; returns SPI_processed. */
-static uint64
+/*
+ * Run one statement on notifier.routes (and notifier.deliveries) as its
+ * owner; returns SPI_processed, and the first column of the first row
+ * returned in *returned_id.
+ */
+uint64
 routes_execute(const char *sql, int nargs, Oid *argtypes, Datum *values,
-			   int expected_rc, int64 *returned_id)
+			   const char *nulls, int expected_rc, int64 *returned_id)
 {
 	OwnerSwitch sw;
 	uint64		processed;
@@ -173,7 +225,7 @@ routes_execute(const char *sql, int nargs, Oid *argtypes, Datum *values,
 	become_table_owner("routes", &sw);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	rc = SPI_execute_with_args(sql, nargs, argtypes, values, NULL, false, 0);
+	rc = SPI_execute_with_args(sql, nargs, argtypes, values, nulls, false, 0);
 	if (rc != expected_rc)
 		elog(ERROR, "updating notifier.routes failed: %s", SPI_result_code_string(rc));
 	processed = SPI_processed;
@@ -227,7 +279,7 @@ notifier_add_queue(PG_FUNCTION_ARGS)
 	values[1] = ObjectIdGetDatum(relid);
 	routes_execute("INSERT INTO notifier.routes (channel, kind, queue_table)"
 				   " VALUES ($1, 'queue', $2::pg_catalog.regclass) RETURNING id",
-				   2, argtypes, values, SPI_OK_INSERT_RETURNING, &id);
+				   2, argtypes, values, NULL, SPI_OK_INSERT_RETURNING, &id);
 	PG_RETURN_INT64(id);
 }
 
@@ -248,8 +300,11 @@ notifier_remove_route(PG_FUNCTION_ARGS)
 				 errmsg("route id must not be NULL"),
 				 errhint("See notifier.route_list for the routes.")));
 	values[0] = PG_GETARG_DATUM(0);
-	if (routes_execute("DELETE FROM notifier.routes WHERE id = $1",
-					   1, argtypes, values, SPI_OK_DELETE, NULL) == 0)
+	if (routes_execute("WITH gone AS (DELETE FROM notifier.routes WHERE id = $1 RETURNING id),"
+					   " deliveries AS (DELETE FROM notifier.deliveries d USING gone"
+					   "  WHERE d.route_id = gone.id)"
+					   " SELECT id FROM gone",
+					   1, argtypes, values, NULL, SPI_OK_SELECT, NULL) == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("route " INT64_FORMAT " does not exist", PG_GETARG_INT64(0)),

@@ -8,13 +8,29 @@
 #ifndef NOTIFIER_ROUTES_H
 #define NOTIFIER_ROUTES_H
 
+#include "fmgr.h"
 #include "nodes/pg_list.h"
 #include "utils/hsearch.h"
 
 typedef enum RouteKind
 {
-	ROUTE_QUEUE
+	ROUTE_QUEUE,
+	ROUTE_WEBHOOK
 } RouteKind;
+
+/* what a webhook route says about its requests */
+typedef struct WebhookConfig
+{
+	const char *url;
+	List	   *headers;		/* "Name: value" (char *) */
+	char	   *key;			/* signing key (decoded secret), or NULL */
+	int			keylen;
+	int			batch_size;
+	int			max_attempts;
+	int			timeout_ms;
+	int			concurrency;
+	bool		ordered;
+} WebhookConfig;
 
 /* one row of notifier.routes, as the worker holds it */
 typedef struct Route
@@ -23,6 +39,7 @@ typedef struct Route
 	const char *channel;
 	RouteKind	kind;
 	Oid			queue_table;	/* ROUTE_QUEUE */
+	WebhookConfig webhook;		/* ROUTE_WEBHOOK */
 	void	   *sink;			/* the sink's state, made on first write */
 	MemoryContext cxt;			/* where the sink's state lives */
 } Route;
@@ -47,5 +64,10 @@ typedef struct RouteTable
 extern RouteTable *routes_load(MemoryContext parent);
 extern void routes_free(RouteTable *table);
 extern ChannelRoutes *routes_for_channel(RouteTable *table, const char *channel);
+extern Route *routes_find(RouteTable *table, int64 route_id);
+extern uint64 routes_execute(const char *sql, int nargs, Oid *argtypes,
+							 Datum *values, const char *nulls,
+							 int expected_rc, int64 *returned_id);
+extern void check_channel_arg(FunctionCallInfo fcinfo, int argno);
 
 #endif							/* NOTIFIER_ROUTES_H */

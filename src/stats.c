@@ -15,6 +15,8 @@
  */
 #include "postgres.h"
 
+#include <math.h>
+
 #include "access/htup_details.h"
 #include "catalog/pg_type.h"
 #include "fmgr.h"
@@ -37,6 +39,7 @@
 #define MAX_ROUTE_SLOTS 1024
 #define ERROR_LEN 256
 #define CHANNELS_LEN 1024
+#define LATENCY_SAMPLES 256		/* latencies kept per route */
 
 typedef struct WorkerSlot
 {
@@ -63,6 +66,14 @@ typedef struct RouteSlot
 	TimestampTz last_event_at;
 	char		last_error[ERROR_LEN];
 	TimestampTz last_error_at;
+	/* webhook routes */
+	int64		delivered;
+	int64		retried;
+	int64		dead;
+	int			last_http_status;	/* 0: none yet */
+	int			nlatencies;		/* samples in latencies[] */
+	int			next_latency;	/* where the next one goes */
+	float4		latencies_ms[LATENCY_SAMPLES];
 } RouteSlot;
 
 typedef struct NotifierShared
@@ -390,6 +401,57 @@ stats_routes_update(Oid dboid, const RouteDelta *deltas, int ndeltas,
 	LWLockRelease(shared->lock);
 }
 
+void
+stats_route_delivery(Oid dboid, const RouteDelivery *rd, TimestampTz when)
+{
+	RouteSlot  *slot;
+
+	if (shared == NULL)
+		return;
+	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+	slot = route_slot(dboid, rd->route_id, true);
+	if (slot != NULL)
+	{
+		slot->delivered += rd->delivered;
+		slot->retried += rd->retried;
+		slot->dead += rd->dead;
+		if (rd->http_status != 0)
+			slot->last_http_status = rd->http_status;
+		if (rd->error != NULL)
+		{
+			strlcpy(slot->last_error, rd->error, ERROR_LEN);
+			slot->last_error_at = when;
+		}
+		for (int i = 0; i < rd->nlatencies; i++)
+		{
+			slot->latencies_ms[slot->next_latency] = (float4) rd->latencies_ms[i];
+			slot->next_latency = (slot->next_latency + 1) % LATENCY_SAMPLES;
+			slot->nlatencies = Min(slot->nlatencies + 1, LATENCY_SAMPLES);
+		}
+	}
+	LWLockRelease(shared->lock);
+}
+
+static int
+compare_float4(const void *a, const void *b)
+{
+	float4		x = *(const float4 *) a;
+	float4		y = *(const float4 *) b;
+
+	return (x > y) - (x < y);
+}
+
+/* the q-quantile (0..1) of a slot's latency samples; sorts them in place */
+static double
+latency_quantile(RouteSlot *slot, double q)
+{
+	int			i;
+
+	qsort(slot->latencies_ms, slot->nlatencies, sizeof(float4), compare_float4);
+	i = (int) ceil(q * slot->nlatencies) - 1;
+	return slot->latencies_ms[Max(i, 0)];
+}
+
 static const char *
 worker_state_name(WorkerState state)
 {
@@ -559,8 +621,8 @@ notifier_route_stats(PG_FUNCTION_ARGS)
 	for (int i = 0; i < n; i++)
 	{
 		RouteSlot  *slot = &copy[i];
-		Datum		values[7];
-		bool		nulls[7] = {0};
+		Datum		values[13];
+		bool		nulls[13] = {0};
 
 		values[0] = Int64GetDatum(slot->route_id);
 		values[1] = Int64GetDatum(slot->received);
@@ -572,6 +634,17 @@ notifier_route_stats(PG_FUNCTION_ARGS)
 		nulls[5] = (slot->last_error_at == 0);
 		values[6] = TimestampTzGetDatum(slot->last_error_at);
 		nulls[6] = (slot->last_error_at == 0);
+		values[7] = Int64GetDatum(slot->delivered);
+		values[8] = Int64GetDatum(slot->retried);
+		values[9] = Int64GetDatum(slot->dead);
+		values[10] = Int32GetDatum(slot->last_http_status);
+		nulls[10] = (slot->last_http_status == 0);
+		nulls[11] = nulls[12] = (slot->nlatencies == 0);
+		if (slot->nlatencies > 0)
+		{
+			values[11] = Float8GetDatum(latency_quantile(slot, 0.50));
+			values[12] = Float8GetDatum(latency_quantile(slot, 0.99));
+		}
 		tuplestore_putvalues(store, tupdesc, values, nulls);
 	}
 	return (Datum) 0;

@@ -44,6 +44,19 @@ typedef struct RouteDelta
 	const char *error;			/* the error, or NULL */
 } RouteDelta;
 
+/* what one finished webhook request did for its route */
+typedef struct RouteDelivery
+{
+	int64		route_id;
+	int64		delivered;		/* rows now delivered */
+	int64		retried;		/* rows to be tried again */
+	int64		dead;			/* rows now dead */
+	int			http_status;	/* 0: no response */
+	const char *error;			/* NULL when delivered */
+	const double *latencies_ms; /* receipt to 2xx, per delivered row */
+	int			nlatencies;
+} RouteDelivery;
+
 extern void stats_request_shmem(void);
 extern void stats_count(CaptureCounter counter);
 extern uint64 stats_read(CaptureCounter counter);
@@ -62,5 +75,6 @@ extern void stats_worker_error(const char *message);
 extern void stats_routes_retain(Oid dboid, const int64 *route_ids, int nroutes);
 extern void stats_routes_update(Oid dboid, const RouteDelta *deltas, int ndeltas,
 								TimestampTz when);
+extern void stats_route_delivery(Oid dboid, const RouteDelivery *rd, TimestampTz when);
 
 #endif							/* NOTIFIER_STATS_H */

@@ -19,8 +19,11 @@
  *	  transactions of at most FORWARD_BATCH events.  Between those it
  *	  collects again, so reading the NOTIFY queue does not wait for the
  *	  sinks (up to MAX_AHEAD_BYTES of events held in memory).
+ *	- Webhook deliveries (delivery.c) run in the same loop: it waits on its
+ *	  latch and curl's sockets together.
  *	- When idle it sleeps on its latch and runs no query: pruning
- *	  notifier.payloads happens only when rows may be there to prune.
+ *	  notifier.payloads and delivered rows happens only when rows may be
+ *	  there to prune.
  *
  * Errors outside a route's sink are not caught: the worker exits, the
  * launcher starts it again (let it crash).  SIGTERM ends it between two
@@ -46,11 +49,12 @@
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
+#include "delivery.h"
 #include "extension.h"
 #include "forward.h"
 #include "listen.h"
-#include "payloads.h"
 #include "pg_notifier.h"
+#include "prune.h"
 #include "routes.h"
 #include "stats.h"
 
@@ -71,9 +75,27 @@ static bool routes_changed = true;
 static TimestampTz next_check = 0;
 static bool waiting_logged = false;
 
-/* pruning notifier.payloads */
-static uint64 refs_seen = PG_UINT64_MAX;	/* oversize counter at last prune */
-static TimestampTz oldest_payload = 0;	/* of the rows left; 0: none */
+/*
+ * Pruning a table: only when there may be rows to delete, that is when
+ * rows were added since the last prune (a counter moved), or the oldest
+ * row left has expired.
+ */
+typedef struct Prune
+{
+	const char *table;
+	const char *time_column;
+	const char *condition;
+	int		   *retention_secs;
+	uint64		seen;			/* the counter at the last prune */
+	TimestampTz oldest;			/* of the rows left; 0: none */
+} Prune;
+
+static Prune payloads_prune = {
+	"payloads", "created_at", "true", &notifier_payload_retention, PG_UINT64_MAX, 0
+};
+static Prune deliveries_prune = {
+	"deliveries", "updated_at", "status = 'delivered'", &notifier_retention, PG_UINT64_MAX, 0
+};
 
 /*
  * SIGTERM: outside a transaction the worker exits quietly at the top of its
@@ -147,9 +169,13 @@ refresh(void)
 	routes_changed = false;
 	if (OidIsValid(ext) && ext != extension_oid)
 	{
-		refs_seen = PG_UINT64_MAX;	/* prune once */
-		oldest_payload = 0;
+		/* prune once; resume the deliveries a stop interrupted */
+		payloads_prune.seen = deliveries_prune.seen = PG_UINT64_MAX;
+		delivery_resume();
 	}
+	else if (!OidIsValid(ext) && OidIsValid(extension_oid))
+		delivery_stop();
+	delivery_all_pending();
 	extension_oid = ext;
 
 	if (routes != NULL)
@@ -242,24 +268,19 @@ drain(Inbox *inboxes)
 	pgstat_report_activity(STATE_IDLE, NULL);
 }
 
-/*
- * Delete notifier.payloads rows past pg_notifier.payload_retention, but
- * only when there may be some: rows were stored since the last prune (the
- * shared oversize counter moved), or the oldest row left has expired.
- */
 static void
-prune_payloads(TimestampTz now)
+maybe_prune(Prune *prune, uint64 counter, TimestampTz now)
 {
-	uint64		refs = stats_read(COUNT_OVERSIZE_REFERENCED);
-	bool		expired = oldest_payload != 0 &&
-		now >= TimestampTzPlusMilliseconds(oldest_payload,
-										   (int64) notifier_payload_retention * 1000);
+	bool		expired = prune->oldest != 0 &&
+		now >= TimestampTzPlusMilliseconds(prune->oldest,
+										   (int64) *prune->retention_secs * 1000);
 
-	if (!OidIsValid(extension_oid) || (refs == refs_seen && !expired))
+	if (!OidIsValid(extension_oid) || (counter == prune->seen && !expired))
 		return;
-	refs_seen = refs;
-	pgstat_report_activity(STATE_RUNNING, "pruning notifier.payloads");
-	oldest_payload = payloads_prune(notifier_payload_retention);
+	prune->seen = counter;
+	pgstat_report_activity(STATE_RUNNING, "pruning");
+	prune->oldest = prune_table(prune->table, prune->time_column, prune->condition,
+								*prune->retention_secs);
 	pgstat_report_activity(STATE_IDLE, NULL);
 }
 
@@ -288,7 +309,8 @@ worker_loop(void)
 	for (;;)
 	{
 		TimestampTz now;
-		long		wait_ms;
+		TimestampTz next_delivery;
+		TimestampTz wake_at;
 
 		CHECK_FOR_INTERRUPTS();
 		if (ShutdownRequestPending)
@@ -304,29 +326,32 @@ worker_loop(void)
 								dbname)));
 				proc_exit(1);
 			}
-			/* the retention may have changed: look at the rows left again */
-			if (oldest_payload != 0)
-				oldest_payload = 1;
+			/* the retentions may have changed: look at the rows left again */
+			if (payloads_prune.oldest != 0)
+				payloads_prune.oldest = 1;
+			if (deliveries_prune.oldest != 0)
+				deliveries_prune.oldest = 1;
 		}
 
 		if (notifyInterruptPending)
 			drain(inboxes);
+		next_delivery = delivery_work(routes);
 
 		now = GetCurrentTimestamp();
 		if (now >= next_check)
 		{
 			refresh();
-			prune_payloads(now);
+			maybe_prune(&payloads_prune, stats_read(COUNT_OVERSIZE_REFERENCED), now);
+			maybe_prune(&deliveries_prune, delivery_delivered_count(), now);
 			next_check = TimestampTzPlusMilliseconds(now, CHECK_SECONDS * 1000);
 		}
 
 		if (notifyInterruptPending)
 			continue;
-		wait_ms = TimestampDifferenceMilliseconds(now, next_check);
-		(void) WaitLatch(MyLatch,
-						 WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 Max(wait_ms, 10), PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
+		wake_at = next_check;
+		if (next_delivery != 0 && next_delivery < wake_at)
+			wake_at = next_delivery;
+		delivery_wait(TimestampDifferenceMilliseconds(now, wake_at));
 	}
 }
 
