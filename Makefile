@@ -19,3 +19,7 @@ SHLIB_LINK = -lcurl
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+# PGXS tracks no header dependencies unless PostgreSQL was configured with
+# --enable-depend: rebuild everything when any of our headers changes.
+$(OBJS) $(OBJS:.o=.bc): $(wildcard src/*.h)
