@@ -115,7 +115,7 @@ _PG_init(void)
 							   "A comma-separated list of host names; empty: any host.",
 							   &notifier_allowed_hosts,
 							   "",
-							   PGC_SIGHUP,
+							   PGC_SUSET,
 							   GUC_LIST_INPUT,
 							   NULL, NULL, NULL);
 

@@ -101,7 +101,8 @@ check_url(const char *url)
 	else if (curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
 			 (pg_strcasecmp(scheme, "http") != 0 && pg_strcasecmp(scheme, "https") != 0))
 		problem = psprintf("url \"%s\" is not an http or https URL", url);
-	else if (curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK || host[0] == '\0')
+	else if (curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK || host[0] == '\0' ||
+			 strstr(url, ":///") != NULL)
 		problem = psprintf("url \"%s\" has no host", url);
 	else if (!host_allowed(host))
 		problem = psprintf("host \"%s\" is not in pg_notifier.allowed_hosts", host);
