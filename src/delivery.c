@@ -50,6 +50,7 @@
 #include "utils/timestamp.h"
 
 #include "delivery.h"
+#include "worker_xact.h"
 #include "pg_notifier.h"
 #include "sign.h"
 #include "stats.h"
@@ -90,7 +91,8 @@ typedef struct Socket
 } Socket;
 
 static CURLM *multi = NULL;
-static MemoryContext delivery_cxt = NULL;
+static MemoryContext delivery_cxt = NULL;	/* requests, sockets, states */
+static MemoryContext scratch_cxt = NULL;	/* one delivery_work() call */
 static HTAB *states = NULL;
 static dlist_head running = DLIST_STATIC_INIT(running);
 static dlist_head finished = DLIST_STATIC_INIT(finished);
@@ -167,6 +169,8 @@ delivery_init(void)
 		return;
 	delivery_cxt = AllocSetContextCreate(TopMemoryContext, "pg_notifier deliveries",
 										 ALLOCSET_DEFAULT_SIZES);
+	scratch_cxt = AllocSetContextCreate(delivery_cxt, "pg_notifier delivery scratch",
+										ALLOCSET_DEFAULT_SIZES);
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
 		elog(ERROR, "curl_global_init failed");
 	multi = curl_multi_init();
@@ -220,20 +224,6 @@ delivery_all_pending(void)
 		state->pending = true;
 }
 
-static void
-run_sql_in_transaction(const char *sql)
-{
-	StartTransactionCommand();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	if (SPI_execute(sql, false, 0) < 0)
-		elog(ERROR, "\"%s\" failed", sql);
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
-}
-
 /*
  * At start (or when the extension appears): requests that were in flight
  * when the worker stopped are sent again.
@@ -241,9 +231,12 @@ run_sql_in_transaction(const char *sql)
 void
 delivery_resume(void)
 {
-	run_sql_in_transaction("UPDATE notifier.deliveries"
-						   " SET status = 'pending', updated_at = pg_catalog.now()"
-						   " WHERE status = 'in_flight'");
+	worker_xact_begin();
+	if (SPI_execute("UPDATE notifier.deliveries"
+					" SET status = 'pending', updated_at = pg_catalog.now()"
+					" WHERE status = 'in_flight'", false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "resuming deliveries failed");
+	worker_xact_commit();
 	delivery_all_pending();
 }
 
@@ -343,8 +336,8 @@ start_request(Route *route, int64 *ids, char **event_ids, char **payloads,
 			  int *attempts, TimestampTz *received, int n)
 {
 	WebhookConfig *wh = &route->webhook;
-	MemoryContext old = MemoryContextSwitchTo(delivery_cxt);
-	Request    *req = palloc0(sizeof(Request));
+	MemoryContext old = MemoryContextSwitchTo(scratch_cxt);
+	Request    *req = MemoryContextAllocZero(delivery_cxt, sizeof(Request));
 	StringInfoData body;
 	char	   *msg_id;
 	int64		now_secs = (int64) time(NULL);
@@ -355,12 +348,13 @@ start_request(Route *route, int64 *ids, char **event_ids, char **payloads,
 	req->max_attempts = wh->max_attempts;
 	req->attempt = attempts[0];
 	req->n = n;
-	req->ids = palloc(n * sizeof(int64));
-	req->received = palloc(n * sizeof(TimestampTz));
+	req->ids = MemoryContextAlloc(delivery_cxt, n * sizeof(int64));
+	req->received = MemoryContextAlloc(delivery_cxt, n * sizeof(TimestampTz));
 	memcpy(req->ids, ids, n * sizeof(int64));
 	memcpy(req->received, received, n * sizeof(TimestampTz));
 	req->retry_after_ms = -1;
 
+	MemoryContextSwitchTo(delivery_cxt);
 	initStringInfo(&body);
 	if (wh->batch_size == 1)
 		appendStringInfoString(&body, payloads[0]);
@@ -376,6 +370,7 @@ start_request(Route *route, int64 *ids, char **event_ids, char **payloads,
 		appendStringInfoChar(&body, ']');
 	}
 	req->body = body.data;
+	MemoryContextSwitchTo(scratch_cxt);
 
 	msg_id = event_ids[0] != NULL ? event_ids[0] : psprintf("delivery-" INT64_FORMAT, ids[0]);
 	req->headers = append_header(NULL, "Content-Type: application/json");
@@ -538,7 +533,7 @@ claim(Route *route, RouteState *state, Claimed *claimed)
 	/* in id order (RETURNING has none), kept past SPI_finish() */
 	if (n > 0)
 	{
-		MemoryContext old = MemoryContextSwitchTo(delivery_cxt);
+		MemoryContext old = MemoryContextSwitchTo(scratch_cxt);
 		TupleDesc	tupdesc = SPI_tuptable->tupdesc;
 
 		order = palloc(n * 2 * sizeof(int64));
@@ -642,10 +637,7 @@ record_outcomes(void)
 	SPIPlanPtr	plan;
 	dlist_mutable_iter iter;
 
-	StartTransactionCommand();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
+	worker_xact_begin();
 	plan = keep_plan(&outcome_plan,
 					 "UPDATE notifier.deliveries SET"
 					 " status = CASE WHEN $2 <> 'retry' THEN $2"
@@ -730,9 +722,7 @@ record_outcomes(void)
 		free_request(req);
 	}
 
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
+	worker_xact_commit();
 }
 
 /* Move what curl has finished to the finished list. */
@@ -787,11 +777,8 @@ delivery_work(RouteTable *routes)
 	if (any)
 	{
 		pgstat_report_activity(STATE_RUNNING, "claiming deliveries");
-		claimed = MemoryContextAllocZero(delivery_cxt, routes->nroutes * sizeof(Claimed));
-		StartTransactionCommand();
-		PushActiveSnapshot(GetTransactionSnapshot());
-		if (SPI_connect() != SPI_OK_CONNECT)
-			elog(ERROR, "SPI_connect failed");
+		claimed = MemoryContextAllocZero(scratch_cxt, routes->nroutes * sizeof(Claimed));
+		worker_xact_begin();
 		for (int i = 0; i < routes->nroutes; i++)
 		{
 			Route	   *route = &routes->routes[i];
@@ -804,9 +791,7 @@ delivery_work(RouteTable *routes)
 				state->next_due = 0;
 			claim(route, state, &claimed[nclaimed++]);
 		}
-		SPI_finish();
-		PopActiveSnapshot();
-		CommitTransactionCommand();
+		worker_xact_commit();
 		pgstat_report_activity(STATE_IDLE, NULL);
 
 		for (int c = 0; c < nclaimed; c++)
@@ -818,16 +803,8 @@ delivery_work(RouteTable *routes)
 				start_request(cl->route, cl->ids + from, cl->event_ids + from,
 							  cl->payloads + from, cl->attempts + from,
 							  cl->received + from, Min(batch, cl->n - from));
-			if (cl->n > 0)
-			{
-				pfree(cl->ids);
-				pfree(cl->event_ids);
-				pfree(cl->payloads);
-				pfree(cl->attempts);
-				pfree(cl->received);
-			}
 		}
-		pfree(claimed);
+		MemoryContextReset(scratch_cxt);
 		if (!dlist_is_empty(&running))
 		{
 			int			still_running;

@@ -34,6 +34,7 @@
 #include "queue_sink.h"
 #include "stats.h"
 #include "webhook_sink.h"
+#include "worker_xact.h"
 
 /* the events of one route in this batch: indexes into the batch's events */
 typedef struct RouteBatch
@@ -179,10 +180,7 @@ forward_events(RouteTable *table, InboxItem *items, int nitems,
 	if (table == NULL || table->nroutes == 0)
 		return;
 
-	StartTransactionCommand();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
+	worker_xact_begin();
 
 	/* in SPI's procedure context: freed by SPI_finish() */
 	events = palloc0(nitems * sizeof(char *));
@@ -247,9 +245,7 @@ forward_events(RouteTable *table, InboxItem *items, int nitems,
 				 edata->hint ? errhint("%s", edata->hint) : 0));
 	}
 
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
+	worker_xact_commit();
 	MemoryContextSwitchTo(keep_cxt);
 
 	stats_routes_update(MyDatabaseId, deltas, table->nroutes, GetCurrentTimestamp());

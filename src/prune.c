@@ -20,6 +20,7 @@
 #include "utils/timestamp.h"
 
 #include "prune.h"
+#include "worker_xact.h"
 
 #define PRUNE_BATCH 1000
 
@@ -48,10 +49,7 @@ prune_table(const char *table, const char *time_column, const char *condition,
 	do
 	{
 		CHECK_FOR_INTERRUPTS();
-		StartTransactionCommand();
-		PushActiveSnapshot(GetTransactionSnapshot());
-		if (SPI_connect() != SPI_OK_CONNECT)
-			elog(ERROR, "SPI_connect failed");
+		worker_xact_begin();
 		if (SPI_execute(delete_sql, false, 0) != SPI_OK_DELETE)
 			elog(ERROR, "pruning notifier.%s failed", table);
 		deleted = SPI_processed;
@@ -65,9 +63,7 @@ prune_table(const char *table, const char *time_column, const char *condition,
 			d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 			oldest = isnull ? 0 : DatumGetTimestampTz(d);
 		}
-		SPI_finish();
-		PopActiveSnapshot();
-		CommitTransactionCommand();
+		worker_xact_commit();
 	} while (deleted == PRUNE_BATCH);
 
 	pfree(delete_sql);

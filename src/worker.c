@@ -57,6 +57,7 @@
 #include "prune.h"
 #include "routes.h"
 #include "stats.h"
+#include "worker_xact.h"
 
 /* seconds between checks that the extension is still there */
 #define CHECK_SECONDS 10
@@ -139,30 +140,23 @@ refresh(void)
 	RouteTable *new_routes = NULL;
 	Oid			ext;
 
-	StartTransactionCommand();
+	worker_xact_begin();
 	ext = notifier_extension_oid();
 	if (ext == extension_oid && !routes_changed)
 	{
-		CommitTransactionCommand();
+		worker_xact_commit();
 		return;
 	}
 
 	if (OidIsValid(ext))
-	{
-		PushActiveSnapshot(GetTransactionSnapshot());
-		if (SPI_connect() != SPI_OK_CONNECT)
-			elog(ERROR, "SPI_connect failed");
 		new_routes = routes_load(TopMemoryContext);
-		SPI_finish();
-		PopActiveSnapshot();
-	}
 	else if (!waiting_logged)
 		ereport(LOG,
 				(errmsg("pg_notifier: extension pg_notifier is not installed in database \"%s\"; waiting for CREATE EXTENSION pg_notifier",
 						dbname)));
 	waiting_logged = !OidIsValid(ext);
 	adjust_listening(routes, new_routes);
-	CommitTransactionCommand();
+	worker_xact_commit();
 
 	routes_free(routes);
 	routes = new_routes;

@@ -47,7 +47,12 @@ def main():
                                         self.headers.get("webhook-timestamp", ""), body))
             try:
                 event = json.loads(body)
-                what = f"{event.get('op')} key={json.dumps(event.get('key'))}"
+                if isinstance(event, list):
+                    what = f"a batch of {len(event)} events"
+                elif isinstance(event, dict):
+                    what = f"{event.get('op')} key={json.dumps(event.get('key'))}"
+                else:
+                    what = json.dumps(event)
             except ValueError:
                 what = "(not JSON)"
             print(f"   [webhook] {self.path} webhook-id={msg_id} "

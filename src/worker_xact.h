@@ -1,0 +1,14 @@
+/*-------------------------------------------------------------------------
+ *
+ * worker_xact.h
+ *	  A transaction of the worker: snapshot and SPI included.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef NOTIFIER_WORKER_XACT_H
+#define NOTIFIER_WORKER_XACT_H
+
+extern void worker_xact_begin(void);
+extern void worker_xact_commit(void);
+
+#endif							/* NOTIFIER_WORKER_XACT_H */
