@@ -1,0 +1,835 @@
+#!/usr/bin/python3
+"""pg_notifier's webhook sink across worker crashes, server restarts and
+receiver outages, on a cluster of its own.
+
+It kills a server process (kill -9 makes the postmaster reinitialise and log
+"terminated by signal 9", which test/run's log check rightly calls a crash), so
+it does NOT use the cluster test/run started.  It runs initdb in a fresh
+temporary directory as the OS user postgres and starts that cluster with
+shared_preload_libraries = 'pg_notifier', pg_notifier.databases =
+'postgres, wh' and small retry settings (retry_base_ms 50, retry_max_ms 500).
+synchronous_commit stays on: a commit must survive the crash-restart.  The
+cluster is always stopped and its directory removed at the end (also on
+failure, watchdog, SIGTERM or Ctrl-C).
+
+An HTTP/1.1 keep-alive receiver on 127.0.0.1 records every request and
+answers 200 after 20 ms, so requests are in flight when the worker dies.  It
+records webhook-id, the events of the body and the time.  Two routes on one
+watched channel: A (batch_size 1, concurrency 8, signed) and B (batch_size 10,
+concurrency 2), both max_attempts 100.
+
+  0. warm-up: 50 events, each delivered exactly once to both routes,
+     signatures valid;
+  1. kill -9 of the worker while deliveries are in progress (3000 events, all
+     in notifier.deliveries, part of them delivered): the cluster
+     reinitialises, the worker comes back, and every event reaches both
+     routes at least once.  Duplicates are at most concurrency x batch_size
+     (A: 8, B: 20), and identifiable by webhook-id (a repeated webhook-id);
+  2. pg_ctl restart -m fast mid-delivery: the same;
+  3. pg_ctl restart -m immediate mid-delivery: the same;
+  4. receiver down: stopped (keep-alive connections cut), 1000 events
+     produced and written to notifier.deliveries, the server restarted
+     (-m fast) while the receiver is still down, then the receiver comes back
+     on the same port: every event delivered, none twice, none dead;
+  finally the server log: no PANIC, no TRAP, no process terminated by a
+  signal other than our one kill -9, exactly one reinitialisation.
+
+Run it as root with Debian's python3 (psycopg 3.1):
+    /usr/bin/python3 test/integration/test_webhook_crash.py
+Environment: PG_MAJOR (15), PG_BIN or PG_CONFIG (where the server binaries
+are), PG_OS_USER (postgres), PG_NOTIFIER_TEST_TIMEOUT (watchdog, 240 s),
+PG_NOTIFIER_CRASH_EVENTS (events per crash phase, 3000), KEEP_TEST_DIR (keep
+the directory).
+"""
+
+import base64
+import collections
+import hashlib
+import hmac
+import http.server
+import json
+import os
+import pwd
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import psycopg
+
+NAME = "test_webhook_crash"
+TIMEOUT = int(os.environ.get("PG_NOTIFIER_TEST_TIMEOUT", "240"))
+PG_OS_USER = os.environ.get("PG_OS_USER", "postgres")
+EVENTS = int(os.environ.get("PG_NOTIFIER_CRASH_EVENTS", "3000"))
+DOWN_EVENTS = 1000
+DB = "wh"
+CHANNEL = "wh_crash"
+WORKER = "pg_notifier worker"
+LAUNCHER = "pg_notifier launcher"
+WORKING_STATES = ("listening", "forwarding")
+DELAY = 0.02                 # the receiver answers after 20 ms
+SECRET = "whsec_" + base64.b64encode(b"pg_notifier crash test secret 32b").decode()
+# path -> (concurrency, batch_size)
+ROUTES = {"/a": (8, 1), "/b": (2, 10)}
+
+# This test must never talk to the cluster test/run started: forget the libpq
+# environment (PGHOST, PGPORT, PGUSER, PGDATABASE, PGDATA, PGOPTIONS, ...).
+for _k in list(os.environ):
+    if re.fullmatch(r"PG[A-Z]+", _k):
+        del os.environ[_k]
+
+
+class TestFailure(Exception):
+    pass
+
+
+def log(msg):
+    print(f"   {msg}", flush=True)
+
+
+def pg_bindir():
+    if os.environ.get("PG_BIN"):
+        return os.environ["PG_BIN"]
+    major = os.environ.get("PG_MAJOR", "15")
+    fallback = f"/usr/lib/postgresql/{major}/bin"
+    cfg = os.environ.get("PG_CONFIG") or os.path.join(fallback, "pg_config")
+    try:
+        out = subprocess.run([cfg, "--bindir"], capture_output=True, text=True,
+                             check=True, timeout=30).stdout.strip()
+        if os.path.exists(os.path.join(out, "pg_ctl")):
+            return out
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return fallback
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ---------------------------------------------------------------------------
+# the HTTP receiver
+# ---------------------------------------------------------------------------
+class Req:
+    __slots__ = ("seq", "path", "wid", "ts", "sig", "body", "t0", "answered", "evs")
+
+
+class _Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+    allow_reuse_address = True
+    request_queue_size = 128
+
+    def handle_error(self, request, client_address):
+        self.rcv.errors += 1
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    # TCP_NODELAY: the status line + headers and the body go out as two writes;
+    # with Nagle the second waits for the client's delayed ACK (~40 ms)
+    disable_nagle_algorithm = True
+    server_version = "pg-notifier-test-receiver"
+    sys_version = ""
+
+    def log_message(self, fmt, *args):
+        pass
+
+    def setup(self):
+        super().setup()
+        self.server.rcv._conn(self.connection, True)
+
+    def finish(self):
+        try:
+            super().finish()
+        finally:
+            self.server.rcv._conn(self.connection, False)
+
+    def do_POST(self):
+        self.server.rcv._handle(self)
+
+
+class Receiver:
+    """Records every request; answers 200 after DELAY."""
+
+    def __init__(self):
+        self.port = 0
+        self.lock = threading.Lock()
+        self.reqs = []
+        self.conns = set()
+        self.errors = 0
+        self.server = None
+        self.thread = None
+
+    def start(self):
+        t0 = time.monotonic()
+        while True:
+            try:
+                srv = _Server(("127.0.0.1", self.port), _Handler)
+                break
+            except OSError as ex:
+                if self.port == 0 or time.monotonic() - t0 > 10:
+                    raise TestFailure(f"receiver: cannot listen on port {self.port}: {ex}")
+                time.sleep(0.1)
+        srv.rcv = self
+        self.port = srv.server_address[1]
+        self.server = srv
+        self.thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05},
+                                       daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        srv, self.server = self.server, None
+        if srv is None:
+            return
+        srv.shutdown()
+        srv.server_close()
+        with self.lock:
+            conns = list(self.conns)
+        for c in conns:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self.thread.join(5)
+
+    def url(self, path):
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def _conn(self, sock, opened):
+        with self.lock:
+            (self.conns.add if opened else self.conns.discard)(sock)
+
+    def _handle(self, h):
+        t0 = time.monotonic()
+        try:
+            n = int(h.headers.get("Content-Length") or 0)
+            body = h.rfile.read(n) if n else b""
+        except (OSError, ValueError):
+            h.close_connection = True
+            return
+        r = Req()
+        r.path = h.path.split("?", 1)[0]
+        r.wid = h.headers.get("webhook-id")
+        r.ts = h.headers.get("webhook-timestamp")
+        r.sig = h.headers.get("webhook-signature")
+        r.body = body
+        r.t0 = t0
+        r.answered = False
+        try:        # (phase, n, event id) of each event of the body, parsed once
+            b = json.loads(body)
+            r.evs = [((e.get("row") or {}).get("phase"), (e.get("row") or {}).get("n"), e.get("id"))
+                     for e in (b if isinstance(b, list) else [b])]
+        except (ValueError, AttributeError):
+            r.evs = None
+        with self.lock:
+            r.seq = len(self.reqs)
+            self.reqs.append(r)
+        time.sleep(DELAY)
+        try:
+            h.send_response(200)
+            h.send_header("Content-Length", "2")
+            h.end_headers()
+            h.wfile.write(b"{}")
+            h.wfile.flush()
+            r.answered = True
+        except OSError:
+            h.close_connection = True
+
+    def requests(self):
+        with self.lock:
+            return list(self.reqs)
+
+
+def signature_ok(r):
+    if r.wid is None or r.ts is None or r.sig is None:
+        return False
+    key = base64.b64decode(SECRET[len("whsec_"):])
+    want = "v1," + base64.b64encode(hmac.new(key, f"{r.wid}.{r.ts}.".encode() + r.body,
+                                             hashlib.sha256).digest()).decode()
+    return any(hmac.compare_digest(s, want) for s in r.sig.split())
+
+
+# ---------------------------------------------------------------------------
+# the server log, parsed into messages (log_line_prefix = '%m [%p] [%b] ')
+# ---------------------------------------------------------------------------
+LINE_RE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)? \S+ \[(\d+)\] \[([^\]]*)\] "
+                     r"([A-Z]+[0-9]?):  (.*)$")
+SECONDARY = {"DETAIL", "HINT", "CONTEXT", "STATEMENT", "QUERY", "LOCATION"}
+
+
+def read_messages(path):
+    msgs = []
+    try:
+        f = open(path, errors="replace")
+    except OSError:
+        return msgs
+    with f:
+        for line in f:
+            line = line.rstrip("\n")
+            m = LINE_RE.match(line)
+            if m:
+                pid, btype, sev, text = m.groups()
+                if sev in SECONDARY and msgs and msgs[-1]["pid"] == int(pid):
+                    msgs[-1]["text"] += "\n" + text
+                    msgs[-1]["lines"].append(line)
+                    continue
+                msgs.append({"pid": int(pid), "btype": btype, "sev": sev,
+                             "text": text, "lines": [line]})
+            elif msgs:
+                msgs[-1]["text"] += "\n" + line
+                msgs[-1]["lines"].append(line)
+            else:
+                msgs.append({"pid": None, "btype": "", "sev": "", "text": line, "lines": [line]})
+    return msgs
+
+
+def show_msgs(msgs, limit=20):
+    out = []
+    for m in msgs[:limit]:
+        out.extend("      | " + ln for ln in m["lines"][:4])
+    if len(msgs) > limit:
+        out.append(f"      | ... and {len(msgs) - limit} more")
+    return "\n".join(out)
+
+
+# ---------------------------------------------------------------------------
+# the throw-away cluster
+# ---------------------------------------------------------------------------
+class Cluster:
+    def __init__(self):
+        self.bin = pg_bindir()
+        self.dir = tempfile.mkdtemp(prefix="pg_notifier_webhook_crash.")
+        self.data = os.path.join(self.dir, "data")
+        self.logfile = os.path.join(self.dir, "server.log")
+        self.cmdout = os.path.join(self.dir, "commands.out")
+        self.port = None
+        self.conns = {}
+        self._lock = threading.RLock()
+        self._cleaned = False
+        self.root = os.geteuid() == 0
+        if self.root:
+            pw = pwd.getpwnam(PG_OS_USER)
+            os.chown(self.dir, pw.pw_uid, pw.pw_gid)
+            self.uid, self.gid = pw.pw_uid, pw.pw_gid
+        os.chmod(self.dir, 0o700)
+
+    def run_pg(self, args, timeout=120):
+        cmd = (["runuser", "-u", PG_OS_USER, "--"] if self.root else []) + args
+        # output to a file, never a pipe: the postmaster pg_ctl starts must not
+        # hold a pipe of ours open
+        with open(self.cmdout, "w+") as out:
+            try:
+                rc = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=out,
+                                    stderr=subprocess.STDOUT, timeout=timeout).returncode
+            except subprocess.TimeoutExpired:
+                rc = 124
+            out.seek(0)
+            return rc, out.read()
+
+    def pg_ctl(self, *args, timeout=90):
+        return self.run_pg([os.path.join(self.bin, "pg_ctl"), "-D", self.data,
+                            "-l", self.logfile, "-w", "-t", "60", *args], timeout=timeout)
+
+    def initdb(self):
+        rc, out = self.run_pg([os.path.join(self.bin, "initdb"), "-D", self.data,
+                               "-A", "trust", "-U", "postgres", "--no-sync",
+                               "-E", "UTF8", "--locale=C.UTF-8"])
+        if rc != 0:
+            raise TestFailure(f"initdb failed (exit {rc}):\n{out}")
+        self.port = free_port()
+        # like cluster_start in test/lib/cluster.sh, but without
+        # synchronous_commit = off: what the worker committed to
+        # notifier.deliveries must survive the crash-restart.
+        conf = f"""# Do not edit this file manually!
+# It will be overwritten by the ALTER SYSTEM command.
+listen_addresses = '127.0.0.1'
+port = {self.port}
+unix_socket_directories = '{self.dir}'
+shared_preload_libraries = 'pg_notifier'
+fsync = off
+full_page_writes = off
+max_connections = 50
+log_min_messages = warning
+log_line_prefix = '%m [%p] [%b] '
+pg_notifier.databases = 'postgres, {DB}'
+pg_notifier.retry_base_ms = 50
+pg_notifier.retry_max_ms = 500
+"""
+        path = os.path.join(self.data, "postgresql.auto.conf")
+        with open(path, "w") as f:
+            f.write(conf)
+        if self.root:
+            os.chown(path, self.uid, self.gid)
+
+    def start(self):
+        rc, out = self.pg_ctl("start")
+        if rc != 0:
+            raise TestFailure(f"pg_ctl start failed (exit {rc}):\n{out}\n"
+                              f"---- server log tail\n{self.log_tail()}")
+
+    def restart(self, mode="fast"):
+        self.drop_all()
+        t0 = time.monotonic()
+        rc, out = self.pg_ctl("-m", mode, "restart")
+        took = time.monotonic() - t0
+        if rc != 0:
+            raise TestFailure(f"pg_ctl restart -m {mode} failed (exit {rc}):\n{out}\n"
+                              f"---- server log tail\n{self.log_tail()}")
+        return took
+
+    def log_tail(self, n=40):
+        try:
+            with open(self.logfile, errors="replace") as f:
+                return "".join(f.readlines()[-n:])
+        except OSError as ex:
+            return f"(no server log: {ex})"
+
+    def messages(self):
+        return read_messages(self.logfile)
+
+    def connect(self, db):
+        return psycopg.connect(host=self.dir, port=self.port, user="postgres", dbname=db,
+                               autocommit=True, connect_timeout=5, application_name=NAME,
+                               options="-c statement_timeout=60000")
+
+    def q(self, db, query, params=None):
+        c = self.conns.get(db)
+        if c is None or c.closed or c.broken:
+            c = self.conns[db] = self.connect(db)
+        try:
+            cur = c.execute(query, params)
+            return cur.fetchall() if cur.description else []
+        except psycopg.OperationalError:
+            self.drop(db)
+            raise
+
+    def one(self, db, query, params=None):
+        return self.q(db, query, params)[0][0]
+
+    def drop(self, db):
+        c = self.conns.pop(db, None)
+        if c is not None:
+            try:
+                c.close()
+            except Exception:
+                pass
+
+    def drop_all(self):
+        for db in list(self.conns):
+            self.drop(db)
+
+    def cleanup(self):
+        with self._lock:
+            if self._cleaned:
+                return
+            self._cleaned = True
+            try:
+                self.drop_all()
+            except Exception:
+                pass
+            if os.path.exists(os.path.join(self.data, "postmaster.pid")):
+                rc, out = self.run_pg([os.path.join(self.bin, "pg_ctl"), "-D", self.data,
+                                       "-m", "fast", "-w", "-t", "30", "stop"], timeout=45)
+                if rc != 0 and os.path.exists(os.path.join(self.data, "postmaster.pid")):
+                    print(f"   cleanup: fast stop failed (exit {rc}), stopping immediate",
+                          flush=True)
+                    self.run_pg([os.path.join(self.bin, "pg_ctl"), "-D", self.data,
+                                 "-m", "immediate", "-w", "-t", "30", "stop"], timeout=45)
+            if os.environ.get("KEEP_TEST_DIR"):
+                print(f"   kept {self.dir} (KEEP_TEST_DIR is set)", flush=True)
+            else:
+                shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def poll(what, timeout, fn, interval=0.1):
+    """Call fn() -> (ok, seen) until ok; returns (seconds, seen).  A dropped
+    connection (server restarting) counts as 'not yet'."""
+    t0 = time.monotonic()
+    seen = None
+    while True:
+        try:
+            ok, seen = fn()
+            if ok:
+                return time.monotonic() - t0, seen
+        except psycopg.OperationalError as ex:
+            seen = f"(no connection: {(str(ex).strip().splitlines() or [type(ex).__name__])[0]})"
+        if time.monotonic() - t0 > timeout:
+            raise TestFailure(f"{what}: still not the case after {timeout}s; last seen: {seen}")
+        time.sleep(interval)
+
+
+# ---------------------------------------------------------------------------
+class Test:
+    def __init__(self, cl, rcv):
+        self.cl = cl
+        self.rcv = rcv
+        self.rid = {}
+        self.timings = []
+        self.killed = []
+        self.summary = []
+
+    def timing(self, label, secs):
+        self.timings.append((label, secs))
+
+    def worker(self):
+        rows = self.cl.q(DB, "SELECT pid, state, channels FROM notifier.status() "
+                             "WHERE database = %s", (DB,))
+        return rows[0] if rows else None
+
+    def wait_listening(self, timeout, not_pid=None):
+        def fn():
+            w = self.worker()
+            ok = (w is not None and w[0] is not None and w[0] != not_pid
+                  and w[1] in WORKING_STATES and CHANNEL in (w[2] or []))
+            return ok, w
+        return poll(f"worker of {DB} listening on {CHANNEL!r}"
+                    + (f" with a pid other than {not_pid}" if not_pid else ""), timeout, fn)
+
+    def rows(self, tag):
+        """route id -> {status: count} for the events of phase tag."""
+        out = collections.defaultdict(dict)
+        for rid, st, n in self.cl.q(DB, "SELECT route_id, status, count(*) FROM notifier.deliveries "
+                                        "WHERE payload->'row'->>'phase' = %s GROUP BY 1, 2", (tag,)):
+            out[rid][st] = n
+        return out
+
+    def produce(self, tag, n, parts=3):
+        per = (n + parts - 1) // parts
+        for k in range(parts):
+            lo, hi = k * per + 1, min(n, (k + 1) * per)
+            if lo <= hi:
+                self.cl.q(DB, "INSERT INTO items (phase, n) SELECT %s, g "
+                              "FROM generate_series(%s::int, %s::int) g", (tag, lo, hi))
+
+    def wait_written(self, tag, n, timeout=60):
+        def fn():
+            r = self.rows(tag)
+            counts = {p: sum(r.get(self.rid[p], {}).values()) for p in ROUTES}
+            return all(c >= n for c in counts.values()), counts
+        return poll(f"{n} events of phase {tag} in notifier.deliveries for each route", timeout,
+                    fn, interval=0.05)
+
+    def wait_delivered(self, tag, n, timeout):
+        def fn():
+            r = self.rows(tag)
+            ok = all(r.get(self.rid[p], {}).get("delivered", 0) >= n for p in ROUTES)
+            return ok, {p: r.get(self.rid[p], {}) for p in ROUTES}
+        secs, seen = poll(f"all {n} events of phase {tag} delivered on both routes", timeout, fn,
+                          interval=0.1)
+        for p in ROUTES:
+            got = seen[p]
+            if got != {"delivered": n}:
+                raise TestFailure(f"phase {tag}, route {p}: deliveries rows {got}, "
+                                  f"expected {{'delivered': {n}}}")
+        return secs
+
+    def received(self, tag, path):
+        """Receipts of phase tag events on path: list of (request, [n...])."""
+        out = []
+        for r in self.rcv.requests():
+            if r.path != path:
+                continue
+            if r.evs is None:
+                raise TestFailure(f"route {path}: a body that is not an event or an array of "
+                                  f"events: {r.body[:200]!r}")
+            ns = [n for ph, n, _ in r.evs if ph == tag]
+            if ns:
+                if len(ns) != len(r.evs):
+                    raise TestFailure(f"route {path}: a request mixes phases: {r.wid}")
+                out.append((r, ns, [i for _, _, i in r.evs]))
+        return out
+
+    def analyse(self, tag, n, crashes):
+        """Every event at least once on each route; duplicates at most
+        concurrency x batch_size per crash, each in a request whose webhook-id
+        was seen before.  Returns {path: duplicates}."""
+        dups = {}
+        for path, (conc, batch) in ROUTES.items():
+            got = self.received(tag, path)
+            occ = collections.Counter()
+            wids = collections.Counter()
+            bad_wid = []
+            for r, ns, ids in got:
+                occ.update(ns)
+                wids[r.wid] += 1
+                if r.wid != ids[0]:
+                    bad_wid.append(f"webhook-id {r.wid!r}, first event {ids[0]!r}")
+            missing = sorted(set(range(1, n + 1)) - set(occ))
+            extra = sum(c - 1 for c in occ.values())
+            limit = conc * batch * crashes
+            if bad_wid:
+                raise TestFailure(f"phase {tag}, route {path}: {len(bad_wid)} requests whose "
+                                  f"webhook-id is not their first event's id: {bad_wid[:3]}")
+            if missing:
+                raise TestFailure(f"phase {tag}, route {path}: {len(missing)} of {n} events never "
+                                  f"reached the receiver: {missing[:10]}...")
+            if extra > limit:
+                raise TestFailure(f"phase {tag}, route {path}: {extra} duplicate deliveries, more "
+                                  f"than concurrency x batch_size x crashes = {limit}")
+            # duplicates must be repeats of a request (same webhook-id)
+            dup_ns = {k for k, c in occ.items() if c > 1}
+            unident = [r.wid for r, ns, _ in got if dup_ns & set(ns) and wids[r.wid] < 2]
+            if unident:
+                raise TestFailure(f"phase {tag}, route {path}: duplicated events in requests whose "
+                                  f"webhook-id was not repeated (not identifiable): {unident[:5]}")
+            dup_w = sorted(w for w, c in wids.items() if c > 1)
+            log(f"   route {path} (concurrency {conc}, batch {batch}): {len(got)} requests, "
+                f"all {n} events, {extra} duplicate event deliveries (limit {limit}), repeated "
+                f"webhook-ids: {len(dup_w)}{' e.g. ' + ', '.join(dup_w[:3]) if dup_w else ''}")
+            dups[path] = extra
+        return dups
+
+    def progress(self, tag):
+        return {p: sum(len(ns) for _, ns, _ in self.received(tag, p)) for p in ROUTES}
+
+    def crash_phase(self, tag, label, disrupt):
+        cl = self.cl
+        log(f"{label}: {EVENTS} events, then {tag} while they are being delivered")
+        t0 = time.monotonic()
+        self.produce(tag, EVENTS)
+        secs, _ = self.wait_written(tag, EVENTS)
+        log(f"   {EVENTS} events in notifier.deliveries for both routes "
+            f"{time.monotonic() - t0:.2f} s after the first commit")
+        # mid-delivery: some delivered, not all
+        _, prog = poll(f"phase {tag}: deliveries under way on route /a",
+                       30, lambda: (lambda p: (p["/a"] >= EVENTS // 8, p))(self.progress(tag)),
+                       interval=0.05)
+        before = self.worker()
+        prog = self.progress(tag)
+        inflight = cl.q(DB, "SELECT route_id, count(*) FROM notifier.deliveries "
+                            "WHERE status = 'in_flight' GROUP BY 1")
+        t1 = time.monotonic()
+        took = disrupt(before[0])
+        log(f"   {tag} after {t1 - t0:.2f} s, with events received {prog} of {EVENTS} per route, "
+            f"in_flight rows just before: {dict(inflight)}"
+            + (f"; pg_ctl took {took:.2f} s" if took is not None else ""))
+        for p, k in prog.items():
+            if k >= EVENTS:
+                log(f"   note: route {p} had already received everything: not hit mid-delivery")
+        secs, w = self.wait_listening(60, not_pid=before[0])
+        back = time.monotonic() - t1
+        self.timing(f"{tag}: worker back (new pid) after", back)
+        log(f"   worker {before[0]} -> {w[0]}, listening {back:.2f} s after the {tag}")
+        self.wait_delivered(tag, EVENTS, 90)
+        done = time.monotonic() - t1
+        self.timing(f"{tag}: all {EVENTS} events delivered to both routes after", done)
+        log(f"   every event delivered on both routes {done:.2f} s after the {tag}")
+        att = cl.q(DB, "SELECT route_id, attempts, count(*) FROM notifier.deliveries "
+                       "WHERE payload->'row'->>'phase' = %s AND attempts <> 1 GROUP BY 1, 2 "
+                       "ORDER BY 1, 2", (tag,))
+        log(f"   rows with attempts <> 1 (route, attempts, rows): {att}")
+        dups = self.analyse(tag, EVENTS, 1)
+        self.summary.append(f"{tag}: duplicates " + ", ".join(f"{p} {d}" for p, d in dups.items()))
+
+    # -- disruptions ---------------------------------------------------------
+    def kill9(self, pid):
+        os.kill(pid, signal.SIGKILL)
+        self.killed.append(pid)
+        self.cl.drop_all()
+        return None
+
+    def restart(self, mode):
+        return lambda pid: self.cl.restart(mode)
+
+    # =======================================================================
+    def run(self):
+        cl, rcv = self.cl, self.rcv
+        t_all = time.monotonic()
+        log(f"server binaries: {cl.bin}; cluster in {cl.dir}")
+        cl.initdb()
+        cl.start()
+        rcv.start()
+        log(f"cluster on 127.0.0.1:{cl.port} (pg_notifier.databases = 'postgres, {DB}', "
+            f"retry 50..500 ms); receiver on 127.0.0.1:{rcv.port}, answering 200 after "
+            f"{DELAY * 1000:.0f} ms")
+        cl.q("postgres", f"CREATE DATABASE {DB}")
+        cl.q("postgres", "SELECT pg_reload_conf()")
+        cl.q(DB, "CREATE EXTENSION pg_notifier")
+        cl.q(DB, "CREATE TABLE items (id bigserial PRIMARY KEY, phase text NOT NULL, n int NOT NULL)")
+        cl.q(DB, "SELECT notifier.watch('items', channel => %s)", (CHANNEL,))
+        with cl.connect(DB) as c:
+            with c.transaction():
+                for path, (conc, batch) in ROUTES.items():
+                    self.rid[path] = c.execute(
+                        "SELECT notifier.add_webhook(%s, %s, secret => %s, batch_size => %s, "
+                        "concurrency => %s, max_attempts => 100)",
+                        (CHANNEL, rcv.url(path), SECRET, batch, conc)).fetchone()[0]
+        secs, w = self.wait_listening(30)
+        log(f"routes {self.rid}; worker {w[0]} listening {secs:.2f} s after CREATE EXTENSION")
+
+        # --- 0. warm-up --------------------------------------------------------
+        log("0. warm-up: 50 events, each delivered exactly once")
+        self.produce("warm", 50, parts=1)
+        self.wait_delivered("warm", 50, 30)
+        dups = self.analyse("warm", 50, 0)
+        if any(dups.values()):
+            raise TestFailure(f"warm-up: duplicates without any crash: {dups}")
+        bad = [r.wid for r in rcv.requests() if not signature_ok(r)]
+        if bad:
+            raise TestFailure(f"{len(bad)} requests with a signature that does not verify: {bad[:3]}")
+
+        # --- 1..3. crashes and restarts mid-delivery ---------------------------
+        self.crash_phase("kill9", "1. kill -9 of the worker", self.kill9)
+        self.crash_phase("fast", "2. pg_ctl restart -m fast", self.restart("fast"))
+        self.crash_phase("immediate", "3. pg_ctl restart -m immediate", self.restart("immediate"))
+
+        # --- 4. receiver down (and a restart meanwhile), then back --------------
+        log(f"4. receiver down: {DOWN_EVENTS} events, pg_ctl restart -m fast meanwhile, "
+            "then the receiver back on the same port")
+        rcv.stop()
+        t0 = time.monotonic()
+        self.produce("down", DOWN_EVENTS)
+        self.wait_written("down", DOWN_EVENTS)
+        time.sleep(1.0)
+        open_rows = self.rows("down")
+        log(f"   receiver down {time.monotonic() - t0:.1f} s: rows "
+            + ", ".join(f"{p} {open_rows.get(self.rid[p], {})}" for p in ROUTES))
+        for p in ROUTES:
+            st = open_rows.get(self.rid[p], {})
+            if st.get("delivered") or st.get("dead"):
+                raise TestFailure(f"route {p} while the receiver was down: rows {st}")
+        before = self.worker()
+        took = cl.restart("fast")
+        self.wait_listening(60, not_pid=before[0])
+        time.sleep(1.0)
+        st = self.rows("down")
+        err = cl.q(DB, "SELECT max(attempts), min(last_error) FROM notifier.deliveries "
+                       "WHERE payload->'row'->>'phase' = 'down'")[0]
+        log(f"   restarted in {took:.2f} s while the receiver was down; after 1 s: rows "
+            + ", ".join(f"{p} {st.get(self.rid[p], {})}" for p in ROUTES)
+            + f"; max attempts {err[0]}, a last_error {err[1]!r}")
+        rcv.start()
+        t_up = time.monotonic()
+        self.wait_delivered("down", DOWN_EVENTS, 60)
+        up = time.monotonic() - t_up
+        self.timing(f"down: {DOWN_EVENTS} events delivered after the receiver came back in", up)
+        log(f"   receiver back after {t_up - t0:.1f} s down: all {DOWN_EVENTS} events delivered "
+            f"{up:.2f} s later")
+        dups = self.analyse("down", DOWN_EVENTS, 0)
+        self.summary.append("down: duplicates " + ", ".join(f"{p} {d}" for p, d in dups.items()))
+
+        bad = [r.wid for r in rcv.requests() if r.path == "/a" and not signature_ok(r)]
+        if bad:
+            raise TestFailure(f"{len(bad)} requests with a signature that does not verify: {bad[:3]}")
+        stray = {r.path for r in rcv.requests()} - set(ROUTES)
+        if stray:
+            raise TestFailure(f"requests to unknown paths: {stray}")
+        log(f"   {len(rcv.requests())} requests in all, every signature of route /a verified")
+
+        log("server log: crashes")
+        self.check_log()
+        cl.drop_all()
+        total = time.monotonic() - t_all
+        self.timing("whole test", total)
+        return total
+
+    def check_log(self):
+        msgs = self.cl.messages()
+        problems = []
+        sig9 = []
+        reinit = 0
+        for m in msgs:
+            t = m["text"]
+            if m["sev"] == "PANIC" or "TRAP:" in t:
+                problems.append(m)
+            for pid, sig in re.findall(r"\(PID (\d+)\) was terminated by signal (\d+)", t):
+                if sig == "9" and int(pid) in self.killed:
+                    sig9.append(m)
+                else:
+                    problems.append(m)
+            if "was terminated by exception" in t:
+                problems.append(m)
+            for code in re.findall(r"\) exited with exit code (\d+)", t):
+                if code not in ("0", "1") or t.startswith("server process"):
+                    problems.append(m)
+            if "all server processes terminated; reinitializing" in t:
+                reinit += 1
+        if problems:
+            raise TestFailure(f"the server log shows crashes:\n{show_msgs(problems)}")
+        if len(sig9) != len(self.killed):
+            raise TestFailure(f"expected {len(self.killed)} 'terminated by signal 9' "
+                              f"message(s) (our kill -9), found {len(sig9)}")
+        if reinit != len(self.killed):
+            raise TestFailure(f"the postmaster reinitialised {reinit} time(s); expected "
+                              f"{len(self.killed)} (our kill -9 only)")
+        notable = [m for m in msgs if "pg_notifier" in m["btype"]
+                   and m["sev"] in ("WARNING", "ERROR", "FATAL")]
+        log(f"   no PANIC, no TRAP, no crash; {len(sig9)} 'terminated by signal 9' "
+            f"(our kill -9) and {reinit} reinitialisation; "
+            f"{len(notable)} WARNING/ERROR/FATAL message(s) from pg_notifier processes")
+        seen = set()
+        for m in notable:
+            first = re.sub(r"\d+", "N", m["text"].splitlines()[0])
+            if first not in seen:
+                seen.add(first)
+                log(f"     [{m['btype']}] {m['sev']}: {m['text'].splitlines()[0]}")
+
+
+def main():
+    cl = Cluster()
+    rcv = Receiver()
+    done = threading.Event()
+
+    def watchdog():
+        if done.wait(TIMEOUT):
+            return
+        print(f"FAIL {NAME}: watchdog: not finished after {TIMEOUT}s", file=sys.stderr,
+              flush=True)
+        print(f"---- server log tail\n{cl.log_tail()}", file=sys.stderr, flush=True)
+        cl.cleanup()
+        os._exit(2)
+
+    def on_signal(signum, frame):
+        print(f"FAIL {NAME}: got signal {signum}, cleaning up", file=sys.stderr, flush=True)
+        cl.cleanup()
+        os._exit(128 + signum)
+
+    for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(s, on_signal)
+    threading.Thread(target=watchdog, daemon=True).start()
+
+    t = Test(cl, rcv)
+    ok = False
+    try:
+        total = t.run()
+        ok = True
+    finally:
+        done.set()
+        if not ok:
+            print(f"---- server log tail ({cl.logfile})\n{cl.log_tail()}----",
+                  file=sys.stderr, flush=True)
+        try:
+            rcv.stop()
+        except Exception:
+            pass
+        cl.cleanup()
+    print("   timings:")
+    for label, secs in t.timings:
+        print(f"     {secs:7.2f}s  {label}")
+    print(f"PASS {NAME}: kill -9, restart -m fast, restart -m immediate mid-delivery and a "
+          f"receiver outage across a restart: nothing lost, duplicates bounded and identifiable "
+          f"by webhook-id ({'; '.join(t.summary)}) ({total:.0f}s)", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except TestFailure as ex:
+        print(f"FAIL {NAME}: {ex}", file=sys.stderr)
+        sys.exit(1)
+    except psycopg.Error as ex:
+        diag = getattr(ex, "diag", None)
+        extra = ""
+        if diag is not None and diag.message_hint:
+            extra = f"\n  HINT: {diag.message_hint}"
+        print(f"FAIL {NAME}: database error: {type(ex).__name__}: {ex}{extra}", file=sys.stderr)
+        sys.exit(1)
