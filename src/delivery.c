@@ -504,26 +504,26 @@ claim(Route *route, RouteState *state, Claimed *claimed)
 	values[1] = Int32GetDatum(want);
 	if (wh->ordered)
 		plan = keep_plan(&claim_ordered_plan,
-						 "WITH head AS ("
-						 "  SELECT id, next_attempt_at FROM notifier.deliveries"
-						 "   WHERE route_id = $1 AND status = 'pending' ORDER BY id LIMIT $2),"
-						 " due AS (SELECT id FROM head WHERE (SELECT h.next_attempt_at <= pg_catalog.now()"
-						 "   FROM head h ORDER BY h.id LIMIT 1))"
-						 " UPDATE notifier.deliveries d SET status = 'in_flight',"
+						 "UPDATE notifier.deliveries d SET status = 'in_flight',"
 						 "   attempts = d.attempts + 1, updated_at = pg_catalog.now()"
-						 "  FROM due WHERE d.id = due.id"
+						 " WHERE d.id = ANY (ARRAY("
+						 "   SELECT id FROM notifier.deliveries"
+						 "    WHERE route_id = $1 AND status = 'pending' ORDER BY id LIMIT $2))"
+						 "   AND (SELECT h.next_attempt_at <= pg_catalog.now()"
+						 "          FROM notifier.deliveries h"
+						 "         WHERE h.route_id = $1 AND h.status = 'pending'"
+						 "         ORDER BY h.id LIMIT 1)"
 						 " RETURNING d.id, d.event_id, d.payload::pg_catalog.text, d.attempts, d.received_at",
 						 2, argtypes);
 	else
 		plan = keep_plan(&claim_plan,
-						 "WITH due AS ("
-						 "  SELECT id FROM notifier.deliveries"
-						 "   WHERE route_id = $1 AND status = 'pending'"
-						 "     AND next_attempt_at <= pg_catalog.now()"
-						 "   ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED)"
-						 " UPDATE notifier.deliveries d SET status = 'in_flight',"
+						 "UPDATE notifier.deliveries d SET status = 'in_flight',"
 						 "   attempts = d.attempts + 1, updated_at = pg_catalog.now()"
-						 "  FROM due WHERE d.id = due.id"
+						 " WHERE d.id = ANY (ARRAY("
+						 "   SELECT id FROM notifier.deliveries"
+						 "    WHERE route_id = $1 AND status = 'pending'"
+						 "      AND next_attempt_at <= pg_catalog.now()"
+						 "    ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED))"
 						 " RETURNING d.id, d.event_id, d.payload::pg_catalog.text, d.attempts, d.received_at",
 						 2, argtypes);
 	if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)

@@ -221,8 +221,11 @@ CREATE TABLE notifier.deliveries (
 	CONSTRAINT deliveries_status_check
 		CHECK (status IN ('pending', 'in_flight', 'delivered', 'dead'))
 );
-CREATE INDEX deliveries_open_idx ON notifier.deliveries (route_id, id)
-	WHERE status IN ('pending', 'in_flight');
+-- small indexes for the worker's queries: only rows still to deliver
+CREATE INDEX deliveries_pending_idx ON notifier.deliveries (route_id, id)
+	WHERE status = 'pending';
+CREATE INDEX deliveries_in_flight_idx ON notifier.deliveries (route_id)
+	WHERE status = 'in_flight';
 CREATE INDEX deliveries_delivered_idx ON notifier.deliveries (updated_at)
 	WHERE status = 'delivered';
 REVOKE ALL ON notifier.deliveries FROM PUBLIC;
@@ -358,19 +361,19 @@ BEGIN
 		RETURN QUERY
 		WITH taken AS (
 			DELETE FROM notifier.queue q
-			 WHERE q.id IN (SELECT s.id FROM notifier.queue s
-							 ORDER BY s.id LIMIT max
-							   FOR UPDATE SKIP LOCKED)
+			 WHERE q.id = ANY (ARRAY(SELECT s.id FROM notifier.queue s
+									  ORDER BY s.id LIMIT max
+										FOR UPDATE SKIP LOCKED))
 			RETURNING q.*)
 		SELECT * FROM taken ORDER BY id;
 	ELSE
 		RETURN QUERY
 		WITH taken AS (
 			DELETE FROM notifier.queue q
-			 WHERE q.id IN (SELECT s.id FROM notifier.queue s
-							 WHERE s.channel = pop.channel
-							 ORDER BY s.id LIMIT max
-							   FOR UPDATE SKIP LOCKED)
+			 WHERE q.id = ANY (ARRAY(SELECT s.id FROM notifier.queue s
+									  WHERE s.channel = pop.channel
+									  ORDER BY s.id LIMIT max
+										FOR UPDATE SKIP LOCKED))
 			RETURNING q.*)
 		SELECT * FROM taken ORDER BY id;
 	END IF;
