@@ -44,12 +44,14 @@
 #include "storage/latch.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/hsearch.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
 #include "delivery.h"
+#include "extension.h"
 #include "worker_xact.h"
 #include "pg_notifier.h"
 #include "sign.h"
@@ -426,19 +428,19 @@ start_request(Route *route, int64 *ids, char **event_ids, char **payloads,
 	MemoryContextSwitchTo(old);
 }
 
-static SPIPlanPtr
-keep_plan(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes)
+/*
+ * A transaction that only moves rows between pending, in_flight and a final
+ * state commits without waiting for its WAL flush: losing it in a crash
+ * only means sending again what was (or was about to be) sent, which
+ * at-least-once delivery allows.  The transaction that writes the events
+ * into notifier.deliveries (forward.c) keeps the default.
+ */
+static void
+bookkeeping_xact_begin(void)
 {
-	if (*plan == NULL)
-	{
-		SPIPlanPtr	prepared = SPI_prepare(sql, nargs, argtypes);
-
-		if (prepared == NULL)
-			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-		SPI_keepplan(prepared);
-		*plan = prepared;
-	}
-	return *plan;
+	worker_xact_begin();
+	(void) set_config_option("synchronous_commit", "off", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_LOCAL, true, 0, false);
 }
 
 static int
@@ -637,7 +639,7 @@ record_outcomes(void)
 	SPIPlanPtr	plan;
 	dlist_mutable_iter iter;
 
-	worker_xact_begin();
+	bookkeeping_xact_begin();
 	plan = keep_plan(&outcome_plan,
 					 "UPDATE notifier.deliveries SET"
 					 " status = CASE WHEN $2 <> 'retry' THEN $2"
@@ -778,7 +780,7 @@ delivery_work(RouteTable *routes)
 	{
 		pgstat_report_activity(STATE_RUNNING, "claiming deliveries");
 		claimed = MemoryContextAllocZero(scratch_cxt, routes->nroutes * sizeof(Claimed));
-		worker_xact_begin();
+		bookkeeping_xact_begin();
 		for (int i = 0; i < routes->nroutes; i++)
 		{
 			Route	   *route = &routes->routes[i];

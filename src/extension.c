@@ -2,7 +2,7 @@
  *
  * extension.c
  *	  The extension's own objects: is it installed, where are its tables,
- *	  and running as their owner.
+ *	  running as their owner, and the plans of its queries.
  *
  * Writes to notifier.payloads and notifier.routes on behalf of a role that
  * has no privilege on them (PUBLIC has none) run as the owner of the table,
@@ -71,4 +71,23 @@ void
 restore_user(const OwnerSwitch *sw)
 {
 	SetUserIdAndSecContext(sw->save_userid, sw->save_sec_context);
+}
+
+/*
+ * Prepare *plan once per backend and keep it; the plan cache re-plans it
+ * when the tables it uses change.  Connected to SPI.
+ */
+SPIPlanPtr
+keep_plan(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes)
+{
+	if (*plan == NULL)
+	{
+		SPIPlanPtr	prepared = SPI_prepare(sql, nargs, argtypes);
+
+		if (prepared == NULL)
+			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+		SPI_keepplan(prepared);
+		*plan = prepared;
+	}
+	return *plan;
 }

@@ -31,21 +31,6 @@
 static SPIPlanPtr insert_plan = NULL;
 static SPIPlanPtr fetch_plan = NULL;
 
-/* Prepare *plan (one parameter of type argtype) once per backend. */
-static void
-keep_plan(SPIPlanPtr *plan, const char *sql, Oid argtype)
-{
-	if (*plan == NULL)
-	{
-		SPIPlanPtr	prepared = SPI_prepare(sql, 1, &argtype);
-
-		if (prepared == NULL)
-			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-		SPI_keepplan(prepared);
-		*plan = prepared;
-	}
-}
-
 /*
  * Store an event; returns its reference (notifier.payloads.id).
  */
@@ -73,7 +58,7 @@ payload_store(const char *event)
 
 	keep_plan(&insert_plan,
 			  "INSERT INTO notifier.payloads (event) VALUES ($1) RETURNING id",
-			  JSONOID);
+			  1, (Oid[]) {JSONOID});
 	rc = SPI_execute_plan(insert_plan, &value, NULL, false, 1);
 	if (rc != SPI_OK_INSERT_RETURNING || SPI_processed != 1)
 		elog(ERROR, "storing an oversize event failed: %s", SPI_result_code_string(rc));
@@ -134,7 +119,7 @@ payload_fetch(int64 ref)
 
 	keep_plan(&fetch_plan,
 			  "SELECT event::pg_catalog.text FROM notifier.payloads WHERE id = $1",
-			  INT8OID);
+			  1, (Oid[]) {INT8OID});
 	rc = SPI_execute_plan(fetch_plan, &value, NULL, true, 1);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "fetching a stored event failed: %s", SPI_result_code_string(rc));

@@ -21,6 +21,7 @@
 #include "utils/timestamp.h"
 
 #include "delivery.h"
+#include "extension.h"
 #include "webhook_sink.h"
 
 static SPIPlanPtr insert_plan = NULL;
@@ -55,20 +56,11 @@ webhook_sink_write(Route *route, char **payloads, int npayloads,
 	Datum		values[4];
 	int			rc;
 
-	if (insert_plan == NULL)
-	{
-		Oid			argtypes[4] = {INT8OID, TEXTARRAYOID, TIMESTAMPTZOID, TEXTARRAYOID};
-		SPIPlanPtr	plan;
-
-		plan = SPI_prepare("INSERT INTO notifier.deliveries (route_id, event_id, payload, received_at)"
+	keep_plan(&insert_plan,
+			  "INSERT INTO notifier.deliveries (route_id, event_id, payload, received_at)"
 						   " SELECT $1, e, p::pg_catalog.json, $3"
 						   " FROM ROWS FROM (pg_catalog.unnest($2), pg_catalog.unnest($4)) AS u(p, e)",
-						   4, argtypes);
-		if (plan == NULL)
-			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-		SPI_keepplan(plan);
-		insert_plan = plan;
-	}
+			  4, (Oid[]) {INT8OID, TEXTARRAYOID, TIMESTAMPTZOID, TEXTARRAYOID});
 
 	for (int i = 0; i < npayloads; i++)
 	{
