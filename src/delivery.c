@@ -227,13 +227,35 @@ delivery_all_pending(void)
 }
 
 /*
+ * A transaction that only moves rows between pending, in_flight and a final
+ * state commits without waiting for its WAL flush: losing it in a crash
+ * only means sending again what was (or was about to be) sent, which
+ * at-least-once delivery allows.  The transaction that writes the events
+ * into notifier.deliveries (forward.c) keeps the default.
+ *
+ * Its queries all have an index made for them (the partial indexes on
+ * pending and in_flight rows, the primary key); a sequential scan of the
+ * table, which the planner may pick for a generic plan or before the table
+ * was first analyzed, costs O(rows kept) per claim, so it is ruled out.
+ */
+static void
+bookkeeping_xact_begin(void)
+{
+	worker_xact_begin();
+	(void) set_config_option("synchronous_commit", "off", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_LOCAL, true, 0, false);
+	(void) set_config_option("enable_seqscan", "off", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_LOCAL, true, 0, false);
+}
+
+/*
  * At start (or when the extension appears): requests that were in flight
  * when the worker stopped are sent again.
  */
 void
 delivery_resume(void)
 {
-	worker_xact_begin();
+	bookkeeping_xact_begin();
 	if (SPI_execute("UPDATE notifier.deliveries"
 					" SET status = 'pending', updated_at = pg_catalog.now()"
 					" WHERE status = 'in_flight'", false, 0) != SPI_OK_UPDATE)
@@ -426,21 +448,6 @@ start_request(Route *route, int64 *ids, char **event_ids, char **payloads,
 	dlist_push_tail(&running, &req->node);
 	route_state(route->id)->inflight++;
 	MemoryContextSwitchTo(old);
-}
-
-/*
- * A transaction that only moves rows between pending, in_flight and a final
- * state commits without waiting for its WAL flush: losing it in a crash
- * only means sending again what was (or was about to be) sent, which
- * at-least-once delivery allows.  The transaction that writes the events
- * into notifier.deliveries (forward.c) keeps the default.
- */
-static void
-bookkeeping_xact_begin(void)
-{
-	worker_xact_begin();
-	(void) set_config_option("synchronous_commit", "off", PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_LOCAL, true, 0, false);
 }
 
 static int
@@ -711,8 +718,11 @@ record_outcomes(void)
 		stats_route_delivery(MyDatabaseId, &rd, req->finished_at);
 		delivered_count += rd.delivered;
 
+		/*
+		 * A slot is free: the route is due again if its last claim was
+		 * full (pending is still true) or a retry comes due.
+		 */
 		state->inflight--;
-		state->pending = true;	/* a slot is free */
 		if (rd.retried > 0)
 		{
 			TimestampTz due = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), delay);
