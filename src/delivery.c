@@ -246,6 +246,9 @@ bookkeeping_xact_begin(void)
 							 GUC_ACTION_LOCAL, true, 0, false);
 	(void) set_config_option("enable_seqscan", "off", PGC_USERSET, PGC_S_SESSION,
 							 GUC_ACTION_LOCAL, true, 0, false);
+	/* and, with that, planning each execution anew would buy nothing */
+	(void) set_config_option("plan_cache_mode", "force_generic_plan", PGC_USERSET,
+							 PGC_S_SESSION, GUC_ACTION_LOCAL, true, 0, false);
 }
 
 /*
