@@ -227,11 +227,11 @@ delivery_all_pending(void)
 }
 
 /*
- * A transaction that only moves rows between pending, in_flight and a final
- * state commits without waiting for its WAL flush: losing it in a crash
- * only means sending again what was (or was about to be) sent, which
- * at-least-once delivery allows.  The transaction that writes the events
- * into notifier.deliveries (forward.c) keeps the default.
+ * A transaction of the delivery bookkeeping.  One that only claims rows
+ * (pending -> in_flight) commits without waiting for its WAL flush: losing
+ * it in a crash only means sending again what was about to be sent, and the
+ * next durable commit (an outcome) flushes it anyway.  Outcomes wait, so
+ * that after a crash only the requests in flight are sent twice.
  *
  * Its queries all have an index made for them (the partial indexes on
  * pending and in_flight rows, the primary key); a sequential scan of the
@@ -239,11 +239,12 @@ delivery_all_pending(void)
  * was first analyzed, costs O(rows kept) per claim, so it is ruled out.
  */
 static void
-bookkeeping_xact_begin(void)
+bookkeeping_xact_begin(bool durable)
 {
 	worker_xact_begin();
-	(void) set_config_option("synchronous_commit", "off", PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_LOCAL, true, 0, false);
+	if (!durable)
+		(void) set_config_option("synchronous_commit", "off", PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_LOCAL, true, 0, false);
 	(void) set_config_option("enable_seqscan", "off", PGC_USERSET, PGC_S_SESSION,
 							 GUC_ACTION_LOCAL, true, 0, false);
 	/* and, with that, planning each execution anew would buy nothing */
@@ -258,7 +259,7 @@ bookkeeping_xact_begin(void)
 void
 delivery_resume(void)
 {
-	bookkeeping_xact_begin();
+	bookkeeping_xact_begin(true);
 	if (SPI_execute("UPDATE notifier.deliveries"
 					" SET status = 'pending', updated_at = pg_catalog.now()"
 					" WHERE status = 'in_flight'", false, 0) != SPI_OK_UPDATE)
@@ -579,8 +580,12 @@ claim(Route *route, RouteState *state, Claimed *claimed)
 		MemoryContextSwitchTo(old);
 	}
 
+	/* as many as wanted: more may be due */
+	if (n == (uint64) want)
+		state->pending = true;
+
 	/* fewer than wanted: nothing else is due; when is the next retry? */
-	if (n < (uint64) want)
+	else
 	{
 		bool		isnull;
 		Datum		d;
@@ -649,7 +654,7 @@ record_outcomes(void)
 	SPIPlanPtr	plan;
 	dlist_mutable_iter iter;
 
-	bookkeeping_xact_begin();
+	bookkeeping_xact_begin(true);
 	plan = keep_plan(&outcome_plan,
 					 "UPDATE notifier.deliveries SET"
 					 " status = CASE WHEN $2 <> 'retry' THEN $2"
@@ -793,7 +798,7 @@ delivery_work(RouteTable *routes)
 	{
 		pgstat_report_activity(STATE_RUNNING, "claiming deliveries");
 		claimed = MemoryContextAllocZero(scratch_cxt, routes->nroutes * sizeof(Claimed));
-		bookkeeping_xact_begin();
+		bookkeeping_xact_begin(false);
 		for (int i = 0; i < routes->nroutes; i++)
 		{
 			Route	   *route = &routes->routes[i];
