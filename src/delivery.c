@@ -64,6 +64,7 @@ typedef struct RouteState
 	int			inflight;		/* requests in flight */
 	bool		pending;		/* may have due pending rows */
 	TimestampTz next_due;		/* a retry is due then; 0: none known */
+	bool		retries;		/* may have rows waiting for a retry */
 } RouteState;
 
 /* one HTTP request: one or batch_size deliveries */
@@ -197,6 +198,7 @@ route_state(int64 route_id)
 		state->inflight = 0;
 		state->pending = true;
 		state->next_due = 0;
+		state->retries = true;
 	}
 	return state;
 }
@@ -223,7 +225,7 @@ delivery_all_pending(void)
 		return;
 	hash_seq_init(&seq, states);
 	while ((state = hash_seq_search(&seq)) != NULL)
-		state->pending = true;
+		state->pending = state->retries = true;
 }
 
 /*
@@ -584,7 +586,15 @@ claim(Route *route, RouteState *state, Claimed *claimed)
 	if (n == (uint64) want)
 		state->pending = true;
 
-	/* fewer than wanted: nothing else is due; when is the next retry? */
+	/*
+	 * Fewer than wanted: nothing else is due; when is the next retry?  (Only
+	 * worth a query when some row may be waiting for one.)
+	 */
+	else if (!state->retries)
+	{
+		state->pending = false;
+		state->next_due = 0;
+	}
 	else
 	{
 		bool		isnull;
@@ -599,6 +609,7 @@ claim(Route *route, RouteState *state, Claimed *claimed)
 		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 		state->pending = false;
 		state->next_due = isnull ? 0 : DatumGetTimestampTz(d);
+		state->retries = !isnull;
 	}
 }
 
@@ -735,6 +746,7 @@ record_outcomes(void)
 		{
 			TimestampTz due = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), delay);
 
+			state->retries = true;
 			if (state->next_due == 0 || due < state->next_due)
 				state->next_due = due;
 		}
