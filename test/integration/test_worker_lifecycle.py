@@ -52,22 +52,20 @@ PG_NOTIFIER_LIFECYCLE_BURST (200000), KEEP_TEST_DIR (keep the directory).
 """
 
 import os
-import pwd
 import re
-import shutil
 import signal
-import socket
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 
 import psycopg
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from owncluster import (Cluster, TestFailure, forget_libpq_environment,  # noqa: E402
+                        log, poll, show_msgs)
+
 NAME = "test_worker_lifecycle"
 TIMEOUT = int(os.environ.get("PG_NOTIFIER_TEST_TIMEOUT", "280"))
-PG_OS_USER = os.environ.get("PG_OS_USER", "postgres")
 BURST = int(os.environ.get("PG_NOTIFIER_LIFECYCLE_BURST", "200000"))
 
 CHANNEL = "lc_chan"
@@ -76,267 +74,6 @@ LAUNCHER = "pg_notifier launcher"
 WORKING_STATES = ("listening", "forwarding")
 STOP_LIMIT = 30.0   # generous bound for pg_ctl stop -m fast
 
-# This test must never talk to the cluster test/run started: forget the libpq
-# environment (PGHOST, PGPORT, PGUSER, PGDATABASE, PGDATA, PGOPTIONS, ...).
-for _k in list(os.environ):
-    if re.fullmatch(r"PG[A-Z]+", _k):
-        del os.environ[_k]
-
-
-class TestFailure(Exception):
-    pass
-
-
-def log(msg):
-    print(f"   {msg}", flush=True)
-
-
-def pg_bindir():
-    if os.environ.get("PG_BIN"):
-        return os.environ["PG_BIN"]
-    major = os.environ.get("PG_MAJOR", "15")
-    fallback = f"/usr/lib/postgresql/{major}/bin"
-    cfg = os.environ.get("PG_CONFIG") or os.path.join(fallback, "pg_config")
-    try:
-        out = subprocess.run([cfg, "--bindir"], capture_output=True, text=True,
-                             check=True, timeout=30).stdout.strip()
-        if os.path.exists(os.path.join(out, "pg_ctl")):
-            return out
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return fallback
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-# ---------------------------------------------------------------------------
-# the server log, parsed into messages (a primary line plus its DETAIL/HINT...)
-# log_line_prefix = '%m [%p] [%b] '
-# ---------------------------------------------------------------------------
-LINE_RE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)? \S+ \[(\d+)\] \[([^\]]*)\] "
-                     r"([A-Z]+[0-9]?):  (.*)$")
-SECONDARY = {"DETAIL", "HINT", "CONTEXT", "STATEMENT", "QUERY", "LOCATION"}
-
-
-def read_messages(path):
-    msgs = []
-    try:
-        f = open(path, errors="replace")
-    except OSError:
-        return msgs
-    with f:
-        for line in f:
-            line = line.rstrip("\n")
-            m = LINE_RE.match(line)
-            if m:
-                pid, btype, sev, text = m.groups()
-                if sev in SECONDARY and msgs and msgs[-1]["pid"] == int(pid):
-                    msgs[-1]["text"] += "\n" + text
-                    msgs[-1]["lines"].append(line)
-                    continue
-                msgs.append({"pid": int(pid), "btype": btype, "sev": sev,
-                             "text": text, "lines": [line]})
-            elif msgs:
-                msgs[-1]["text"] += "\n" + line
-                msgs[-1]["lines"].append(line)
-            else:
-                msgs.append({"pid": None, "btype": "", "sev": "", "text": line,
-                             "lines": [line]})
-    return msgs
-
-
-def show_msgs(msgs, limit=20):
-    out = []
-    for m in msgs[:limit]:
-        out.extend("      | " + ln for ln in m["lines"][:4])
-    if len(msgs) > limit:
-        out.append(f"      | ... and {len(msgs) - limit} more")
-    return "\n".join(out)
-
-
-# ---------------------------------------------------------------------------
-# the throw-away cluster
-# ---------------------------------------------------------------------------
-class Cluster:
-    def __init__(self):
-        self.bin = pg_bindir()
-        self.dir = tempfile.mkdtemp(prefix="pg_notifier_lifecycle.")
-        self.data = os.path.join(self.dir, "data")
-        self.logfile = os.path.join(self.dir, "server.log")
-        self.cmdout = os.path.join(self.dir, "commands.out")
-        self.port = None
-        self.conns = {}
-        self._lock = threading.RLock()
-        self._cleaned = False
-        self.root = os.geteuid() == 0
-        if self.root:
-            pw = pwd.getpwnam(PG_OS_USER)
-            os.chown(self.dir, pw.pw_uid, pw.pw_gid)
-            self.uid, self.gid = pw.pw_uid, pw.pw_gid
-        os.chmod(self.dir, 0o700)
-
-    # -- commands as the cluster's OS user ---------------------------------
-    def run_pg(self, args, timeout=120):
-        cmd = (["runuser", "-u", PG_OS_USER, "--"] if self.root else []) + args
-        # output to a file, never a pipe: the postmaster pg_ctl starts must not
-        # hold a pipe of ours open
-        with open(self.cmdout, "w+") as out:
-            try:
-                rc = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=out,
-                                    stderr=subprocess.STDOUT, timeout=timeout).returncode
-            except subprocess.TimeoutExpired:
-                rc = 124
-            out.seek(0)
-            return rc, out.read()
-
-    def pg_ctl(self, *args, timeout=90):
-        return self.run_pg([os.path.join(self.bin, "pg_ctl"), "-D", self.data,
-                            "-l", self.logfile, "-w", "-t", "60", *args], timeout=timeout)
-
-    def initdb(self):
-        rc, out = self.run_pg([os.path.join(self.bin, "initdb"), "-D", self.data,
-                               "-A", "trust", "-U", "postgres", "--no-sync",
-                               "-E", "UTF8", "--locale=C.UTF-8"])
-        if rc != 0:
-            raise TestFailure(f"initdb failed (exit {rc}):\n{out}")
-        self.port = free_port()
-        # like cluster_start in test/lib/cluster.sh, but without
-        # synchronous_commit = off: an asynchronous commit may be lost by the
-        # crash-restart of kill -9, and this test checks what survives it.
-        conf = f"""# Do not edit this file manually!
-# It will be overwritten by the ALTER SYSTEM command.
-listen_addresses = '127.0.0.1'
-port = {self.port}
-unix_socket_directories = '{self.dir}'
-shared_preload_libraries = 'pg_notifier'
-fsync = off
-full_page_writes = off
-max_connections = 50
-log_min_messages = warning
-log_line_prefix = '%m [%p] [%b] '
-pg_notifier.databases = 'postgres, lc_one, lc_two'
-pg_notifier.payload_retention = 86400
-"""
-        path = os.path.join(self.data, "postgresql.auto.conf")
-        with open(path, "w") as f:
-            f.write(conf)
-        if self.root:
-            os.chown(path, self.uid, self.gid)
-
-    def start(self):
-        rc, out = self.pg_ctl("start")
-        if rc != 0:
-            raise TestFailure(f"pg_ctl start failed (exit {rc}):\n{out}\n"
-                              f"---- server log tail\n{self.log_tail()}")
-
-    def stop(self, mode="fast"):
-        """pg_ctl stop -m mode; returns the seconds it took."""
-        self.drop_all()
-        t0 = time.monotonic()
-        rc, out = self.pg_ctl("-m", mode, "stop")
-        took = time.monotonic() - t0
-        if rc != 0:
-            raise TestFailure(f"pg_ctl stop -m {mode} failed (exit {rc}) after {took:.1f}s:\n{out}")
-        return took
-
-    def restart(self, mode="fast"):
-        self.drop_all()
-        t0 = time.monotonic()
-        rc, out = self.pg_ctl("-m", mode, "restart")
-        took = time.monotonic() - t0
-        if rc != 0:
-            raise TestFailure(f"pg_ctl restart -m {mode} failed (exit {rc}):\n{out}\n"
-                              f"---- server log tail\n{self.log_tail()}")
-        return took
-
-    def log_tail(self, n=40):
-        try:
-            with open(self.logfile, errors="replace") as f:
-                return "".join(f.readlines()[-n:])
-        except OSError as ex:
-            return f"(no server log: {ex})"
-
-    def messages(self):
-        return read_messages(self.logfile)
-
-    # -- SQL ------------------------------------------------------------------
-    def connect(self, db):
-        return psycopg.connect(host=self.dir, port=self.port, user="postgres", dbname=db,
-                               autocommit=True, connect_timeout=5, application_name=NAME,
-                               options="-c statement_timeout=60000")
-
-    def q(self, db, query, params=None):
-        c = self.conns.get(db)
-        if c is None or c.closed or c.broken:
-            c = self.conns[db] = self.connect(db)
-        try:
-            cur = c.execute(query, params)
-            return cur.fetchall() if cur.description else []
-        except psycopg.OperationalError:
-            self.drop(db)
-            raise
-
-    def one(self, db, query, params=None):
-        return self.q(db, query, params)[0][0]
-
-    def drop(self, db):
-        c = self.conns.pop(db, None)
-        if c is not None:
-            try:
-                c.close()
-            except Exception:
-                pass
-
-    def drop_all(self):
-        for db in list(self.conns):
-            self.drop(db)
-
-    # -- always: stop and remove ----------------------------------------------
-    def cleanup(self):
-        with self._lock:
-            if self._cleaned:
-                return
-            self._cleaned = True
-            try:
-                self.drop_all()
-            except Exception:
-                pass
-            if os.path.exists(os.path.join(self.data, "postmaster.pid")):
-                rc, out = self.run_pg([os.path.join(self.bin, "pg_ctl"), "-D", self.data,
-                                       "-m", "fast", "-w", "-t", "30", "stop"], timeout=45)
-                if rc != 0 and os.path.exists(os.path.join(self.data, "postmaster.pid")):
-                    print(f"   cleanup: fast stop failed (exit {rc}), stopping immediate",
-                          flush=True)
-                    self.run_pg([os.path.join(self.bin, "pg_ctl"), "-D", self.data,
-                                 "-m", "immediate", "-w", "-t", "30", "stop"], timeout=45)
-            if os.environ.get("KEEP_TEST_DIR"):
-                print(f"   kept {self.dir} (KEEP_TEST_DIR is set)", flush=True)
-            else:
-                shutil.rmtree(self.dir, ignore_errors=True)
-
-
-# ---------------------------------------------------------------------------
-# helpers
-# ---------------------------------------------------------------------------
-def poll(what, timeout, fn, interval=0.1):
-    """Call fn() -> (ok, seen) until ok; returns (seconds, seen).  A dropped
-    connection (server restarting) counts as 'not yet'."""
-    t0 = time.monotonic()
-    seen = None
-    while True:
-        try:
-            ok, seen = fn()
-            if ok:
-                return time.monotonic() - t0, seen
-        except psycopg.OperationalError as ex:
-            seen = f"(no connection: {(str(ex).strip().splitlines() or [type(ex).__name__])[0]})"
-        if time.monotonic() - t0 > timeout:
-            raise TestFailure(f"{what}: still not the case after {timeout}s; last seen: {seen}")
-        time.sleep(interval)
 
 
 class Test:
@@ -824,7 +561,9 @@ class Test:
 
 
 def main():
-    cl = Cluster()
+    forget_libpq_environment()
+    cl = Cluster(NAME, "pg_notifier.databases = 'postgres, lc_one, lc_two'\n"
+                 "pg_notifier.payload_retention = 86400")
     done = threading.Event()
 
     def watchdog():
