@@ -10,7 +10,7 @@ OBJS = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))
 DATA = $(wildcard src/$(EXTENSION)--*.sql)
 PGFILEDESC = "pg_notifier - table changes as JSON events"
 
-REGRESS = setup options payload types oversize identifiers partitions errors coalesce routes webhooks
+REGRESS = setup options payload types oversize identifiers partitions errors coalesce routes webhooks outbox
 REGRESS_OPTS = --inputdir=. --outputdir=.
 
 PG_CPPFLAGS = -I$(srcdir)/src -Werror -Wall -Wmissing-prototypes

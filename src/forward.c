@@ -163,29 +163,28 @@ write_route(Route *route, char **events, RouteBatch *batch,
 }
 
 /*
- * Forward items (in the order received) to the routes of their channels, in
- * one transaction.  Called by the worker outside any transaction; items of
- * channels without a route are dropped.
+ * Write items (in the order received) to the routes of their channels;
+ * items of channels without a route are dropped.  In a worker transaction
+ * (worker_xact.c).  Returns what happened per route (table->nroutes
+ * entries, allocated in keep_cxt), for stats_routes_update() once the
+ * transaction has committed.
  */
-void
-forward_events(RouteTable *table, InboxItem *items, int nitems,
-			   TimestampTz received_at)
+RouteDelta *
+forward_write(RouteTable *table, InboxItem *items, int nitems,
+			  TimestampTz received_at, MemoryContext keep_cxt)
 {
-	MemoryContext keep_cxt = CurrentMemoryContext;
 	char	  **events;			/* as the sinks get them; NULL: no route */
 	RouteBatch *batches;
 	RouteDelta *deltas;
 	bool		checked = false;	/* events made JSON */
 
-	if (table == NULL || table->nroutes == 0)
-		return;
-
-	worker_xact_begin();
+	deltas = MemoryContextAllocZero(keep_cxt, Max(table->nroutes, 1) * sizeof(RouteDelta));
+	if (nitems == 0)
+		return deltas;
 
 	/* in SPI's procedure context: freed by SPI_finish() */
 	events = palloc0(nitems * sizeof(char *));
-	batches = palloc0(table->nroutes * sizeof(RouteBatch));
-	deltas = MemoryContextAllocZero(keep_cxt, table->nroutes * sizeof(RouteDelta));
+	batches = palloc0(Max(table->nroutes, 1) * sizeof(RouteBatch));
 
 	for (int i = 0; i < nitems; i++)
 	{
@@ -245,6 +244,25 @@ forward_events(RouteTable *table, InboxItem *items, int nitems,
 				 edata->hint ? errhint("%s", edata->hint) : 0));
 	}
 
+	return deltas;
+}
+
+/*
+ * Forward items to the routes of their channels, in one transaction.
+ * Called by the worker outside any transaction.
+ */
+void
+forward_events(RouteTable *table, InboxItem *items, int nitems,
+			   TimestampTz received_at)
+{
+	MemoryContext keep_cxt = CurrentMemoryContext;
+	RouteDelta *deltas;
+
+	if (table == NULL || table->nroutes == 0)
+		return;
+
+	worker_xact_begin();
+	deltas = forward_write(table, items, nitems, received_at, keep_cxt);
 	worker_xact_commit();
 	MemoryContextSwitchTo(keep_cxt);
 

@@ -10,7 +10,11 @@
 
 #include "listen.h"
 #include "routes.h"
+#include "stats.h"
 
+extern RouteDelta *forward_write(RouteTable *table, InboxItem *items,
+								 int nitems, TimestampTz received_at,
+								 MemoryContext keep_cxt);
 extern void forward_events(RouteTable *table, InboxItem *items, int nitems,
 						   TimestampTz received_at);
 

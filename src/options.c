@@ -60,6 +60,12 @@ static const NamedValue levels[] = {
 	{NULL, 0}
 };
 
+static const NamedValue delivery_modes[] = {
+	{"notify", DELIVERY_NOTIFY},
+	{"outbox", DELIVERY_OUTBOX},
+	{NULL, 0}
+};
+
 static const NamedValue event_names[] = {
 	{"insert", WATCH_INSERT},
 	{"update", WATCH_UPDATE},
@@ -79,6 +85,8 @@ typedef enum OptionId
 	OPT_COALESCE,
 	OPT_LEVEL,
 	OPT_ON_OVERSIZE,
+	OPT_DELIVERY,
+	OPT_NOTIFY,
 	NUM_OPTIONS
 } OptionId;
 
@@ -92,6 +100,8 @@ static const char *const option_names[NUM_OPTIONS] = {
 	[OPT_COALESCE] = "coalesce",
 	[OPT_LEVEL] = "level",
 	[OPT_ON_OVERSIZE] = "on_oversize",
+	[OPT_DELIVERY] = "delivery",
+	[OPT_NOTIFY] = "notify",
 };
 
 /* "a, b, c" from a NamedValue table */
@@ -127,6 +137,19 @@ lookup_named_value(const NamedValue *table, const char *option, const char *valu
 			 errmsg("invalid value for pg_notifier option \"%s\": \"%s\"", option, value),
 			 errhint("Valid values are: %s.", named_value_list(table))));
 	return 0;					/* keep compiler quiet */
+}
+
+static bool
+parse_bool_option(const char *option, const char *value)
+{
+	bool		result;
+
+	if (!parse_bool(value, &result))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid value for pg_notifier option \"%s\": \"%s\"", option, value),
+				 errhint("Use true or false.")));
+	return result;
 }
 
 /* a comma-separated list: identifiers (folded) for columns, words for events */
@@ -189,7 +212,7 @@ parse_watch_options(int nargs, char **args, WatchOptions *opts)
 			ereport(ERROR,
 					(errcode(ERRCODE_UNDEFINED_OBJECT),
 					 errmsg("unknown pg_notifier option \"%s\"", name),
-					 errhint("Valid options are: channel, payload, columns, exclude, events, condition, coalesce, level, on_oversize.")));
+					 errhint("Valid options are: channel, payload, columns, exclude, events, condition, coalesce, level, on_oversize, delivery, notify.")));
 		if (seen[id])
 			ereport(ERROR,
 					(errcode(ERRCODE_DUPLICATE_OBJECT),
@@ -237,11 +260,7 @@ parse_watch_options(int nargs, char **args, WatchOptions *opts)
 				opts->condition = pstrdup(value);
 				break;
 			case OPT_COALESCE:
-				if (!parse_bool(value, &opts->coalesce))
-					ereport(ERROR,
-							(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-							 errmsg("invalid value for pg_notifier option \"%s\": \"%s\"", name, value),
-							 errhint("Use true or false.")));
+				opts->coalesce = parse_bool_option(name, value);
 				break;
 			case OPT_LEVEL:
 				opts->level = lookup_named_value(levels, name, value);
@@ -249,11 +268,23 @@ parse_watch_options(int nargs, char **args, WatchOptions *opts)
 			case OPT_ON_OVERSIZE:
 				opts->on_oversize = lookup_named_value(oversize_policies, name, value);
 				break;
+			case OPT_DELIVERY:
+				opts->delivery = lookup_named_value(delivery_modes, name, value);
+				break;
+			case OPT_NOTIFY:
+				opts->notify = parse_bool_option(name, value);
+				break;
 			case NUM_OPTIONS:
 				break;
 		}
 		pfree(name);
 	}
+
+	if (seen[OPT_NOTIFY] && opts->delivery != DELIVERY_OUTBOX)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("pg_notifier option \"notify\" applies only to delivery=outbox"),
+				 errhint("With delivery=notify every event is sent with NOTIFY; leave \"notify\" out.")));
 }
 
 /*
@@ -417,6 +448,9 @@ watch_options_to_args(const WatchOptions *opts)
 	args = lappend(args, psprintf("coalesce=%s", opts->coalesce ? "true" : "false"));
 	args = lappend(args, psprintf("level=%s", watch_level_name(opts->level)));
 	args = lappend(args, psprintf("on_oversize=%s", oversize_policy_name(opts->on_oversize)));
+	args = lappend(args, psprintf("delivery=%s", delivery_mode_name(opts->delivery)));
+	if (opts->delivery == DELIVERY_OUTBOX)
+		args = lappend(args, psprintf("notify=%s", opts->notify ? "true" : "false"));
 	return args;
 }
 
@@ -436,4 +470,10 @@ const char *
 oversize_policy_name(OversizePolicy policy)
 {
 	return named_value_name(oversize_policies, policy);
+}
+
+const char *
+delivery_mode_name(DeliveryMode mode)
+{
+	return named_value_name(delivery_modes, mode);
 }

@@ -35,6 +35,12 @@ typedef enum OversizePolicy
 	OVERSIZE_SKIP
 } OversizePolicy;
 
+typedef enum DeliveryMode
+{
+	DELIVERY_NOTIFY,			/* the event is a NOTIFY payload */
+	DELIVERY_OUTBOX				/* the event is a row of notifier.outbox */
+} DeliveryMode;
+
 /* bits of WatchOptions.events */
 #define WATCH_INSERT	0x01
 #define WATCH_UPDATE	0x02
@@ -53,6 +59,8 @@ typedef struct WatchOptions
 	bool		coalesce;		/* merge a row's events within a transaction */
 	WatchLevel	level;
 	OversizePolicy on_oversize;
+	DeliveryMode delivery;
+	bool		notify;			/* outbox: the worker also sends a NOTIFY */
 } WatchOptions;
 
 extern void parse_watch_options(int nargs, char **args, WatchOptions *opts);
@@ -63,6 +71,7 @@ extern char *watch_list_arg(const char *name, List *names);
 extern const char *payload_mode_name(PayloadMode mode);
 extern const char *oversize_policy_name(OversizePolicy policy);
 extern const char *watch_level_name(WatchLevel level);
+extern const char *delivery_mode_name(DeliveryMode mode);
 extern List *watch_event_names(int events);
 extern List *relation_key_attnums(Relation rel);
 

@@ -27,6 +27,37 @@ CREATE TABLE notifier.payloads (
 CREATE INDEX payloads_created_at_idx ON notifier.payloads (created_at);
 REVOKE ALL ON notifier.payloads FROM PUBLIC;
 
+--
+-- The outbox (delivery => 'outbox'): the trigger writes each event here, in
+-- the transaction that made the change, with no size limit; the worker moves
+-- committed events to the routes of their channel (and, where "notify" is
+-- set, sends that NOTIFY payload) and deletes them in the same transaction.
+-- The trigger inserts directly into the table and its index: no privilege
+-- on it is needed, and no trigger or rule on it fires.  Events wait here
+-- until their channel has a route (or is notified).
+--
+-- Rows live for milliseconds; autovacuum is told to clean up after every
+-- 10,000 of them rather than after a fraction of the table.
+--
+CREATE TABLE notifier.outbox (
+	id			bigserial PRIMARY KEY,
+	channel		text NOT NULL,
+	event		json NOT NULL,
+	notify		text,
+	created_at	timestamptz NOT NULL
+) WITH (autovacuum_vacuum_scale_factor = 0,
+		autovacuum_vacuum_threshold = 10000,
+		autovacuum_vacuum_insert_scale_factor = 0,
+		autovacuum_vacuum_insert_threshold = 10000,
+		autovacuum_vacuum_cost_delay = 0);
+REVOKE ALL ON notifier.outbox FROM PUBLIC;
+REVOKE ALL ON SEQUENCE notifier.outbox_id_seq FROM PUBLIC;
+
+COMMENT ON COLUMN notifier.outbox.notify IS
+'the NOTIFY payload the worker sends on the channel (watch option notify), or NULL';
+COMMENT ON COLUMN notifier.outbox.created_at IS
+'the "ts" of the event: the start of the statement that made the change';
+
 -- Anyone who can LISTEN can read any NOTIFY payload; a stored oversize event
 -- is readable on the same terms, through this function only.
 CREATE FUNCTION notifier.payload(ref bigint)
@@ -66,12 +97,14 @@ CREATE FUNCTION notifier.watch(
 	condition	text DEFAULT NULL,
 	"coalesce"	boolean DEFAULT true,
 	level		text DEFAULT 'row',
-	on_oversize text DEFAULT 'reference')
+	on_oversize text DEFAULT 'reference',
+	delivery	text DEFAULT 'notify',
+	notify		boolean DEFAULT NULL)
 RETURNS text
 AS 'MODULE_PATHNAME', 'notifier_watch'
 LANGUAGE C CALLED ON NULL INPUT VOLATILE;
 
-COMMENT ON FUNCTION notifier.watch(regclass, text, text, text[], text[], text[], text, boolean, text, text) IS
+COMMENT ON FUNCTION notifier.watch(regclass, text, text, text[], text[], text[], text, boolean, text, text, text, boolean) IS
 'send the changes of a table as JSON events on a channel; returns the channel';
 
 CREATE FUNCTION notifier.unwatch(relation regclass, channel text DEFAULT NULL)
@@ -93,7 +126,9 @@ CREATE FUNCTION notifier.watch_options(
 	OUT condition text,
 	OUT "coalesce" boolean,
 	OUT level text,
-	OUT on_oversize text)
+	OUT on_oversize text,
+	OUT delivery text,
+	OUT notify boolean)
 RETURNS record
 AS 'MODULE_PATHNAME', 'notifier_watch_options'
 LANGUAGE C STRICT STABLE;
@@ -109,12 +144,14 @@ SELECT t.tgrelid::regclass AS "table",
 	   o."coalesce",
 	   o.level,
 	   o.on_oversize,
+	   o.delivery,
+	   o.notify,
 	   array_agg(t.tgname::text ORDER BY t.tgname) AS triggers
   FROM pg_catalog.pg_trigger t,
 	   LATERAL notifier.watch_options(t.oid) o
  WHERE t.tgfoid = 'notifier.notify_change()'::pg_catalog.regprocedure
    AND t.tgparentid = 0
- GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10;
+ GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12;
 
 GRANT USAGE ON SCHEMA notifier TO PUBLIC;
 GRANT SELECT ON notifier.watches TO PUBLIC;
@@ -127,7 +164,8 @@ CREATE FUNCTION notifier.capture_stats(
 	OUT oversize_referenced bigint,
 	OUT oversize_keys bigint,
 	OUT oversize_skipped bigint,
-	OUT noop_updates bigint)
+	OUT noop_updates bigint,
+	OUT outbox_written bigint)
 RETURNS record
 AS 'MODULE_PATHNAME', 'notifier_capture_stats'
 LANGUAGE C STRICT VOLATILE;
@@ -436,6 +474,8 @@ SELECT r.id AS route_id,
 	   s.last_http_status,
 	   s.latency_p50_ms,
 	   s.latency_p99_ms,
+	   ob.events AS outbox_events,
+	   ob.oldest_age AS outbox_oldest_age,
 	   s.last_event_at,
 	   s.last_error,
 	   s.last_error_at,
@@ -450,7 +490,22 @@ SELECT r.id AS route_id,
 		   count(*) FILTER (WHERE x.status = 'in_flight') AS in_flight
 	  FROM notifier.deliveries x
 	 WHERE x.route_id = r.id AND x.status IN ('pending', 'in_flight')
-	   AND r.kind = 'webhook') d ON true;
+	   AND r.kind = 'webhook') d ON true
+  LEFT JOIN LATERAL (
+	SELECT count(*) AS events,
+		   pg_catalog.now() - min(o.created_at) AS oldest_age
+	  FROM notifier.outbox o
+	 WHERE o.channel = r.channel) ob ON true;
+
+-- What waits in the outbox, per channel (with or without a route).
+CREATE VIEW notifier.outbox_stats AS
+SELECT o.channel,
+	   count(*) AS events,
+	   min(o.created_at) AS oldest,
+	   pg_catalog.now() - min(o.created_at) AS oldest_age,
+	   EXISTS (SELECT 1 FROM notifier.routes r WHERE r.channel = o.channel) AS routed
+  FROM notifier.outbox o
+ GROUP BY o.channel;
 
 REVOKE ALL ON FUNCTION notifier.status() FROM PUBLIC;
 REVOKE ALL ON FUNCTION notifier.route_stats() FROM PUBLIC;
@@ -458,6 +513,8 @@ REVOKE ALL ON notifier.stats FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION notifier.status() TO pg_monitor;
 GRANT EXECUTE ON FUNCTION notifier.route_stats() TO pg_monitor;
 GRANT SELECT ON notifier.stats TO pg_monitor;
+REVOKE ALL ON notifier.outbox_stats FROM PUBLIC;
+GRANT SELECT ON notifier.outbox_stats TO pg_monitor;
 
 -- A worker waiting for this extension starts at once.
 SELECT pg_catalog.pg_notify('pg_notifier_control', 'installed');

@@ -24,7 +24,9 @@
 #include "miscadmin.h"
 #include "port/atomics.h"
 #include "storage/ipc.h"
+#include "storage/latch.h"
 #include "storage/lwlock.h"
+#include "storage/proc.h"
 #include "storage/shmem.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -76,9 +78,24 @@ typedef struct RouteSlot
 	float4		latencies_ms[LATENCY_SAMPLES];
 } RouteSlot;
 
+/*
+ * How a committing backend wakes the worker of its database (outbox mode)
+ * without taking a lock: lock-free, because it happens in a commit
+ * callback.  wake[i] belongs to the worker of workers[i].  A stale procno
+ * (the worker just exited) costs only a spurious wake-up of whichever
+ * process has that PGPROC now.
+ */
+typedef struct WakeSlot
+{
+	pg_atomic_uint32 dboid;		/* the worker's database; 0: no worker */
+	pg_atomic_uint32 procno;	/* its PGPROC number + 1; 0: none */
+	pg_atomic_uint32 pending;	/* 1: outbox events committed since it looked */
+} WakeSlot;
+
 typedef struct NotifierShared
 {
 	pg_atomic_uint64 capture[NUM_CAPTURE_COUNTERS];
+	WakeSlot	wake[MAX_WORKER_SLOTS];
 	LWLock	   *lock;			/* protects workers[] and routes[] */
 	WorkerSlot	workers[MAX_WORKER_SLOTS];
 	RouteSlot	routes[MAX_ROUTE_SLOTS];
@@ -86,6 +103,7 @@ typedef struct NotifierShared
 
 static NotifierShared *shared = NULL;
 static WorkerSlot *my_slot = NULL;	/* a worker's own slot */
+static WakeSlot *my_wake = NULL;	/* and its wake-up */
 
 #if PG_VERSION_NUM >= 150000
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
@@ -118,6 +136,12 @@ stats_shmem_startup(void)
 		memset(shared, 0, sizeof(NotifierShared));
 		for (int i = 0; i < NUM_CAPTURE_COUNTERS; i++)
 			pg_atomic_init_u64(&shared->capture[i], 0);
+		for (int i = 0; i < MAX_WORKER_SLOTS; i++)
+		{
+			pg_atomic_init_u32(&shared->wake[i].dboid, InvalidOid);
+			pg_atomic_init_u32(&shared->wake[i].procno, 0);
+			pg_atomic_init_u32(&shared->wake[i].pending, 0);
+		}
 		shared->lock = &(GetNamedLWLockTranche("pg_notifier"))->lock;
 	}
 	LWLockRelease(AddinShmemInitLock);
@@ -238,6 +262,12 @@ stats_database_state(const char *dbname, WorkerState state)
 static void
 worker_detach(int code, Datum arg)
 {
+	if (my_wake != NULL)
+	{
+		pg_atomic_write_u32(&my_wake->procno, 0);
+		pg_atomic_write_u32(&my_wake->dboid, InvalidOid);
+		my_wake = NULL;
+	}
 	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
 	if (my_slot->in_use && my_slot->pid == MyProcPid)
 	{
@@ -272,6 +302,58 @@ stats_worker_attach(const char *dbname)
 				 errmsg("pg_notifier: database \"%s\" is no longer in pg_notifier.databases",
 						dbname)));
 	on_shmem_exit(worker_detach, (Datum) 0);
+}
+
+/*
+ * A connected worker: from now on committing outbox writers of its
+ * database set its latch.  The caller looks at the outbox after this.
+ */
+void
+stats_worker_wakeable(void)
+{
+	if (my_slot == NULL)
+		return;
+	my_wake = &shared->wake[my_slot - shared->workers];
+	pg_atomic_write_u32(&my_wake->pending, 0);
+#if PG_VERSION_NUM >= 170000
+	pg_atomic_write_u32(&my_wake->procno, MyProcNumber + 1);
+#else
+	pg_atomic_write_u32(&my_wake->procno, MyProc->pgprocno + 1);
+#endif
+	pg_atomic_write_u32(&my_wake->dboid, MyDatabaseId);
+	pg_memory_barrier();
+}
+
+/* Were outbox events committed since the last call? */
+bool
+stats_worker_take_wake(void)
+{
+	return my_wake != NULL && pg_atomic_exchange_u32(&my_wake->pending, 0) != 0;
+}
+
+/*
+ * A transaction that wrote outbox events committed: wake the worker of
+ * its database, if there is one.  Called from a commit callback: takes no
+ * lock and cannot fail.
+ */
+void
+stats_outbox_wake(Oid dboid)
+{
+	if (shared == NULL)
+		return;
+	for (int i = 0; i < MAX_WORKER_SLOTS; i++)
+	{
+		WakeSlot   *wake = &shared->wake[i];
+		uint32		procno;
+
+		if (pg_atomic_read_u32(&wake->dboid) != dboid)
+			continue;
+		pg_atomic_write_u32(&wake->pending, 1);
+		pg_memory_barrier();
+		procno = pg_atomic_read_u32(&wake->procno);
+		if (procno != 0)
+			SetLatch(&GetPGProcByNumber(procno - 1)->procLatch);
+	}
 }
 
 void

@@ -19,6 +19,7 @@ typedef enum CaptureCounter
 	COUNT_OVERSIZE_KEYS,		/* sent as the key-only envelope */
 	COUNT_OVERSIZE_SKIPPED,		/* dropped by on_oversize = skip */
 	COUNT_NOOP_UPDATES,			/* updates that changed no watched column */
+	COUNT_OUTBOX_WRITTEN,		/* events written to notifier.outbox */
 	NUM_CAPTURE_COUNTERS
 } CaptureCounter;
 
@@ -65,11 +66,16 @@ extern uint64 stats_read(CaptureCounter counter);
 extern void stats_databases_configure(List *dbnames);
 extern void stats_database_state(const char *dbname, WorkerState state);
 
+/* outbox: a committing backend wakes its database's worker */
+extern void stats_outbox_wake(Oid dboid);
+
 /* a worker: its own slot */
 extern void stats_worker_attach(const char *dbname);
 extern void stats_worker_state(WorkerState state);
 extern void stats_worker_channels(List *channels);
 extern void stats_worker_error(const char *message);
+extern void stats_worker_wakeable(void);
+extern bool stats_worker_take_wake(void);
 
 /* a worker: its routes */
 extern void stats_routes_retain(Oid dboid, const int64 *route_ids, int nroutes);

@@ -301,7 +301,8 @@ PG_FUNCTION_INFO_V1(notifier_watch);
 
 /*
  * notifier.watch(relation, channel, payload, columns, exclude, events,
- *				  condition, coalesce, level, on_oversize) -> channel
+ *				  condition, coalesce, level, on_oversize, delivery, notify)
+ *	  -> channel
  *
  * A NULL argument means the default.
  */
@@ -336,6 +337,10 @@ notifier_watch(PG_FUNCTION_ARGS)
 		args = lappend(args, psprintf("level=%s", text_to_cstring(PG_GETARG_TEXT_PP(8))));
 	if (!PG_ARGISNULL(9))
 		args = lappend(args, psprintf("on_oversize=%s", text_to_cstring(PG_GETARG_TEXT_PP(9))));
+	if (!PG_ARGISNULL(10))
+		args = lappend(args, psprintf("delivery=%s", text_to_cstring(PG_GETARG_TEXT_PP(10))));
+	if (!PG_ARGISNULL(11))
+		args = lappend(args, psprintf("notify=%s", PG_GETARG_BOOL(11) ? "true" : "false"));
 
 	argv = palloc(sizeof(char *) * Max(list_length(args), 1));
 	foreach(lc, args)
@@ -448,8 +453,8 @@ notifier_watch_options(PG_FUNCTION_ARGS)
 	char	  **args;
 	WatchOptions opts;
 	TupleDesc	tupdesc;
-	Datum		values[9];
-	bool		nulls[9] = {0};
+	Datum		values[11];
+	bool		nulls[11] = {0};
 
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
@@ -469,6 +474,9 @@ notifier_watch_options(PG_FUNCTION_ARGS)
 	values[6] = BoolGetDatum(opts.coalesce);
 	values[7] = CStringGetTextDatum(watch_level_name(opts.level));
 	values[8] = CStringGetTextDatum(oversize_policy_name(opts.on_oversize));
+	values[9] = CStringGetTextDatum(delivery_mode_name(opts.delivery));
+	/* do LISTEN clients see the events? */
+	values[10] = BoolGetDatum(opts.delivery == DELIVERY_NOTIFY || opts.notify);
 
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
 }

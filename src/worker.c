@@ -19,6 +19,10 @@
  *	  transactions of at most FORWARD_BATCH events.  Between those it
  *	  collects again, so reading the NOTIFY queue does not wait for the
  *	  sinks (up to MAX_AHEAD_BYTES of events held in memory).
+ *	- Committed outbox events (delivery => 'outbox') set its latch and a
+ *	  flag in shared memory; it then moves them to their routes
+ *	  (outbox_relay.c).  It also looks at the outbox when it starts, when
+ *	  the routes change and every CHECK_SECONDS.
  *	- Webhook deliveries (delivery.c) run in the same loop: it waits on its
  *	  latch and curl's sockets together.
  *	- When idle it sleeps on its latch and runs no query: pruning
@@ -53,6 +57,7 @@
 #include "extension.h"
 #include "forward.h"
 #include "listen.h"
+#include "outbox_relay.h"
 #include "pg_notifier.h"
 #include "prune.h"
 #include "routes.h"
@@ -75,6 +80,7 @@ static RouteTable *routes = NULL;
 static bool routes_changed = true;
 static TimestampTz next_check = 0;
 static bool waiting_logged = false;
+static bool outbox_due = true;	/* look at the outbox even if not woken */
 
 /*
  * Pruning a table: only when there may be rows to delete, that is when
@@ -161,6 +167,9 @@ refresh(void)
 	routes_free(routes);
 	routes = new_routes;
 	routes_changed = false;
+	/* events may have waited in the outbox for one of the new routes */
+	outbox_relay_reset();
+	outbox_due = true;
 	if (OidIsValid(ext) && ext != extension_oid)
 	{
 		/* prune once; resume the deliveries a stop interrupted */
@@ -201,8 +210,9 @@ forward_chunk(Inbox *inbox, int start, int n, TimestampTz received_at)
 	{
 		if (strcmp(inbox->items[i].channel, NOTIFIER_CONTROL_CHANNEL) == 0)
 			control = true;
-		else
+		else if (inbox->items[i].src_pid != MyProcPid)
 			events[nevents++] = inbox->items[i];
+		/* else: the NOTIFY of an outbox event, sent by this worker */
 	}
 	if (control)
 	{
@@ -259,6 +269,19 @@ drain(Inbox *inboxes)
 	}
 	if (routes != NULL)
 		stats_worker_state(WORKER_LISTENING);
+	pgstat_report_activity(STATE_IDLE, NULL);
+}
+
+/* Move the events of the outbox to their routes (outbox_relay.c). */
+static void
+relay_outbox(void)
+{
+	if (routes == NULL)
+		return;
+	stats_worker_state(WORKER_FORWARDING);
+	pgstat_report_activity(STATE_RUNNING, "moving outbox events");
+	outbox_relay(routes);
+	stats_worker_state(WORKER_LISTENING);
 	pgstat_report_activity(STATE_IDLE, NULL);
 }
 
@@ -329,11 +352,18 @@ worker_loop(void)
 
 		if (notifyInterruptPending)
 			drain(inboxes);
+		if (stats_worker_take_wake() || outbox_due)
+		{
+			outbox_due = false;
+			relay_outbox();
+		}
 		next_delivery = delivery_work(routes);
 
 		now = GetCurrentTimestamp();
 		if (now >= next_check)
 		{
+			/* also a look at the outbox: a COMMIT PREPARED wakes nobody */
+			outbox_due = true;
 			refresh();
 			maybe_prune(&payloads_prune, stats_read(COUNT_OVERSIZE_REFERENCED), now);
 			maybe_prune(&deliveries_prune, delivery_delivered_count(), now);
@@ -366,6 +396,7 @@ notifier_worker_main(Datum main_arg)
 										 0);
 	pgstat_report_appname("pg_notifier worker");
 	pgstat_report_activity(STATE_IDLE, NULL);
+	stats_worker_wakeable();
 
 	/* the control channel, whether or not the extension is there */
 	StartTransactionCommand();

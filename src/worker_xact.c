@@ -15,6 +15,7 @@
 
 #include "access/xact.h"
 #include "executor/spi.h"
+#include "utils/guc.h"
 #include "utils/snapmgr.h"
 
 #include "worker_xact.h"
@@ -35,4 +36,21 @@ worker_xact_commit(void)
 	SPI_finish();
 	PopActiveSnapshot();
 	CommitTransactionCommand();
+}
+
+/*
+ * For the rest of the transaction, plan for the indexes: the worker's
+ * queries on its queue-like tables (outbox, deliveries) each have an index
+ * made for them, and a sequential scan -- which the planner may pick for a
+ * generic plan, or before the table was first analyzed -- costs O(dead and
+ * live rows) per query.  With that ruled out, planning every execution anew
+ * would buy nothing.
+ */
+void
+worker_xact_plan_for_indexes(void)
+{
+	(void) set_config_option("enable_seqscan", "off", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_LOCAL, true, 0, false);
+	(void) set_config_option("plan_cache_mode", "force_generic_plan", PGC_USERSET,
+							 PGC_S_SESSION, GUC_ACTION_LOCAL, true, 0, false);
 }

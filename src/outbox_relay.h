@@ -1,0 +1,17 @@
+/*-------------------------------------------------------------------------
+ *
+ * outbox_relay.h
+ *	  delivery => 'outbox': the worker moving events from notifier.outbox
+ *	  to their routes.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef NOTIFIER_OUTBOX_RELAY_H
+#define NOTIFIER_OUTBOX_RELAY_H
+
+#include "routes.h"
+
+extern void outbox_relay(RouteTable *routes);
+extern void outbox_relay_reset(void);
+
+#endif							/* NOTIFIER_OUTBOX_RELAY_H */
