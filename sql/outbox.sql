@@ -85,11 +85,11 @@ SELECT notify::json->>'ref' IS NOT NULL AS referenced,
 SELECT * FROM ev;
 SELECT notifier.unwatch('ob', 'ob_notify');
 
--- with on_oversize => 'error', the NOTIFY of notify => true is refused (at
--- commit, where coalesced events are written)
+-- with on_oversize => 'error', the NOTIFY of notify => true is refused
+-- (uncoalesced: at once, where try() sees it)
 SELECT notifier.watch('ob', channel => 'ob_notify', delivery => 'outbox',
-		notify => true, on_oversize => 'error');
-UPDATE ob SET status = 'larger' WHERE id = 20;
+		notify => true, on_oversize => 'error', "coalesce" => false);
+SELECT try($$UPDATE ob SET status = 'larger' WHERE id = 20$$);
 SELECT notifier.unwatch('ob', 'ob_notify');
 
 -- statement level and TRUNCATE
