@@ -32,6 +32,7 @@
 #include "miscadmin.h"
 #include "nodes/execnodes.h"
 #include "utils/builtins.h"
+#include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
 
@@ -50,11 +51,23 @@ static const Oid outbox_column_types[] = {
 };
 #define OUTBOX_NCOLUMNS lengthof(outbox_column_types)
 
-/* this transaction's: the outbox and its sequence (looked up once), wake? */
+/*
+ * The outbox and its sequence, looked up once and forgotten when the
+ * relcache says either changed (DROP EXTENSION, for one).
+ */
 static Oid	outbox_relid = InvalidOid;
 static Oid	outbox_seqid = InvalidOid;
+static bool callbacks_registered = false;
+
+/* did this transaction write events? */
 static bool wake_at_commit = false;
-static bool callback_registered = false;
+
+static void
+outbox_relcache_callback(Datum arg, Oid relid)
+{
+	if (relid == InvalidOid || relid == outbox_relid || relid == outbox_seqid)
+		outbox_relid = outbox_seqid = InvalidOid;
+}
 
 static void
 outbox_xact_callback(XactEvent event, void *arg)
@@ -69,7 +82,6 @@ outbox_xact_callback(XactEvent event, void *arg)
 		case XACT_EVENT_PREPARE:
 		case XACT_EVENT_PARALLEL_COMMIT:
 		case XACT_EVENT_PARALLEL_ABORT:
-			outbox_relid = outbox_seqid = InvalidOid;
 			wake_at_commit = false;
 			break;
 		default:
@@ -144,10 +156,11 @@ outbox_write(const Watch *w, const char *event, const char *notify_payload,
 	bool		nulls[OUTBOX_NCOLUMNS] = {0};
 	HeapTuple	tuple;
 
-	if (!callback_registered)
+	if (!callbacks_registered)
 	{
 		RegisterXactCallback(outbox_xact_callback, NULL);
-		callback_registered = true;
+		CacheRegisterRelcacheCallback(outbox_relcache_callback, (Datum) 0);
+		callbacks_registered = true;
 	}
 	outbox_lookup();
 
