@@ -33,8 +33,9 @@
  * can never fill.  A long-running transaction that wrote events holds back
  * only where reading starts, never the delivery of other events.
  *
- * The worker reads from the lowest id when it starts, and when the routes
- * change (events may have waited for a route).
+ * The worker reads from the lowest id when it starts, when the routes
+ * change (events may have waited for a route) and every few seconds (the
+ * sequence may have been reset).
  *
  *-------------------------------------------------------------------------
  */

@@ -362,7 +362,11 @@ worker_loop(void)
 		now = GetCurrentTimestamp();
 		if (now >= next_check)
 		{
-			/* also a look at the outbox: a COMMIT PREPARED wakes nobody */
+			/*
+			 * And a look at the whole outbox: a COMMIT PREPARED wakes nobody,
+			 * and ids may have started over (the sequence was reset).
+			 */
+			outbox_relay_reset();
 			outbox_due = true;
 			refresh();
 			maybe_prune(&payloads_prune, stats_read(COUNT_OVERSIZE_REFERENCED), now);
