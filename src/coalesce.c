@@ -49,6 +49,7 @@
 
 #include "coalesce.h"
 #include "emit.h"
+#include "outbox.h"
 #include "pg_notifier.h"
 #include "stats.h"
 
@@ -443,6 +444,7 @@ flush_pending(void)
 	cxt = AllocSetContextCreate(CurrentMemoryContext, "pg_notifier flush",
 								ALLOCSET_DEFAULT_SIZES);
 	oldcxt = MemoryContextSwitchTo(cxt);
+	outbox_batch_begin();
 	for (long i = 0; i < n; i++)
 	{
 		p = all[i];
@@ -452,6 +454,7 @@ flush_pending(void)
 			emit_pending_row(p);
 		MemoryContextReset(cxt);
 	}
+	outbox_batch_end();
 	MemoryContextSwitchTo(oldcxt);
 	MemoryContextDelete(cxt);
 	PopActiveSnapshot();

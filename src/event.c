@@ -41,21 +41,36 @@ static uint64 sequence_fxid = 0;
 static uint32 sequence_last = 0;
 
 /*
- * Append the timestamp as "YYYY-MM-DDTHH:MM:SS.ffffff+00:00".
+ * What does not change from event to event, formatted once: the parts of
+ * the envelope around the sequence number for sequence_fxid, and the last
+ * timestamp (all events of a statement share theirs).
  */
-static void
-append_utc_timestamp(StringInfo buf, TimestampTz ts)
+static char id_prefix[32];		/* {"id":"<fxid>. */
+static char xid_part[48];		/* ,"xid":"<fxid>","ts": */
+static TimestampTz formatted_ts = DT_NOBEGIN;
+static char formatted_ts_text[40];	/* "YYYY-MM-DDTHH:MM:SS.ffffff+00:00" */
+
+/*
+ * The timestamp as "YYYY-MM-DDTHH:MM:SS.ffffff+00:00".
+ */
+static const char *
+utc_timestamp(TimestampTz ts)
 {
 	struct pg_tm tm;
 	fsec_t		fsec;
 
+	if (ts == formatted_ts)
+		return formatted_ts_text;
 	if (timestamp2tm(ts, NULL, &tm, &fsec, NULL, NULL) != 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
 				 errmsg("timestamp out of range")));
-	appendStringInfo(buf, "\"%04d-%02d-%02dT%02d:%02d:%02d.%06d+00:00\"",
-					 tm.tm_year, tm.tm_mon, tm.tm_mday,
-					 tm.tm_hour, tm.tm_min, tm.tm_sec, (int) fsec);
+	snprintf(formatted_ts_text, sizeof(formatted_ts_text),
+			 "\"%04d-%02d-%02dT%02d:%02d:%02d.%06d+00:00\"",
+			 tm.tm_year, tm.tm_mon, tm.tm_mday,
+			 tm.tm_hour, tm.tm_min, tm.tm_sec, (int) fsec);
+	formatted_ts = ts;
+	return formatted_ts_text;
 }
 
 /*
@@ -67,18 +82,28 @@ event_append_envelope(StringInfo buf, const Watch *w, ChangeOp op,
 					  TimestampTz ts)
 {
 	uint64		fxid = U64FromFullTransactionId(GetTopFullTransactionId());
+	char		seq[12];
 
 	if (fxid != sequence_fxid)
 	{
 		sequence_fxid = fxid;
 		sequence_last = 0;
+		snprintf(id_prefix, sizeof(id_prefix), "{\"id\":\"" UINT64_FORMAT ".", fxid);
+		snprintf(xid_part, sizeof(xid_part), ",\"xid\":\"" UINT64_FORMAT "\",\"ts\":", fxid);
 	}
 	sequence_last++;
+	snprintf(seq, sizeof(seq), "%u", sequence_last);
 
-	appendStringInfo(buf, "{\"id\":\"" UINT64_FORMAT ".%u\",\"op\":%s,\"schema\":%s,\"table\":%s,\"xid\":\"" UINT64_FORMAT "\",\"ts\":",
-					 fxid, sequence_last, op_json[op],
-					 w->json_schema, w->json_table, fxid);
-	append_utc_timestamp(buf, ts);
+	appendStringInfoString(buf, id_prefix);
+	appendStringInfoString(buf, seq);
+	appendStringInfoString(buf, "\",\"op\":");
+	appendStringInfoString(buf, op_json[op]);
+	appendStringInfoString(buf, ",\"schema\":");
+	appendStringInfoString(buf, w->json_schema);
+	appendStringInfoString(buf, ",\"table\":");
+	appendStringInfoString(buf, w->json_table);
+	appendStringInfoString(buf, xid_part);
+	appendStringInfoString(buf, utc_timestamp(ts));
 }
 
 /*

@@ -23,17 +23,20 @@
 #include "postgres.h"
 
 #include "access/heapam.h"
+#include "access/heaptoast.h"
 #include "access/table.h"
 #include "access/xact.h"
 #include "catalog/indexing.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "commands/sequence.h"
+#include "executor/tuptable.h"
 #include "miscadmin.h"
 #include "nodes/execnodes.h"
 #include "utils/builtins.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
+#include "utils/memutils.h"
 #include "utils/rel.h"
 
 #include "extension.h"
@@ -62,6 +65,29 @@ static bool callbacks_registered = false;
 /* did this transaction write events? */
 static bool wake_at_commit = false;
 
+/*
+ * Events are written one by one, or -- between outbox_batch_begin() and
+ * outbox_batch_end(), as at a coalescing commit -- with the outbox opened
+ * once (when the first event comes) and rows inserted up to OUTBOX_MULTI
+ * or OUTBOX_MULTI_BYTES at a time, with heap_multi_insert.  A batch lives
+ * in the transaction: an error in between ends it with the transaction,
+ * whose resource owner closes the relation.
+ */
+#define OUTBOX_MULTI 1000
+#define OUTBOX_MULTI_BYTES (1024 * 1024)
+
+typedef struct OutboxWriter
+{
+	Relation	rel;
+	CatalogIndexState indstate;
+	int			nslots;			/* rows waiting in slots[] */
+	Size		bytes;			/* and their size */
+	TupleTableSlot *slots[OUTBOX_MULTI];
+} OutboxWriter;
+
+static bool batching = false;
+static OutboxWriter *batch = NULL;	/* opened by the batch's first event */
+
 static void
 outbox_relcache_callback(Datum arg, Oid relid)
 {
@@ -83,6 +109,9 @@ outbox_xact_callback(XactEvent event, void *arg)
 		case XACT_EVENT_PARALLEL_COMMIT:
 		case XACT_EVENT_PARALLEL_ABORT:
 			wake_at_commit = false;
+			/* a batch an error cut short: its memory went with the transaction */
+			batch = NULL;
+			batching = false;
 			break;
 		default:
 			break;
@@ -142,6 +171,83 @@ check_outbox(Relation rel, CatalogIndexState indstate)
 	}
 }
 
+static void
+outbox_register_callbacks(void)
+{
+	if (callbacks_registered)
+		return;
+	RegisterXactCallback(outbox_xact_callback, NULL);
+	CacheRegisterRelcacheCallback(outbox_relcache_callback, (Datum) 0);
+	callbacks_registered = true;
+}
+
+/* the writer and everything it opens live in cxt */
+static OutboxWriter *
+writer_open(MemoryContext cxt)
+{
+	MemoryContext oldcxt = MemoryContextSwitchTo(cxt);
+	OutboxWriter *wr = palloc0(sizeof(OutboxWriter));
+
+	outbox_lookup();
+	wr->rel = table_open(outbox_relid, RowExclusiveLock);
+	wr->indstate = CatalogOpenIndexes(wr->rel);
+	check_outbox(wr->rel, wr->indstate);
+	MemoryContextSwitchTo(oldcxt);
+	return wr;
+}
+
+static void
+writer_flush(OutboxWriter *wr)
+{
+	if (wr->nslots == 0)
+		return;
+#if PG_VERSION_NUM >= 140000
+	CatalogTuplesMultiInsertWithInfo(wr->rel, wr->slots, wr->nslots, wr->indstate);
+#else
+	for (int i = 0; i < wr->nslots; i++)
+	{
+		bool		should_free;
+		HeapTuple	tuple = ExecFetchSlotHeapTuple(wr->slots[i], true, &should_free);
+
+		CatalogTupleInsertWithInfo(wr->rel, tuple, wr->indstate);
+		if (should_free)
+			heap_freetuple(tuple);
+	}
+#endif
+	for (int i = 0; i < wr->nslots; i++)
+		ExecClearTuple(wr->slots[i]);
+	wr->nslots = 0;
+	wr->bytes = 0;
+}
+
+static void
+writer_close(OutboxWriter *wr)
+{
+	writer_flush(wr);
+	for (int i = 0; i < OUTBOX_MULTI && wr->slots[i] != NULL; i++)
+		ExecDropSingleTupleTableSlot(wr->slots[i]);
+	CatalogCloseIndexes(wr->indstate);
+	table_close(wr->rel, RowExclusiveLock);
+	pfree(wr);
+}
+
+/* the events written from now until outbox_batch_end() go as one batch */
+void
+outbox_batch_begin(void)
+{
+	outbox_register_callbacks();	/* an abort must end the batch */
+	batching = true;
+}
+
+void
+outbox_batch_end(void)
+{
+	if (batch != NULL)
+		writer_close(batch);
+	batch = NULL;
+	batching = false;
+}
+
 /*
  * Write an event to the outbox; notify_payload, if not NULL, is what the
  * worker is to send with NOTIFY on the event's channel.
@@ -150,26 +256,19 @@ void
 outbox_write(const Watch *w, const char *event, const char *notify_payload,
 			 TimestampTz ts)
 {
-	Relation	rel;
-	CatalogIndexState indstate;
 	Datum		values[OUTBOX_NCOLUMNS];
 	bool		nulls[OUTBOX_NCOLUMNS] = {0};
+	OutboxWriter *wr;
 	HeapTuple	tuple;
+	MemoryContext oldcxt;
 
-	if (!callbacks_registered)
-	{
-		RegisterXactCallback(outbox_xact_callback, NULL);
-		CacheRegisterRelcacheCallback(outbox_relcache_callback, (Datum) 0);
-		callbacks_registered = true;
-	}
-	outbox_lookup();
+	outbox_register_callbacks();
+	if (batching && batch == NULL)
+		batch = writer_open(TopTransactionContext);
+	wr = batch ? batch : writer_open(CurrentMemoryContext);
 
 	/* the xid first, then the id: see outbox_relay.c */
 	(void) GetCurrentTransactionId();
-
-	rel = table_open(outbox_relid, RowExclusiveLock);
-	indstate = CatalogOpenIndexes(rel);
-	check_outbox(rel, indstate);
 
 	values[0] = Int64GetDatum(nextval_internal(outbox_seqid, false));
 	values[1] = CStringGetTextDatum(w->opts.channel);
@@ -180,12 +279,39 @@ outbox_write(const Watch *w, const char *event, const char *notify_payload,
 		nulls[3] = true;
 	values[4] = TimestampTzGetDatum(ts);
 
-	tuple = heap_form_tuple(RelationGetDescr(rel), values, nulls);
-	CatalogTupleInsertWithInfo(rel, tuple, indstate);
-	heap_freetuple(tuple);
+	/* kept past the caller's memory when batched: in the batch's */
+	oldcxt = MemoryContextSwitchTo(wr == batch ? TopTransactionContext : CurrentMemoryContext);
+	tuple = heap_form_tuple(RelationGetDescr(wr->rel), values, nulls);
+	MemoryContextSwitchTo(oldcxt);
 
-	CatalogCloseIndexes(indstate);
-	table_close(rel, RowExclusiveLock);
+	if (wr != batch || tuple->t_len > TOAST_TUPLE_THRESHOLD)
+	{
+		/*
+		 * One by one, and always for a row to be toasted: heap_multi_insert
+		 * leaves the TID of a toasted row only in its slot, where the index
+		 * insertion of CatalogTuplesMultiInsertWithInfo does not look.
+		 */
+		writer_flush(wr);
+		CatalogTupleInsertWithInfo(wr->rel, tuple, wr->indstate);
+		heap_freetuple(tuple);
+		if (wr != batch)
+			writer_close(wr);
+	}
+	else
+	{
+		if (wr->slots[wr->nslots] == NULL)
+		{
+			oldcxt = MemoryContextSwitchTo(TopTransactionContext);
+			wr->slots[wr->nslots] =
+				MakeSingleTupleTableSlot(RelationGetDescr(wr->rel), &TTSOpsHeapTuple);
+			MemoryContextSwitchTo(oldcxt);
+		}
+		ExecStoreHeapTuple(tuple, wr->slots[wr->nslots], true);
+		wr->nslots++;
+		wr->bytes += tuple->t_len;
+		if (wr->nslots == OUTBOX_MULTI || wr->bytes >= OUTBOX_MULTI_BYTES)
+			writer_flush(wr);
+	}
 
 	wake_at_commit = true;
 	stats_count(COUNT_OUTBOX_WRITTEN);

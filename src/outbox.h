@@ -12,6 +12,8 @@
 
 #include "event.h"
 
+extern void outbox_batch_begin(void);
+extern void outbox_batch_end(void);
 extern void outbox_write(const Watch *w, const char *event,
 						 const char *notify_payload, TimestampTz ts);
 
