@@ -42,11 +42,9 @@ Debian's python3 (psycopg 3.1).  Environment knobs: PG_NOTIFIER_TEST_TIMEOUT
 1000000).
 """
 
-import collections
 import json
 import os
 import random
-import select
 import signal
 import sys
 import threading
@@ -58,8 +56,8 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from itlib import (TestFailure, as_event, canon, connect, describe_error,  # noqa: E402
-                   ident, log, parse, short, text_of, wait_for)
+from itlib import (Listener, TestFailure, Threads, as_event, canon, connect,  # noqa: E402
+                   describe_error, ident, log, parse, short, text_of, wait_for)
 
 NAME = "test_worker"
 TIMEOUT = int(os.environ.get("PG_NOTIFIER_TEST_TIMEOUT", "260"))
@@ -101,79 +99,6 @@ def on_alarm(signum, frame):
 # ---------------------------------------------------------------- JSON helpers
 
 # ------------------------------------------------------------ database helpers
-
-class Listener:
-    """A plain LISTEN client.  Reads notifications straight from libpq with a
-    select() timeout (psycopg 3.1's notifies() has none)."""
-
-    def __init__(self, dbname, channels):
-        self.conn = connect(dbname)
-        self.pid = self.conn.info.backend_pid
-        for ch in channels:
-            self.conn.execute(sql.SQL("LISTEN {}").format(ident(ch)))
-        self.buf = collections.deque()
-
-    def _poll(self, timeout):
-        pg = self.conn.pgconn
-        r, _, _ = select.select([pg.socket], [], [], timeout)
-        if r:
-            pg.consume_input()
-        while True:
-            n = pg.notifies()
-            if n is None:
-                break
-            self.buf.append((n.relname.decode(), n.extra.decode(), n.be_pid))
-
-    def until(self, stop, timeout, what):
-        """Notifications until stop(channel, payload) is true (that one included)."""
-        deadline = time.monotonic() + timeout
-        out = []
-        while True:
-            while self.buf:
-                n = self.buf.popleft()
-                out.append(n)
-                if stop(n[0], n[1]):
-                    return out
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TestFailure(f"LISTEN client: {what} not within {timeout}s "
-                                  f"({len(out)} notifications so far)")
-            self._poll(min(left, 0.5))
-
-    def close(self):
-        self.conn.close()
-
-
-class Threads:
-    """Run functions in threads; errors are collected, join has a deadline."""
-
-    def __init__(self, what):
-        self.what = what
-        self.threads = []
-        self.errors = []
-
-    def start(self, fn, *args):
-        def wrap():
-            try:
-                fn(*args)
-            except BaseException as ex:   # noqa: B902 -- reported by join()
-                self.errors.append(f"{self.what}: {fn.__name__}{args!r}: "
-                                   f"{type(ex).__name__}: {ex}")
-        t = threading.Thread(target=wrap, daemon=True)
-        t.start()
-        self.threads.append(t)
-
-    def join(self, timeout):
-        deadline = time.monotonic() + timeout
-        for t in self.threads:
-            while t.is_alive() and time.monotonic() < deadline:
-                t.join(0.2)
-        alive = sum(t.is_alive() for t in self.threads)
-        if alive:
-            raise TestFailure(f"{self.what}: {alive} thread(s) still running after {timeout}s")
-        if self.errors:
-            raise TestFailure("; ".join(self.errors))
-
 
 class Ctx:
     def __init__(self):

@@ -1,14 +1,18 @@
 """Helpers shared by the integration tests that run against test/run's
-cluster (test_worker.py, test_webhook.py): strict JSON comparison of events,
-connections, error descriptions, polling.
+cluster (test_worker.py, test_webhook.py, test_outbox.py): strict JSON
+comparison of events, connections, error descriptions, polling, a LISTEN
+client, threads with a deadline, settings of postgresql.auto.conf.
 
 Import it from test/integration/*.py with
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
 """
 
+import collections
 import json
 import random
+import select
 import string
+import threading
 import time
 from decimal import Decimal
 
@@ -98,3 +102,112 @@ def wait_for(desc, fn, timeout, interval=0.05):
         if time.monotonic() - t0 > timeout:
             raise TestFailure(f"{desc}: not within {timeout}s; last seen: {short(detail, 400)}")
         time.sleep(interval)
+
+
+class Listener:
+    """A plain LISTEN client.  Reads notifications straight from libpq with a
+    select() timeout (psycopg 3.1's notifies() has none).  Notifications are
+    (channel, payload, sender pid)."""
+
+    def __init__(self, dbname, channels):
+        self.conn = connect(dbname)
+        self.pid = self.conn.info.backend_pid
+        for ch in channels:
+            self.conn.execute(sql.SQL("LISTEN {}").format(ident(ch)))
+        self.buf = collections.deque()
+
+    def _poll(self, timeout):
+        pg = self.conn.pgconn
+        r, _, _ = select.select([pg.socket], [], [], timeout)
+        if r:
+            pg.consume_input()
+        while True:
+            n = pg.notifies()
+            if n is None:
+                break
+            self.buf.append((n.relname.decode(), n.extra.decode(), n.be_pid))
+
+    def until(self, stop, timeout, what):
+        """Notifications until stop(channel, payload) is true (that one included)."""
+        deadline = time.monotonic() + timeout
+        out = []
+        while True:
+            while self.buf:
+                n = self.buf.popleft()
+                out.append(n)
+                if stop(n[0], n[1]):
+                    return out
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TestFailure(f"LISTEN client: {what} not within {timeout}s "
+                                  f"({len(out)} notifications so far)")
+            self._poll(min(left, 0.5))
+
+    def collect(self, secs):
+        """Whatever arrives within secs."""
+        deadline = time.monotonic() + secs
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            self._poll(min(left, 0.5))
+        out = list(self.buf)
+        self.buf.clear()
+        return out
+
+    def close(self):
+        self.conn.close()
+
+
+class Threads:
+    """Run functions in threads; errors are collected, join has a deadline."""
+
+    def __init__(self, what):
+        self.what = what
+        self.threads = []
+        self.errors = []
+
+    def start(self, fn, *args):
+        def wrap():
+            try:
+                fn(*args)
+            except BaseException as ex:   # noqa: B902 -- reported by join()
+                self.errors.append(f"{self.what}: {fn.__name__}{args!r}: "
+                                   f"{type(ex).__name__}: {ex}")
+        t = threading.Thread(target=wrap, daemon=True)
+        t.start()
+        self.threads.append(t)
+
+    def join(self, timeout):
+        deadline = time.monotonic() + timeout
+        for t in self.threads:
+            while t.is_alive() and time.monotonic() < deadline:
+                t.join(0.2)
+        alive = sum(t.is_alive() for t in self.threads)
+        if alive:
+            raise TestFailure(f"{self.what}: {alive} thread(s) still running after {timeout}s")
+        if self.errors:
+            raise TestFailure("; ".join(self.errors))
+
+
+def auto_conf_settings(admin, names):
+    """{name: value in postgresql.auto.conf, or None}: what ALTER SYSTEM put
+    there (or cluster_start wrote), to put back with restore_settings()."""
+    rows = admin.execute("SELECT name, setting FROM pg_file_settings "
+                         "WHERE sourcefile LIKE '%%postgresql.auto.conf' AND name = ANY(%s) "
+                         "ORDER BY seqno", (list(names),)).fetchall()
+    saved = dict.fromkeys(names)
+    for name, setting in rows:
+        saved[name] = setting
+    return saved
+
+
+def restore_settings(admin, saved):
+    """ALTER SYSTEM SET / RESET back to saved (from auto_conf_settings), and reload."""
+    for name, value in saved.items():
+        if value is None:
+            admin.execute(sql.SQL("ALTER SYSTEM RESET {}").format(sql.SQL(name)))
+        else:
+            admin.execute(sql.SQL("ALTER SYSTEM SET {} = {}").format(sql.SQL(name),
+                                                                    sql.Literal(value)))
+    admin.execute("SELECT pg_reload_conf()")

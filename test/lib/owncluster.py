@@ -293,3 +293,27 @@ def poll(what, timeout, fn, interval=0.1):
         if time.monotonic() - t0 > timeout:
             raise TestFailure(f"{what}: still not the case after {timeout}s; last seen: {seen}")
         time.sleep(interval)
+
+
+def crash_report(msgs, killed):
+    """What the server log messages msgs say about crashes, when the test
+    itself killed the processes in killed with kill -9: (problems: PANIC,
+    TRAP, a process terminated by a signal other than our kill -9 or by an
+    exception, an unexpected exit code; sig9: the 'terminated by signal 9'
+    messages of our kills; reinit: how many times the postmaster
+    reinitialised)."""
+    problems, sig9, reinit = [], [], 0
+    for m in msgs:
+        t = m["text"]
+        if m["sev"] == "PANIC" or "TRAP:" in t:
+            problems.append(m)
+        for pid, sig in re.findall(r"\(PID (\d+)\) was terminated by signal (\d+)", t):
+            (sig9 if sig == "9" and int(pid) in killed else problems).append(m)
+        if "was terminated by exception" in t:
+            problems.append(m)
+        for code in re.findall(r"\) exited with exit code (\d+)", t):
+            if code not in ("0", "1") or t.startswith("server process"):
+                problems.append(m)
+        if "all server processes terminated; reinitializing" in t:
+            reinit += 1
+    return problems, sig9, reinit
