@@ -78,6 +78,7 @@ static bool wake_at_commit = false;
 
 typedef struct OutboxWriter
 {
+	Oid			seqid;			/* notifier.outbox_id_seq */
 	Relation	rel;
 	CatalogIndexState indstate;
 	int			nslots;			/* rows waiting in slots[] */
@@ -118,21 +119,29 @@ outbox_xact_callback(XactEvent event, void *arg)
 	}
 }
 
+/*
+ * The OIDs of the outbox and its sequence.  The cache is filled only once
+ * both are known: the lookups themselves may process invalidations, which
+ * run the callback above (a VACUUM of the outbox sends one, for instance).
+ */
 static void
-outbox_lookup(void)
+outbox_lookup(Oid *relid, Oid *seqid)
 {
-	Oid			nsp;
+	if (!OidIsValid(outbox_relid))
+	{
+		Oid			rel = notifier_table_oid("outbox");
+		Oid			seq = get_relname_relid("outbox_id_seq", get_rel_namespace(rel));
 
-	if (OidIsValid(outbox_relid))
-		return;
-	outbox_relid = notifier_table_oid("outbox");
-	nsp = get_rel_namespace(outbox_relid);
-	outbox_seqid = get_relname_relid("outbox_id_seq", nsp);
-	if (!OidIsValid(outbox_seqid))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("sequence %s.outbox_id_seq does not exist", NOTIFIER_SCHEMA),
-				 errhint("Reinstall the extension: DROP EXTENSION pg_notifier; CREATE EXTENSION pg_notifier;")));
+		if (!OidIsValid(seq))
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_OBJECT),
+					 errmsg("sequence %s.outbox_id_seq does not exist", NOTIFIER_SCHEMA),
+					 errhint("Reinstall the extension: DROP EXTENSION pg_notifier; CREATE EXTENSION pg_notifier;")));
+		outbox_relid = rel;
+		outbox_seqid = seq;
+	}
+	*relid = outbox_relid;
+	*seqid = outbox_seqid;
 }
 
 /*
@@ -187,9 +196,10 @@ writer_open(MemoryContext cxt)
 {
 	MemoryContext oldcxt = MemoryContextSwitchTo(cxt);
 	OutboxWriter *wr = palloc0(sizeof(OutboxWriter));
+	Oid			relid;
 
-	outbox_lookup();
-	wr->rel = table_open(outbox_relid, RowExclusiveLock);
+	outbox_lookup(&relid, &wr->seqid);
+	wr->rel = table_open(relid, RowExclusiveLock);
 	wr->indstate = CatalogOpenIndexes(wr->rel);
 	check_outbox(wr->rel, wr->indstate);
 	MemoryContextSwitchTo(oldcxt);
@@ -270,7 +280,7 @@ outbox_write(const Watch *w, const char *event, const char *notify_payload,
 	/* the xid first, then the id: see outbox_relay.c */
 	(void) GetCurrentTransactionId();
 
-	values[0] = Int64GetDatum(nextval_internal(outbox_seqid, false));
+	values[0] = Int64GetDatum(nextval_internal(wr->seqid, false));
 	values[1] = CStringGetTextDatum(w->opts.channel);
 	values[2] = CStringGetTextDatum(event);
 	if (notify_payload != NULL)

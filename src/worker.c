@@ -316,6 +316,7 @@ static void
 worker_loop(void)
 {
 	Inbox		inboxes[2];
+	TimestampTz next_stats = 0;
 
 	memset(inboxes, 0, sizeof(inboxes));
 	for (int i = 0; i < 2; i++)
@@ -376,6 +377,15 @@ worker_loop(void)
 
 		if (notifyInterruptPending)
 			continue;
+		/*
+		 * What the transactions did, for autovacuum, before sleeping (the
+		 * commits report it too, but at most once a second).
+		 */
+		if (now >= next_stats)
+		{
+			pgstat_report_stat(true);
+			next_stats = TimestampTzPlusMilliseconds(now, 1000);
+		}
 		wake_at = next_check;
 		if (next_delivery != 0 && next_delivery < wake_at)
 			wake_at = next_delivery;

@@ -15,6 +15,7 @@
 
 #include "access/xact.h"
 #include "executor/spi.h"
+#include "pgstat.h"
 #include "utils/guc.h"
 #include "utils/snapmgr.h"
 
@@ -30,12 +31,18 @@ worker_xact_begin(void)
 		elog(ERROR, "SPI_connect failed");
 }
 
+/*
+ * Commit, and report the table statistics (rate-limited by PostgreSQL):
+ * without that autovacuum would never hear of the rows the worker deleted
+ * from the outbox and the queue-like tables.
+ */
 void
 worker_xact_commit(void)
 {
 	SPI_finish();
 	PopActiveSnapshot();
 	CommitTransactionCommand();
+	pgstat_report_stat(false);
 }
 
 /*
