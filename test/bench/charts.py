@@ -139,7 +139,8 @@ def chart_triggers(out, charts):
     script = bars(title + (f"\\nmeasured on {m}" if m else ""),
                   "ratio vs no trigger", labels, values, "%.2f×", rotate=True, extra=extra)
     png = os.path.join(charts, "trigger-ratios.png")
-    render(GP, png, "set bmargin 9\nset rmargin 14\n" + script, "1000,600")
+    # the labels are rotated to the right: room for the last ones (outbox variants)
+    render(GP, png, "set bmargin 13\nset rmargin 40\n" + script, "1300,700")
     return png
 
 
