@@ -22,10 +22,11 @@
  */
 #include "postgres.h"
 
+#include "access/genam.h"
 #include "access/heapam.h"
-#include "access/heaptoast.h"
 #include "access/table.h"
 #include "access/xact.h"
+#include "catalog/index.h"
 #include "catalog/indexing.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
@@ -69,7 +70,8 @@ static bool wake_at_commit = false;
  * Events are written one by one, or -- between outbox_batch_begin() and
  * outbox_batch_end(), as at a coalescing commit -- with the outbox opened
  * once (when the first event comes) and rows inserted up to OUTBOX_MULTI
- * or OUTBOX_MULTI_BYTES at a time, with heap_multi_insert.  A batch lives
+ * or OUTBOX_MULTI_BYTES at a time, with heap_multi_insert; the index
+ * entries follow, by the TIDs the heap gave the rows.  A batch lives
  * in the transaction: an error in between ends it with the transaction,
  * whose resource owner closes the relation.
  */
@@ -78,6 +80,7 @@ static bool wake_at_commit = false;
 
 typedef struct OutboxWriter
 {
+	MemoryContext cxt;			/* where it and its rows live */
 	Oid			seqid;			/* notifier.outbox_id_seq */
 	Relation	rel;
 	CatalogIndexState indstate;
@@ -198,6 +201,7 @@ writer_open(MemoryContext cxt)
 	OutboxWriter *wr = palloc0(sizeof(OutboxWriter));
 	Oid			relid;
 
+	wr->cxt = cxt;
 	outbox_lookup(&relid, &wr->seqid);
 	wr->rel = table_open(relid, RowExclusiveLock);
 	wr->indstate = CatalogOpenIndexes(wr->rel);
@@ -206,26 +210,44 @@ writer_open(MemoryContext cxt)
 	return wr;
 }
 
+/* the index entries of a row just inserted (its TID is in the slot) */
+static void
+insert_index_entries(OutboxWriter *wr, TupleTableSlot *slot)
+{
+	CatalogIndexState ind = wr->indstate;
+	Datum		values[INDEX_MAX_KEYS];
+	bool		isnull[INDEX_MAX_KEYS];
+
+	for (int i = 0; i < ind->ri_NumIndices; i++)
+	{
+		IndexInfo  *ii = ind->ri_IndexRelationInfo[i];
+		Relation	index = ind->ri_IndexRelationDescs[i];
+
+		if (!ii->ii_ReadyForInserts)
+			continue;
+		FormIndexDatum(ii, slot, NULL, values, isnull);
+		index_insert(index, values, isnull, &slot->tts_tid, wr->rel,
+					 index->rd_index->indisunique ? UNIQUE_CHECK_YES : UNIQUE_CHECK_NO,
+#if PG_VERSION_NUM >= 140000
+					 false,
+#endif
+					 ii);
+	}
+}
+
+/* insert the rows waiting in the slots */
 static void
 writer_flush(OutboxWriter *wr)
 {
 	if (wr->nslots == 0)
 		return;
-#if PG_VERSION_NUM >= 140000
-	CatalogTuplesMultiInsertWithInfo(wr->rel, wr->slots, wr->nslots, wr->indstate);
-#else
+	heap_multi_insert(wr->rel, wr->slots, wr->nslots, GetCurrentCommandId(true),
+					  0, NULL);
 	for (int i = 0; i < wr->nslots; i++)
 	{
-		bool		should_free;
-		HeapTuple	tuple = ExecFetchSlotHeapTuple(wr->slots[i], true, &should_free);
-
-		CatalogTupleInsertWithInfo(wr->rel, tuple, wr->indstate);
-		if (should_free)
-			heap_freetuple(tuple);
-	}
-#endif
-	for (int i = 0; i < wr->nslots; i++)
+		insert_index_entries(wr, wr->slots[i]);
 		ExecClearTuple(wr->slots[i]);
+	}
 	wr->nslots = 0;
 	wr->bytes = 0;
 }
@@ -289,39 +311,21 @@ outbox_write(const Watch *w, const char *event, const char *notify_payload,
 		nulls[3] = true;
 	values[4] = TimestampTzGetDatum(ts);
 
-	/* kept past the caller's memory when batched: in the batch's */
-	oldcxt = MemoryContextSwitchTo(wr == batch ? TopTransactionContext : CurrentMemoryContext);
+	/* the row lives in the writer's memory until it is inserted */
+	oldcxt = MemoryContextSwitchTo(wr->cxt);
 	tuple = heap_form_tuple(RelationGetDescr(wr->rel), values, nulls);
+	if (wr->slots[wr->nslots] == NULL)
+		wr->slots[wr->nslots] = MakeSingleTupleTableSlot(RelationGetDescr(wr->rel),
+														 &TTSOpsHeapTuple);
 	MemoryContextSwitchTo(oldcxt);
+	ExecStoreHeapTuple(tuple, wr->slots[wr->nslots], true);
+	wr->nslots++;
+	wr->bytes += tuple->t_len;
 
-	if (wr != batch || tuple->t_len > TOAST_TUPLE_THRESHOLD)
-	{
-		/*
-		 * One by one, and always for a row to be toasted: heap_multi_insert
-		 * leaves the TID of a toasted row only in its slot, where the index
-		 * insertion of CatalogTuplesMultiInsertWithInfo does not look.
-		 */
+	if (wr != batch)
+		writer_close(wr);
+	else if (wr->nslots == OUTBOX_MULTI || wr->bytes >= OUTBOX_MULTI_BYTES)
 		writer_flush(wr);
-		CatalogTupleInsertWithInfo(wr->rel, tuple, wr->indstate);
-		heap_freetuple(tuple);
-		if (wr != batch)
-			writer_close(wr);
-	}
-	else
-	{
-		if (wr->slots[wr->nslots] == NULL)
-		{
-			oldcxt = MemoryContextSwitchTo(TopTransactionContext);
-			wr->slots[wr->nslots] =
-				MakeSingleTupleTableSlot(RelationGetDescr(wr->rel), &TTSOpsHeapTuple);
-			MemoryContextSwitchTo(oldcxt);
-		}
-		ExecStoreHeapTuple(tuple, wr->slots[wr->nslots], true);
-		wr->nslots++;
-		wr->bytes += tuple->t_len;
-		if (wr->nslots == OUTBOX_MULTI || wr->bytes >= OUTBOX_MULTI_BYTES)
-			writer_flush(wr);
-	}
 
 	wake_at_commit = true;
 	stats_count(COUNT_OUTBOX_WRITTEN);
