@@ -33,6 +33,10 @@
  * can never fill.  A long-running transaction that wrote events holds back
  * only where reading starts, never the delivery of other events.
  *
+ * Vacuum.  The outbox is all dead rows: the worker VACUUMs it itself every
+ * few seconds when it deleted enough rows, rather than leaving them to
+ * autovacuum, which looks at a database once per autovacuum_naptime.
+ *
  * The worker reads from the lowest id when it starts, when the routes
  * change (events may have waited for a route) and every few seconds (the
  * sequence may have been reset).
@@ -45,8 +49,12 @@
 #include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "commands/async.h"
+#include "commands/vacuum.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
+#include "nodes/makefuncs.h"
+#include "parser/parse_node.h"
+#include "pgstat.h"
 #include "postmaster/interrupt.h"
 #include "storage/itemptr.h"
 #include "utils/array.h"
@@ -63,6 +71,9 @@
 
 /* events moved per transaction */
 #define RELAY_BATCH 10000
+/* the worker VACUUMs the outbox after this many deletions, at most this often */
+#define OUTBOX_VACUUM_ROWS 10000
+#define OUTBOX_VACUUM_MS 2000
 
 /* ids lo..hi not seen, given up once a snapshot's xmin reaches horizon */
 typedef struct Gap
@@ -80,6 +91,8 @@ static int	maxgaps = 0;
 static int64 seen_hi = 0;		/* highest id seen; 0: read from the start */
 static SPIPlanPtr read_plan = NULL;
 static SPIPlanPtr delete_plan = NULL;
+static uint64 deleted_since_vacuum = 0;
+static TimestampTz last_vacuum = 0;
 
 void
 outbox_relay_reset(void)
@@ -253,6 +266,7 @@ relay_batch(RouteTable *routes, int64 *cursor)
 		args[0] = PointerGetDatum(array);
 		if (SPI_execute_plan(delete_plan, args, NULL, false, 0) != SPI_OK_DELETE)
 			elog(ERROR, "deleting from notifier.outbox failed");
+		deleted_since_vacuum += SPI_processed;
 	}
 
 	/* the gaps in what this snapshot read, up to the end if it read all */
@@ -298,4 +312,37 @@ outbox_relay(RouteTable *routes)
 			break;
 	}
 	MemoryContextSwitchTo(old);
+}
+
+/*
+ * VACUUM the outbox when OUTBOX_VACUUM_ROWS rows were deleted since the
+ * last time, at most every OUTBOX_VACUUM_MS: under a sustained load the
+ * outbox then holds the dead rows of a few seconds, not of an
+ * autovacuum_naptime.  SKIP_LOCKED: when autovacuum is at it already,
+ * nothing is done.  Outside a transaction; VACUUM makes its own.
+ */
+void
+outbox_vacuum(void)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	VacuumStmt *stmt;
+
+	if (deleted_since_vacuum < OUTBOX_VACUUM_ROWS ||
+		now < TimestampTzPlusMilliseconds(last_vacuum, OUTBOX_VACUUM_MS))
+		return;
+	deleted_since_vacuum = 0;
+	last_vacuum = now;
+	pgstat_report_activity(STATE_RUNNING, "vacuuming notifier.outbox");
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	stmt = makeNode(VacuumStmt);
+	stmt->options = list_make1(makeDefElem("skip_locked", NULL, -1));
+	stmt->rels = list_make1(makeVacuumRelation(makeRangeVar(NOTIFIER_SCHEMA, "outbox", -1),
+											   InvalidOid, NIL));
+	stmt->is_vacuumcmd = true;
+	ExecVacuum(make_parsestate(NULL), stmt, true);
+	CommitTransactionCommand();
+	pgstat_report_stat(false);
+	pgstat_report_activity(STATE_IDLE, NULL);
 }

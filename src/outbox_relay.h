@@ -13,5 +13,6 @@
 
 extern void outbox_relay(RouteTable *routes);
 extern void outbox_relay_reset(void);
+extern void outbox_vacuum(void);
 
 #endif							/* NOTIFIER_OUTBOX_RELAY_H */

@@ -283,6 +283,7 @@ relay_outbox(void)
 	outbox_relay(routes);
 	stats_worker_state(WORKER_LISTENING);
 	pgstat_report_activity(STATE_IDLE, NULL);
+	outbox_vacuum();
 }
 
 static void
