@@ -4,6 +4,8 @@ Markdown reports the benchmarks write into test/bench/out/*.md.
 
   trigger-ratios.png   bulk insert time of every trigger variant ÷ no trigger
                        (triggers.md, the table with "bulk insert ms")
+  trigger-tps.png      8-client single-row INSERT tps of every variant ÷ no
+                       trigger (the same table, "pgbench tps")
   throughput.png       events/s: producer alone, worker → queue and LISTEN
                        client (worker.md); webhook unbatched and batched
                        (webhook.md)
@@ -115,13 +117,14 @@ def render(gp, png, script, size):
         raise SystemExit(f"charts: gnuplot failed for {png}")
 
 
-def chart_triggers(out, charts):
+def trigger_ratio_chart(out, charts, png_name, value_col, title):
+    """One bar per variant of triggers.md: the ratio column next to value_col."""
     md = os.path.join(out, "triggers.md")
-    t = find_table(md, "bulk insert ms", "ratio vs no trigger")
+    t = find_table(md, value_col, "ratio vs no trigger")
     if not t:
-        return skip("trigger-ratios.png", f"no bulk insert table in {md}")
+        return skip(png_name, f"no '{value_col}' table in {md}")
     head, rows = t
-    c = col(head, "ratio vs no trigger", col(head, "bulk insert ms"))
+    c = col(head, "ratio vs no trigger", col(head, value_col))
     labels, values = [], []
     for r in rows:
         v = num(r[c]) if c is not None and c < len(r) else None
@@ -129,19 +132,30 @@ def chart_triggers(out, charts):
             labels.append(r[0])
             values.append(v)
     if not values:
-        return skip("trigger-ratios.png", "no ratios in the bulk insert table")
+        return skip(png_name, f"no ratios next to '{value_col}'")
     m = machine(md)
-    title = "Bulk INSERT of 100k rows: time ÷ time without a trigger (lower is better)"
     rows_m = re.search(r"INSERT … SELECT of (\d+) rows", open(md, encoding="utf-8").read())
     if rows_m:
         title = title.replace("100k", f"{int(rows_m.group(1)):,}")
     extra = "set arrow from graph 0, first 1 to graph 1, first 1 nohead dt 2 lc rgb '#aa3333'\n"
     script = bars(title + (f"\\nmeasured on {m}" if m else ""),
                   "ratio vs no trigger", labels, values, "%.2f×", rotate=True, extra=extra)
-    png = os.path.join(charts, "trigger-ratios.png")
+    png = os.path.join(charts, png_name)
     # the labels are rotated to the right: room for the last ones (outbox variants)
     render(GP, png, "set bmargin 13\nset rmargin 40\n" + script, "1300,700")
     return png
+
+
+def chart_triggers(out, charts):
+    return trigger_ratio_chart(
+        out, charts, "trigger-ratios.png", "bulk insert ms",
+        "Bulk INSERT of 100k rows: time ÷ time without a trigger (lower is better)")
+
+
+def chart_trigger_tps(out, charts):
+    return trigger_ratio_chart(
+        out, charts, "trigger-tps.png", "pgbench tps",
+        "8 clients, single-row INSERTs: tps ÷ tps without a trigger (higher is better)")
 
 
 def chart_throughput(out, charts):
@@ -239,7 +253,7 @@ def main():
         raise SystemExit("charts: gnuplot is not installed (Debian package gnuplot-nox)")
     TERM = "pngcairo" if "pngcairo" in (terms.stdout + terms.stderr) else "png"
     os.makedirs(charts, exist_ok=True)
-    for f in (chart_triggers, chart_throughput, chart_latency):
+    for f in (chart_triggers, chart_trigger_tps, chart_throughput, chart_latency):
         png = f(out, charts)
         if png:
             print(os.path.basename(png))
