@@ -64,8 +64,8 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from itlib import (Listener, TestFailure, Threads, auto_conf_settings, canon,  # noqa: E402
-                   connect, describe_error, ident, log, parse, restore_settings, short,
+from itlib import (Checks, Listener, TestFailure, Threads, auto_conf_settings, canon,  # noqa: E402
+                   connect, describe_error, ident, log, parse, report, restore_settings, short,
                    text_of, wait_for)
 
 NAME = "test_outbox"
@@ -95,28 +95,11 @@ def on_alarm(signum, frame):
     os._exit(2)
 
 
-class Ctx:
+class Ctx(Checks):
     def __init__(self):
-        self.errors = []
-        self.notes = []
-        self.timings = []
-        self.step = None
+        super().__init__()
         self.db = None
         self.saved = None
-
-    def check(self, cond, msg):
-        if not cond:
-            self.errors.append(f"[{self.step}] {msg}")
-            print(f"   !! {msg}", flush=True)
-        return cond
-
-    def note(self, msg):
-        self.notes.append(f"[{self.step}] {msg}")
-        log(f"note: {msg}")
-
-    def timing(self, what, value):
-        self.timings.append(f"{what}: {value}")
-        log(f"{what}: {value}")
 
     def status(self):
         cur = self.db.cursor(row_factory=dict_row)
@@ -818,18 +801,7 @@ def main():
         ctx.errors.extend(cleanup(ctx))
         signal.alarm(0)
     total = time.monotonic() - t_start
-    if ctx.notes:
-        print("   notes (not failures):")
-        for n in ctx.notes:
-            print(f"     - {n}")
-    if ctx.errors:
-        print(f"FAIL {NAME}: {len(ctx.errors)} problem(s) in {total:.0f} s:", file=sys.stderr)
-        for m in ctx.errors:
-            print(f"  - {m}", file=sys.stderr)
-        sys.stderr.flush()
-        return 1
-    print(f"PASS {NAME} in {total:.0f} s: " + "; ".join(ctx.timings), flush=True)
-    return 0
+    return report(NAME, ctx, total)
 
 
 if __name__ == "__main__":

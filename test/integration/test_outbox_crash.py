@@ -473,24 +473,7 @@ def main():
     cl = Cluster(NAME, f"pg_notifier.databases = '{DB}'\n"
                  "pg_notifier.retry_base_ms = 50\npg_notifier.retry_max_ms = 500")
     rcv = Receiver()
-    done = threading.Event()
-
-    def watchdog():
-        if done.wait(TIMEOUT):
-            return
-        print(f"FAIL {NAME}: watchdog: not finished after {TIMEOUT}s", file=sys.stderr, flush=True)
-        print(f"---- server log tail\n{cl.log_tail()}", file=sys.stderr, flush=True)
-        cl.cleanup()
-        os._exit(2)
-
-    def on_signal(signum, frame):
-        print(f"FAIL {NAME}: got signal {signum}, cleaning up", file=sys.stderr, flush=True)
-        cl.cleanup()
-        os._exit(128 + signum)
-
-    for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(s, on_signal)
-    threading.Thread(target=watchdog, daemon=True).start()
+    done = cl.guard(TIMEOUT)
 
     t = Test(cl, rcv)
     ok = False

@@ -97,8 +97,8 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from itlib import (TestFailure, as_event, canon, connect, describe_error,  # noqa: E402
-                   ident, log, parse, short, text_of, wait_for)
+from itlib import (Checks, TestFailure, as_event, canon, connect, describe_error,  # noqa: E402
+                   ident, log, parse, report, short, text_of, wait_for)
 
 NAME = "test_webhook"
 TIMEOUT = int(os.environ.get("PG_NOTIFIER_TEST_TIMEOUT", "240"))
@@ -517,12 +517,9 @@ def expected_events(conn, heard):
     return out
 
 
-class Ctx:
+class Ctx(Checks):
     def __init__(self):
-        self.errors = []
-        self.notes = []
-        self.step = None
-        self.timings = []
+        super().__init__()
         self.worker_pid = None
         self.db = None                 # superuser connection to DB
         self.rcv = None                # the main receiver
@@ -531,12 +528,6 @@ class Ctx:
         self.known_paths = set()
         self.rid = {}                  # path -> route id
 
-    def check(self, cond, msg):
-        if not cond:
-            self.errors.append(f"[{self.step}] {msg}")
-            print(f"   !! {msg}", flush=True)
-        return cond
-
     def check_list(self, what, problems, limit=4):
         """One failure for a list of problems (the first few are shown)."""
         if problems:
@@ -544,14 +535,6 @@ class Ctx:
             self.check(False, f"{what}: {len(problems)} problem(s): "
                               + "; ".join(problems[:limit]) + more)
         return not problems
-
-    def note(self, msg):
-        self.notes.append(f"[{self.step}] {msg}")
-        log(f"note: {msg}")
-
-    def timing(self, what, value):
-        self.timings.append(f"{what}: {value}")
-        log(f"{what}: {value}")
 
     def status(self):
         cur = self.db.cursor(row_factory=dict_row)
@@ -1777,18 +1760,7 @@ def main():
     total = time.monotonic() - t_start
     if fatal:
         ctx.errors.append(f"stopped after step [{fatal}] (the later steps need it)")
-    if ctx.notes:
-        print("   notes (not failures):")
-        for n in ctx.notes:
-            print(f"     - {n}")
-    if ctx.errors:
-        print(f"FAIL {NAME}: {len(ctx.errors)} problem(s) in {total:.0f} s:", file=sys.stderr)
-        for m in ctx.errors:
-            print(f"  - {m}", file=sys.stderr)
-        sys.stderr.flush()
-        return 1
-    print(f"PASS {NAME} in {total:.0f} s: " + "; ".join(ctx.timings), flush=True)
-    return 0
+    return report(NAME, ctx, total)
 
 
 if __name__ == "__main__":

@@ -50,13 +50,12 @@ import os
 import re
 import signal
 import sys
-import threading
 import time
 
 import psycopg
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from owncluster import (Cluster, TestFailure, forget_libpq_environment,  # noqa: E402
+from owncluster import (crash_report, Cluster, TestFailure, forget_libpq_environment,  # noqa: E402
                         log, poll, show_msgs)
 from recorder import Receiver  # noqa: E402
 
@@ -353,25 +352,7 @@ class Test:
 
     def check_log(self):
         msgs = self.cl.messages()
-        problems = []
-        sig9 = []
-        reinit = 0
-        for m in msgs:
-            t = m["text"]
-            if m["sev"] == "PANIC" or "TRAP:" in t:
-                problems.append(m)
-            for pid, sig in re.findall(r"\(PID (\d+)\) was terminated by signal (\d+)", t):
-                if sig == "9" and int(pid) in self.killed:
-                    sig9.append(m)
-                else:
-                    problems.append(m)
-            if "was terminated by exception" in t:
-                problems.append(m)
-            for code in re.findall(r"\) exited with exit code (\d+)", t):
-                if code not in ("0", "1") or t.startswith("server process"):
-                    problems.append(m)
-            if "all server processes terminated; reinitializing" in t:
-                reinit += 1
+        problems, sig9, reinit = crash_report(msgs, self.killed)
         if problems:
             raise TestFailure(f"the server log shows crashes:\n{show_msgs(problems)}")
         if len(sig9) != len(self.killed):
@@ -398,25 +379,7 @@ def main():
     cl = Cluster(NAME, f"pg_notifier.databases = 'postgres, {DB}'\n"
                  "pg_notifier.retry_base_ms = 50\npg_notifier.retry_max_ms = 500")
     rcv = Receiver(DELAY)
-    done = threading.Event()
-
-    def watchdog():
-        if done.wait(TIMEOUT):
-            return
-        print(f"FAIL {NAME}: watchdog: not finished after {TIMEOUT}s", file=sys.stderr,
-              flush=True)
-        print(f"---- server log tail\n{cl.log_tail()}", file=sys.stderr, flush=True)
-        cl.cleanup()
-        os._exit(2)
-
-    def on_signal(signum, frame):
-        print(f"FAIL {NAME}: got signal {signum}, cleaning up", file=sys.stderr, flush=True)
-        cl.cleanup()
-        os._exit(128 + signum)
-
-    for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(s, on_signal)
-    threading.Thread(target=watchdog, daemon=True).start()
+    done = cl.guard(TIMEOUT)
 
     t = Test(cl, rcv)
     ok = False

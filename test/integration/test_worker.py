@@ -56,8 +56,8 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from itlib import (Listener, TestFailure, Threads, as_event, canon, connect,  # noqa: E402
-                   describe_error, ident, log, parse, short, text_of, wait_for)
+from itlib import (Checks, Listener, TestFailure, Threads, as_event, canon, connect,  # noqa: E402
+                   describe_error, ident, log, parse, report, short, text_of, wait_for)
 
 NAME = "test_worker"
 TIMEOUT = int(os.environ.get("PG_NOTIFIER_TEST_TIMEOUT", "260"))
@@ -100,30 +100,13 @@ def on_alarm(signum, frame):
 
 # ------------------------------------------------------------ database helpers
 
-class Ctx:
+class Ctx(Checks):
     def __init__(self):
-        self.errors = []
-        self.notes = []
-        self.step = None
-        self.timings = []
+        super().__init__()
         self.worker_pid = None       # of DB's worker, from step [ext] on
         self.expected = {}           # route id -> (channel, target, events sent to it)
         self.obs = None              # connection to DB_B: status() while DB has no extension
         self.db = None               # superuser connection to DB
-
-    def check(self, cond, msg):
-        if not cond:
-            self.errors.append(f"[{self.step}] {msg}")
-            print(f"   !! {msg}", flush=True)
-        return cond
-
-    def note(self, msg):
-        self.notes.append(f"[{self.step}] {msg}")
-        log(f"note: {msg}")
-
-    def timing(self, what, value):
-        self.timings.append(f"{what}: {value}")
-        log(f"{what}: {value}")
 
     def status(self, dbname=DB):
         cur = self.obs.cursor(row_factory=dict_row)
@@ -1002,18 +985,7 @@ def main():
     total = time.monotonic() - t_start
     if fatal:
         ctx.errors.append(f"stopped after step [{fatal}] (the later steps need it)")
-    if ctx.notes:
-        print("   notes (not failures):")
-        for n in ctx.notes:
-            print(f"     - {n}")
-    if ctx.errors:
-        print(f"FAIL {NAME}: {len(ctx.errors)} problem(s) in {total:.0f} s:", file=sys.stderr)
-        for m in ctx.errors:
-            print(f"  - {m}", file=sys.stderr)
-        sys.stderr.flush()
-        return 1
-    print(f"PASS {NAME} in {total:.0f} s: " + "; ".join(ctx.timings), flush=True)
-    return 0
+    return report(NAME, ctx, total)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import json
 import random
 import select
 import string
+import sys
 import threading
 import time
 from decimal import Decimal
@@ -211,3 +212,45 @@ def restore_settings(admin, saved):
             admin.execute(sql.SQL("ALTER SYSTEM SET {} = {}").format(sql.SQL(name),
                                                                     sql.Literal(value)))
     admin.execute("SELECT pg_reload_conf()")
+
+
+def report(name, ctx, seconds):
+    """The end of a test: its notes, then PASS with ctx.timings, or FAIL with
+    ctx.errors; returns the exit status."""
+    if ctx.notes:
+        print("   notes (not failures):")
+        for n in ctx.notes:
+            print(f"     - {n}")
+    if ctx.errors:
+        print(f"FAIL {name}: {len(ctx.errors)} problem(s) in {seconds:.0f} s:", file=sys.stderr)
+        for m in ctx.errors:
+            print(f"  - {m}", file=sys.stderr)
+        sys.stderr.flush()
+        return 1
+    print(f"PASS {name} in {seconds:.0f} s: " + "; ".join(ctx.timings), flush=True)
+    return 0
+
+
+class Checks:
+    """What a test found: errors (failed checks), notes, timings, each
+    tagged with the step it happened in; report() prints them."""
+
+    def __init__(self):
+        self.errors = []
+        self.notes = []
+        self.timings = []
+        self.step = None
+
+    def check(self, cond, msg):
+        if not cond:
+            self.errors.append(f"[{self.step}] {msg}")
+            print(f"   !! {msg}", flush=True)
+        return cond
+
+    def note(self, msg):
+        self.notes.append(f"[{self.step}] {msg}")
+        log(f"note: {msg}")
+
+    def timing(self, what, value):
+        self.timings.append(f"{what}: {value}")
+        log(f"{what}: {value}")

@@ -15,8 +15,10 @@ import os
 import pwd
 import re
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -137,6 +139,32 @@ class Cluster:
         os.chmod(self.dir, 0o700)
 
     # -- commands as the cluster's OS user ---------------------------------
+    def guard(self, timeout):
+        """Never leave the cluster behind: on SIGTERM/SIGINT/SIGHUP, or when
+        the returned event is not set within timeout seconds (a watchdog:
+        the server log tail is printed), remove it and exit."""
+        done = threading.Event()
+
+        def watchdog():
+            if done.wait(timeout):
+                return
+            print(f"FAIL {self.name}: watchdog: not finished after {timeout}s",
+                  file=sys.stderr, flush=True)
+            print(f"---- server log tail\n{self.log_tail()}", file=sys.stderr, flush=True)
+            self.cleanup()
+            os._exit(2)
+
+        def on_signal(signum, frame):
+            print(f"FAIL {self.name}: got signal {signum}, cleaning up", file=sys.stderr,
+                  flush=True)
+            self.cleanup()
+            os._exit(128 + signum)
+
+        for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(s, on_signal)
+        threading.Thread(target=watchdog, daemon=True).start()
+        return done
+
     def run_pg(self, args, timeout=120):
         cmd = (["runuser", "-u", PG_OS_USER, "--"] if self.root else []) + args
         # output to a file, never a pipe: the postmaster pg_ctl starts must not
