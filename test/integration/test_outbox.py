@@ -64,7 +64,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from itlib import (Checks, Listener, TestFailure, Threads, auto_conf_settings, canon,  # noqa: E402
+from itlib import (Checks, Watchdog, arm_watchdog, Listener, TestFailure, Threads, auto_conf_settings, canon,  # noqa: E402
                    connect, describe_error, ident, log, parse, report, restore_settings, short,
                    text_of, wait_for)
 
@@ -75,24 +75,6 @@ GUC = "pg_notifier.databases"
 WORKER_TYPE = "pg_notifier worker"
 RUNNING = ("listening", "forwarding")
 ARRIVE = 30          # seconds an event may take to reach the queue (generous: never a timing assertion)
-
-
-class Watchdog(BaseException):
-    pass
-
-
-_alarms = 0
-
-
-def on_alarm(signum, frame):
-    global _alarms
-    _alarms += 1
-    if _alarms == 1:
-        signal.alarm(30)      # 30 s more for the cleanup
-        raise Watchdog(f"watchdog: test not finished after {TIMEOUT}s")
-    print(f"FAIL {NAME}: watchdog: cleanup did not finish either; exiting hard",
-          file=sys.stderr, flush=True)
-    os._exit(2)
 
 
 class Ctx(Checks):
@@ -765,8 +747,7 @@ def cleanup(ctx):
 
 
 def main():
-    signal.signal(signal.SIGALRM, on_alarm)
-    signal.alarm(TIMEOUT)
+    arm_watchdog(NAME, TIMEOUT)
     t_start = time.monotonic()
     ctx = Ctx()
     admin = connect("postgres")

@@ -97,7 +97,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from itlib import (Checks, TestFailure, as_event, canon, connect, describe_error,  # noqa: E402
+from itlib import (Checks, Watchdog, arm_watchdog, TestFailure, as_event, canon, connect, describe_error,  # noqa: E402
                    ident, log, parse, report, short, text_of, wait_for)
 
 NAME = "test_webhook"
@@ -117,25 +117,6 @@ SIG_ARGS = ("channel", "url", "headers", "secret", "batch_size", "max_attempts",
 CASTS = {"channel": "text", "url": "text", "headers": "jsonb", "secret": "text",
          "batch_size": "integer", "max_attempts": "integer", "timeout_ms": "integer",
          "concurrency": "integer", "ordered": "boolean"}
-
-
-class Watchdog(BaseException):
-    pass
-
-
-_alarms = 0
-
-
-def on_alarm(signum, frame):
-    global _alarms
-    _alarms += 1
-    if _alarms == 1:
-        # give the finally blocks 30 s to put the settings back and drop the database
-        signal.alarm(30)
-        raise Watchdog(f"watchdog: test not finished after {TIMEOUT}s")
-    print(f"FAIL {NAME}: watchdog: cleanup did not finish either; exiting hard",
-          file=sys.stderr, flush=True)
-    os._exit(2)
 
 
 # ---------------------------------------------------------------- JSON helpers
@@ -1711,8 +1692,7 @@ def cleanup(ctx):
 
 
 def main():
-    signal.signal(signal.SIGALRM, on_alarm)
-    signal.alarm(TIMEOUT)
+    arm_watchdog(NAME, TIMEOUT)
     t_start = time.monotonic()
     ctx = Ctx()
     fatal = None

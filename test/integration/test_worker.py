@@ -56,7 +56,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from itlib import (Checks, Listener, TestFailure, Threads, as_event, canon, connect,  # noqa: E402
+from itlib import (Checks, Watchdog, arm_watchdog, Listener, TestFailure, Threads, as_event, canon, connect,  # noqa: E402
                    describe_error, ident, log, parse, report, short, text_of, wait_for)
 
 NAME = "test_worker"
@@ -75,25 +75,6 @@ POP_CONSUMERS = 4
 MAX_USAGE = 0.05
 # pg_notification_queue_usage() is pages used / 2^20 pages of 8 kB (PostgreSQL 15)
 QUEUE_BYTES = (1 << 20) * 8192
-
-
-class Watchdog(BaseException):
-    pass
-
-
-_alarms = 0
-
-
-def on_alarm(signum, frame):
-    global _alarms
-    _alarms += 1
-    if _alarms == 1:
-        # give the finally blocks 30 s to reset the GUC and drop the databases
-        signal.alarm(30)
-        raise Watchdog(f"watchdog: test not finished after {TIMEOUT}s")
-    print(f"FAIL {NAME}: watchdog: cleanup did not finish either; exiting hard",
-          file=sys.stderr, flush=True)
-    os._exit(2)
 
 
 # ---------------------------------------------------------------- JSON helpers
@@ -933,8 +914,7 @@ def cleanup(ctx):
 
 
 def main():
-    signal.signal(signal.SIGALRM, on_alarm)
-    signal.alarm(TIMEOUT)
+    arm_watchdog(NAME, TIMEOUT)
     t_start = time.monotonic()
     ctx = Ctx()
     fatal = None

@@ -9,8 +9,10 @@ Import it from test/integration/*.py with
 
 import collections
 import json
+import os
 import random
 import select
+import signal
 import string
 import sys
 import threading
@@ -254,3 +256,25 @@ class Checks:
     def timing(self, what, value):
         self.timings.append(f"{what}: {value}")
         log(f"{what}: {value}")
+
+
+class Watchdog(BaseException):
+    """Raised in the main thread when a test runs past its time limit."""
+
+
+def arm_watchdog(name, timeout):
+    """After timeout seconds raise Watchdog in the main thread; its cleanup
+    then has 30 seconds more before the process exits hard."""
+    alarms = []
+
+    def on_alarm(signum, frame):
+        alarms.append(signum)
+        if len(alarms) == 1:
+            signal.alarm(30)
+            raise Watchdog(f"watchdog: test not finished after {timeout}s")
+        print(f"FAIL {name}: watchdog: cleanup did not finish either; exiting hard",
+              file=sys.stderr, flush=True)
+        os._exit(2)
+
+    signal.signal(signal.SIGALRM, on_alarm)
+    signal.alarm(timeout)
