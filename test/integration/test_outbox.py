@@ -755,16 +755,7 @@ def main():
         ctx.step = "setup"
         wpid = setup(ctx, admin)
         for tag, title, fn in STEPS:
-            ctx.step = tag
-            log(f"[{tag}] {title}")
-            t0 = time.monotonic()
-            try:
-                fn(ctx)
-            except TestFailure as ex:
-                ctx.check(False, str(ex))
-            except psycopg.Error as ex:
-                ctx.check(False, f"unexpected {type(ex).__name__}: {ex}")
-            log(f"[{tag}] done in {time.monotonic() - t0:.1f} s")
+            ctx.run_step(tag, title, fn, ctx)
         ctx.step = "end"
         s = ctx.status()
         ctx.check(s["pid"] == wpid and s["last_error"] is None,

@@ -55,8 +55,8 @@ import psycopg
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "lib"))
 sys.path.insert(0, HERE)
-from owncluster import (Cluster, TestFailure, crash_report,  # noqa: E402
-                        forget_libpq_environment, log, poll, show_msgs)
+from owncluster import (Cluster, TestFailure,  # noqa: E402
+                        forget_libpq_environment, log, poll)
 from recorder import Receiver  # noqa: E402
 
 NAME = "test_outbox_crash"
@@ -454,14 +454,7 @@ class Test:
         self.timing("phase 3 (receiver down)", time.monotonic() - t)
 
         log("server log: crashes")
-        problems, sig9, reinit = crash_report(cl.messages(), set(self.killed))
-        if problems:
-            raise TestFailure(f"the server log shows crashes:\n{show_msgs(problems)}")
-        if len(sig9) != len(self.killed) or reinit != len(self.killed):
-            raise TestFailure(f"{len(self.killed)} kill -9s, but {len(sig9)} 'terminated by signal 9' "
-                              f"messages of those pids and {reinit} reinitialisations in the log")
-        log(f"   no PANIC, no TRAP, no crash; {len(sig9)} 'terminated by signal 9' (our kill -9s), "
-            f"{reinit} reinitialisations")
+        cl.check_crashes(set(self.killed))
         cl.drop_all()
         total = time.monotonic() - t_all
         self.timing("whole test", total)

@@ -934,22 +934,9 @@ def main():
         log(f"databases {DB} (no extension yet) and {DB_B} (with the extension) created")
 
         for tag, title, fn, is_fatal in STEPS:
-            ctx.step = tag
-            log(f"[{tag}] {title}")
-            t0 = time.monotonic()
-            try:
-                fn(ctx, admin)
-            except TestFailure as ex:
-                ctx.check(False, str(ex))
-                if is_fatal:
-                    fatal = tag
-                    break
-            except psycopg.Error as ex:
-                ctx.check(False, f"unexpected {type(ex).__name__}: {ex}")
-                if is_fatal:
-                    fatal = tag
-                    break
-            log(f"[{tag}] done in {time.monotonic() - t0:.1f} s")
+            if not ctx.run_step(tag, title, fn, ctx, admin) and is_fatal:
+                fatal = tag
+                break
     except Watchdog as ex:
         ctx.errors.append(f"[{ctx.step}] {ex}")
     finally:

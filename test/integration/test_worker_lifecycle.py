@@ -52,7 +52,6 @@ PG_NOTIFIER_LIFECYCLE_BURST (200000), KEEP_TEST_DIR (keep the directory).
 """
 
 import os
-import re
 import signal
 import sys
 import time
@@ -60,7 +59,7 @@ import time
 import psycopg
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from owncluster import (crash_report, Cluster, TestFailure, forget_libpq_environment,  # noqa: E402
+from owncluster import (Cluster, TestFailure, forget_libpq_environment,  # noqa: E402
                         log, poll, show_msgs)
 
 NAME = "test_worker_lifecycle"
@@ -511,34 +510,11 @@ class Test:
 
         # --- the server log ---------------------------------------------------------
         log("server log: crashes")
-        self.check_log()
+        self.cl.check_crashes(self.killed)
         cl.drop_all()
         total = time.monotonic() - t_all
         self.timing("whole test", total)
         return total
-
-    def check_log(self):
-        msgs = self.cl.messages()
-        problems, sig9, reinit = crash_report(msgs, self.killed)
-        if problems:
-            raise TestFailure(f"the server log shows crashes:\n{show_msgs(problems)}")
-        if len(sig9) != len(self.killed):
-            raise TestFailure(f"expected {len(self.killed)} 'terminated by signal 9' "
-                              f"message(s) (our kill -9), found {len(sig9)}")
-        if reinit != len(self.killed):
-            raise TestFailure(f"the postmaster reinitialised {reinit} time(s); expected "
-                              f"{len(self.killed)} (our kill -9 only)")
-        notable = [m for m in msgs if "pg_notifier" in m["btype"]
-                   and m["sev"] in ("WARNING", "ERROR", "FATAL")]
-        log(f"   no PANIC, no TRAP, no crash; {len(sig9)} 'terminated by signal 9' "
-            f"(our kill -9) and {reinit} reinitialisation; "
-            f"{len(notable)} WARNING/ERROR/FATAL message(s) from pg_notifier processes")
-        seen = set()
-        for m in notable:
-            first = re.sub(r"\d+", "N", m["text"].splitlines()[0])
-            if first not in seen:
-                seen.add(first)
-                log(f"     [{m['btype']}] {m['sev']}: {m['text'].splitlines()[0]}")
 
 
 def main():

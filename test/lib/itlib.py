@@ -257,6 +257,22 @@ class Checks:
         self.timings.append(f"{what}: {value}")
         log(f"{what}: {value}")
 
+    def run_step(self, tag, title, fn, *args):
+        """Run one step fn(*args): a TestFailure or a psycopg error is a failed
+        check of that step.  Returns whether it passed."""
+        self.step = tag
+        log(f"[{tag}] {title}")
+        t0 = time.monotonic()
+        ok = True
+        try:
+            fn(*args)
+        except TestFailure as ex:
+            ok = self.check(False, str(ex))
+        except psycopg.Error as ex:
+            ok = self.check(False, f"unexpected {type(ex).__name__}: {ex}")
+        log(f"[{tag}] done in {time.monotonic() - t0:.1f} s")
+        return ok
+
 
 class Watchdog(BaseException):
     """Raised in the main thread when a test runs past its time limit."""

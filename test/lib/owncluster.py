@@ -165,6 +165,32 @@ class Cluster:
         threading.Thread(target=watchdog, daemon=True).start()
         return done
 
+    def check_crashes(self, killed):
+        """The server log shows no crash but our kill -9 of the pids in killed
+        (one 'terminated by signal 9' and one reinitialisation each); logs
+        the distinct WARNING/ERROR/FATAL lines of pg_notifier processes."""
+        msgs = self.messages()
+        problems, sig9, reinit = crash_report(msgs, killed)
+        if problems:
+            raise TestFailure(f"the server log shows crashes:\n{show_msgs(problems)}")
+        if len(sig9) != len(killed):
+            raise TestFailure(f"expected {len(killed)} 'terminated by signal 9' "
+                              f"message(s) (our kill -9), found {len(sig9)}")
+        if reinit != len(killed):
+            raise TestFailure(f"the postmaster reinitialised {reinit} time(s); expected "
+                              f"{len(killed)} (our kill -9 only)")
+        notable = [m for m in msgs if "pg_notifier" in m["btype"]
+                   and m["sev"] in ("WARNING", "ERROR", "FATAL")]
+        log(f"   no PANIC, no TRAP, no crash; {len(sig9)} 'terminated by signal 9' "
+            f"(our kill -9) and {reinit} reinitialisation; "
+            f"{len(notable)} WARNING/ERROR/FATAL message(s) from pg_notifier processes")
+        seen = set()
+        for m in notable:
+            first = re.sub(r"\d+", "N", m["text"].splitlines()[0])
+            if first not in seen:
+                seen.add(first)
+                log(f"     [{m['btype']}] {m['sev']}: {m['text'].splitlines()[0]}")
+
     def run_pg(self, args, timeout=120):
         cmd = (["runuser", "-u", PG_OS_USER, "--"] if self.root else []) + args
         # output to a file, never a pipe: the postmaster pg_ctl starts must not
