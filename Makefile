@@ -6,7 +6,8 @@
 
 EXTENSION = pg_notifier
 MODULE_big = pg_notifier
-OBJS = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))
+SRCS = $(sort $(wildcard src/*.c src/*/*.c src/*/*/*.c))
+OBJS = $(SRCS:.c=.o)
 DATA = $(wildcard src/$(EXTENSION)--*.sql)
 PGFILEDESC = "pg_notifier - table changes as JSON events"
 
@@ -22,4 +23,4 @@ include $(PGXS)
 
 # PGXS tracks no header dependencies unless PostgreSQL was configured with
 # --enable-depend: rebuild everything when any of our headers changes.
-$(OBJS) $(OBJS:.o=.bc): $(wildcard src/*.h)
+$(OBJS) $(OBJS:.o=.bc): $(wildcard src/*.h src/*/*.h src/*/*/*.h)

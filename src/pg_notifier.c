@@ -18,9 +18,9 @@
 #include "miscadmin.h"
 #include "utils/guc.h"
 
-#include "launcher.h"
+#include "worker/launcher.h"
 #include "pg_notifier.h"
-#include "stats.h"
+#include "common/stats.h"
 
 PG_MODULE_MAGIC;
 

@@ -1,0 +1,223 @@
+/*-------------------------------------------------------------------------
+ *
+ * webhook.c
+ *	  notifier.add_webhook(): a webhook route, every argument checked.
+ *
+ * What the worker does with the route is in webhook_sink.c (writing
+ * notifier.deliveries) and delivery.c (sending them).
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <curl/curl.h>
+
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/varlena.h"
+
+#include "pg_notifier.h"
+#include "worker/routes.h"
+#include "worker/sinks/webhook_sign.h"
+
+#define MAX_BATCH_SIZE 1000
+#define MAX_ATTEMPTS 100
+#define MAX_TIMEOUT_MS 600000
+#define MAX_CONCURRENCY 100
+
+/* headers pg_notifier sets itself */
+static const char *const reserved_headers[] = {
+	"content-type", "content-length", "user-agent", "host", "transfer-encoding",
+	"webhook-id", "webhook-timestamp", "webhook-signature", NULL
+};
+
+static void
+require_arg(FunctionCallInfo fcinfo, int argno, const char *name)
+{
+	if (PG_ARGISNULL(argno))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("%s must not be NULL", name),
+				 errhint("Omit the argument for its default.")));
+}
+
+static int32
+int_arg(FunctionCallInfo fcinfo, int argno, const char *name, int32 max)
+{
+	int32		value;
+
+	require_arg(fcinfo, argno, name);
+	value = PG_GETARG_INT32(argno);
+	if (value < 1 || value > max)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must be between 1 and %d, not %d", name, max, value)));
+	return value;
+}
+
+static bool
+host_allowed(const char *host)
+{
+	char	   *copy;
+	List	   *hosts;
+	ListCell   *lc;
+
+	if (notifier_allowed_hosts == NULL || notifier_allowed_hosts[0] == '\0')
+		return true;
+	copy = pstrdup(notifier_allowed_hosts);
+	if (!SplitGUCList(copy, ',', &hosts))
+		return false;
+	foreach(lc, hosts)
+		if (pg_strcasecmp(lfirst(lc), host) == 0)
+			return true;
+	return false;
+}
+
+static void
+check_url(const char *url)
+{
+	CURLU	   *u;
+	CURLUcode	rc;
+	char	   *scheme = NULL;
+	char	   *host = NULL;
+	char	   *problem = NULL;
+
+	for (const char *p = url; *p; p++)
+		if ((unsigned char) *p <= ' ' || *p == 0x7f)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("url \"%s\" contains a space or a control character", url),
+					 errhint("Percent-encode it (%%20).")));
+
+	u = curl_url();
+	if (u == NULL)
+		elog(ERROR, "out of memory");
+	rc = curl_url_set(u, CURLUPART_URL, url, 0);
+	if (rc != CURLUE_OK)
+		problem = psprintf("url \"%s\" is not a valid URL: %s", url, curl_url_strerror(rc));
+	else if (curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
+			 (pg_strcasecmp(scheme, "http") != 0 && pg_strcasecmp(scheme, "https") != 0))
+		problem = psprintf("url \"%s\" is not an http or https URL", url);
+	else if (curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK || host[0] == '\0' ||
+			 strstr(url, ":///") != NULL)
+		problem = psprintf("url \"%s\" has no host", url);
+	else if (!host_allowed(host))
+		problem = psprintf("host \"%s\" is not in pg_notifier.allowed_hosts", host);
+	curl_free(scheme);
+	curl_free(host);
+	curl_url_cleanup(u);
+
+	if (problem != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s", problem),
+				 errhint("Give an absolute http:// or https:// URL%s.",
+						 notifier_allowed_hosts[0] ? " of a host in pg_notifier.allowed_hosts" : "")));
+}
+
+static bool
+is_token(const char *s, int len)
+{
+	if (len == 0)
+		return false;
+	for (int i = 0; i < len; i++)
+	{
+		unsigned char c = s[i];
+
+		if (!(isalnum(c) && c < 0x80) && strchr("!#$%&'*+-.^_`|~", c) == NULL)
+			return false;
+	}
+	return true;
+}
+
+/* headers: a JSON object of string values, HTTP-safe, not ours to set */
+static void
+check_headers(Jsonb *headers)
+{
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken r;
+	char	   *name = NULL;
+
+	if (!JB_ROOT_IS_OBJECT(headers) || JB_ROOT_IS_SCALAR(headers))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("headers must be a JSON object of header names and values"),
+				 errhint("For example '{\"Authorization\": \"Bearer abc\"}'.")));
+
+	it = JsonbIteratorInit(&headers->root);
+	while ((r = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		if (r == WJB_KEY)
+		{
+			name = pnstrdup(v.val.string.val, v.val.string.len);
+			if (!is_token(v.val.string.val, v.val.string.len))
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("\"%s\" is not a valid HTTP header name", name),
+						 errhint("A header name is letters, digits and !#$%%&'*+-.^_`|~.")));
+			for (int i = 0; reserved_headers[i] != NULL; i++)
+				if (pg_strcasecmp(name, reserved_headers[i]) == 0)
+					ereport(ERROR,
+							(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+							 errmsg("header \"%s\" is set by pg_notifier", name),
+							 errhint("Leave out Content-Type, Content-Length, User-Agent, Host, Transfer-Encoding and webhook-*.")));
+		}
+		else if (r == WJB_VALUE)
+		{
+			if (v.type != jbvString)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("the value of header \"%s\" is not a string", name)));
+			for (int i = 0; i < v.val.string.len; i++)
+				if (v.val.string.val[i] == '\r' || v.val.string.val[i] == '\n' ||
+					v.val.string.val[i] == '\0')
+					ereport(ERROR,
+							(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+							 errmsg("the value of header \"%s\" contains a line break", name)));
+		}
+	}
+}
+
+PG_FUNCTION_INFO_V1(notifier_add_webhook);
+
+/*
+ * notifier.add_webhook(channel, url, headers, secret, batch_size,
+ *						max_attempts, timeout_ms, concurrency, ordered)
+ *	-> route id
+ */
+Datum
+notifier_add_webhook(PG_FUNCTION_ARGS)
+{
+	Oid			argtypes[9] = {TEXTOID, TEXTOID, JSONBOID, TEXTOID, INT4OID,
+	INT4OID, INT4OID, INT4OID, BOOLOID};
+	Datum		values[9];
+	char		nulls[9] = "         ";
+	int64		id = 0;
+	int			keylen;
+
+	check_channel_arg(fcinfo, 0);
+	require_arg(fcinfo, 1, "url");
+	check_url(text_to_cstring(PG_GETARG_TEXT_PP(1)));
+	require_arg(fcinfo, 2, "headers");
+	check_headers(PG_GETARG_JSONB_P(2));
+	if (!PG_ARGISNULL(3))
+		(void) webhook_secret_key(text_to_cstring(PG_GETARG_TEXT_PP(3)), &keylen);
+	(void) int_arg(fcinfo, 4, "batch_size", MAX_BATCH_SIZE);
+	(void) int_arg(fcinfo, 5, "max_attempts", MAX_ATTEMPTS);
+	(void) int_arg(fcinfo, 6, "timeout_ms", MAX_TIMEOUT_MS);
+	(void) int_arg(fcinfo, 7, "concurrency", MAX_CONCURRENCY);
+	require_arg(fcinfo, 8, "ordered");
+
+	for (int i = 0; i < 9; i++)
+		values[i] = PG_ARGISNULL(i) ? (Datum) 0 : PG_GETARG_DATUM(i);
+	nulls[3] = PG_ARGISNULL(3) ? 'n' : ' ';
+	routes_execute("INSERT INTO notifier.routes (channel, kind, url, headers, secret,"
+				   " batch_size, max_attempts, timeout_ms, concurrency, ordered)"
+				   " VALUES ($1, 'webhook', $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
+				   9, argtypes, values, nulls, SPI_OK_INSERT_RETURNING, &id);
+	PG_RETURN_INT64(id);
+}

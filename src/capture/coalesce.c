@@ -1,0 +1,515 @@
+/*-------------------------------------------------------------------------
+ *
+ * coalesce.c
+ *	  Dedup within a transaction: row events merged per (watch, key), and
+ *	  statement-level counts, both emitted at commit.
+ *
+ * A row's pending state is (existed before?, first old row, exists after?,
+ * last new row).  A change composes onto it -- keep "before" and the first
+ * old row, take "after" and the new row from the change -- and the event
+ * is derived at commit:
+ *
+ *	before	after	event
+ *	no		yes		INSERT with the last row		(INSERT...UPDATE)
+ *	yes		yes		UPDATE first old -> last new	(UPDATE...UPDATE, DELETE...INSERT);
+ *					nothing if no watched column differs
+ *	yes		no		DELETE of the first old row		(UPDATE...DELETE)
+ *	no		no		nothing							(INSERT...DELETE)
+ *
+ * Composition is associative, which is what makes savepoints simple: each
+ * subtransaction level has its own map; at subcommit it is composed onto
+ * its parent's, at subabort thrown away.  Events come out in the order of
+ * each row's first change.
+ *
+ * Memory is bounded by pg_notifier.max_coalesce_events, the number of row
+ * states held in the transaction (all levels): past it, a change to a row
+ * that is not held at the current level is emitted at once, uncoalesced.
+ * (A row held by an outer savepoint level and changed again past the cap
+ * may then be reported before its held event.)
+ *
+ * Statement level: one count per (watch, operation), no row kept at all.
+ *
+ * Events are emitted at XACT_EVENT_PRE_COMMIT, before PostgreSQL queues
+ * the transaction's notifications (PreCommit_Notify), where an error still
+ * aborts the transaction cleanly.  A transaction that holds events cannot
+ * be prepared.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/heaptoast.h"
+#include "access/htup_details.h"
+#include "access/xact.h"
+#include "common/hashfn.h"
+#include "executor/tuptable.h"
+#include "utils/hsearch.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+
+#include "capture/coalesce.h"
+#include "capture/emit.h"
+#include "capture/outbox_writer.h"
+#include "pg_notifier.h"
+#include "common/stats.h"
+
+typedef struct PendingKey
+{
+	Oid			tgoid;			/* the watch */
+	int			op;				/* statement level: the ChangeOp; row: -1 */
+	char	   *key;			/* row level: the event's ,"key":{...} */
+} PendingKey;
+
+typedef struct Pending
+{
+	PendingKey	k;				/* hash key, first */
+	uint64		order;			/* first change's position in the xact */
+	const Watch *watch;
+	TimestampTz ts;				/* statement time of the last change */
+	bool		existed;		/* row level: the row existed before */
+	bool		exists;			/* row level: the row exists after */
+	HeapTuple	oldtuple;		/* if existed: the row before the first change */
+	HeapTuple	newtuple;		/* if exists: the row after the last change */
+	int64		count;			/* statement level: rows affected */
+} Pending;
+
+/* the state of the current transaction; everything in coalesce_cxt */
+static MemoryContext coalesce_cxt = NULL;
+static HTAB **levels = NULL;	/* by transaction nest level, from 1 */
+static int	nlevels = 0;		/* allocated length of levels */
+static int	held = 0;			/* row states held, all levels */
+static uint64 next_order = 0;
+static bool flushed = false;	/* the events went out; emit late ones at once */
+static bool callbacks_registered = false;
+
+static uint32
+pending_hash(const void *key, Size keysize)
+{
+	const PendingKey *k = key;
+	uint32		h = hash_bytes_uint32(k->tgoid) ^ (uint32) k->op;
+
+	if (k->key)
+		h = hash_combine(h, hash_bytes((const unsigned char *) k->key, strlen(k->key)));
+	return h;
+}
+
+static int
+pending_match(const void *key1, const void *key2, Size keysize)
+{
+	const PendingKey *a = key1;
+	const PendingKey *b = key2;
+
+	if (a->tgoid != b->tgoid || a->op != b->op)
+		return 1;
+	if (a->key == NULL || b->key == NULL)
+		return a->key != b->key;
+	return strcmp(a->key, b->key);
+}
+
+static void coalesce_xact_callback(XactEvent event, void *arg);
+static void coalesce_subxact_callback(SubXactEvent event,
+									  SubTransactionId mySubid,
+									  SubTransactionId parentSubid, void *arg);
+
+/* the map of the current nest level, created on first use */
+static HTAB *
+current_level(void)
+{
+	int			nest = GetCurrentTransactionNestLevel();
+
+	if (!callbacks_registered)
+	{
+		RegisterXactCallback(coalesce_xact_callback, NULL);
+		RegisterSubXactCallback(coalesce_subxact_callback, NULL);
+		callbacks_registered = true;
+	}
+	if (coalesce_cxt == NULL)
+		coalesce_cxt = AllocSetContextCreate(TopTransactionContext,
+											 "pg_notifier coalesce",
+											 ALLOCSET_DEFAULT_SIZES);
+	if (nest >= nlevels)
+	{
+		int			newlen = Max(nest + 1, 8);
+
+		if (levels == NULL)
+			levels = MemoryContextAllocZero(coalesce_cxt, sizeof(HTAB *) * newlen);
+		else
+		{
+			levels = repalloc(levels, sizeof(HTAB *) * newlen);
+			memset(levels + nlevels, 0, sizeof(HTAB *) * (newlen - nlevels));
+		}
+		nlevels = newlen;
+	}
+	if (levels[nest] == NULL)
+	{
+		HASHCTL		ctl;
+
+		ctl.keysize = sizeof(PendingKey);
+		ctl.entrysize = sizeof(Pending);
+		ctl.hash = pending_hash;
+		ctl.match = pending_match;
+		ctl.hcxt = coalesce_cxt;
+		levels[nest] = hash_create("pg_notifier pending events", 256, &ctl,
+								   HASH_ELEM | HASH_FUNCTION | HASH_COMPARE | HASH_CONTEXT);
+	}
+	return levels[nest];
+}
+
+/*
+ * A copy of the row to hold until commit, with out-of-line (TOAST) values
+ * fetched in: by commit the transaction may itself have deleted them, and
+ * no snapshot is active there.
+ */
+static HeapTuple
+copy_row(TupleTableSlot *slot)
+{
+	HeapTuple	tuple;
+
+	if (slot == NULL)
+		return NULL;
+	tuple = ExecCopySlotHeapTuple(slot);
+	if (HeapTupleHasExternal(tuple))
+	{
+		HeapTuple	flat = toast_flatten_tuple(tuple, slot->tts_tupleDescriptor);
+
+		heap_freetuple(tuple);
+		tuple = flat;
+	}
+	return tuple;
+}
+
+/* a new entry: everything but its key zeroed, the next place in order */
+static void
+pending_init(Pending *p, const Watch *w)
+{
+	memset((char *) p + sizeof(PendingKey), 0, sizeof(Pending) - sizeof(PendingKey));
+	p->order = next_order++;
+	p->watch = w;
+}
+
+/*
+ * Compose a later state (exists, newtuple) onto p; takes ownership of
+ * newtuple.
+ */
+static void
+compose(Pending *p, bool exists, HeapTuple newtuple)
+{
+	if (p->newtuple)
+		heap_freetuple(p->newtuple);
+	p->exists = exists;
+	p->newtuple = newtuple;
+}
+
+/*
+ * Hold a row change until commit, merged with the row's earlier changes.
+ */
+void
+coalesce_change(const Watch *w, const ChangeEvent *ev)
+{
+	HTAB	   *map;
+	MemoryContext oldcxt;
+	StringInfoData key;
+	PendingKey	k;
+	Pending    *p;
+	bool		found;
+
+	if (flushed)
+	{
+		emit_event(w, ev);
+		return;
+	}
+
+	map = current_level();
+
+	/* the key, built in the caller's (per-row) context */
+	initStringInfo(&key);
+	event_append_key(&key, w, ev);
+	k.tgoid = w->tgoid;
+	k.op = -1;
+	k.key = key.data;
+
+	p = hash_search(map, &k, HASH_FIND, &found);
+	if (!found && held >= notifier_max_coalesce_events)
+	{
+		/* over the cap: this one goes out now */
+		emit_event(w, ev);
+		return;
+	}
+
+	oldcxt = MemoryContextSwitchTo(coalesce_cxt);
+	if (!found)
+	{
+		k.key = pstrdup(key.data);
+		p = hash_search(map, &k, HASH_ENTER, NULL);
+		pending_init(p, w);
+		p->existed = ev->op != OP_INSERT;
+		p->oldtuple = copy_row(ev->oldslot);
+		held++;
+	}
+
+	compose(p, ev->op != OP_DELETE, copy_row(ev->newslot));
+	p->ts = ev->ts;
+	MemoryContextSwitchTo(oldcxt);
+}
+
+/*
+ * Statement level: count a row change.
+ */
+void
+coalesce_count(const Watch *w, ChangeOp op, TimestampTz ts)
+{
+	HTAB	   *map = current_level();
+	PendingKey	k = {w->tgoid, op, NULL};
+	Pending    *p;
+	bool		found;
+
+	if (flushed)
+	{
+		emit_statement_event(w, op, 1, ts);
+		return;
+	}
+
+	p = hash_search(map, &k, HASH_ENTER, &found);
+	if (!found)
+		pending_init(p, w);
+	p->count++;
+	p->ts = ts;
+}
+
+/* free what a pending entry owns */
+static void
+pending_free(Pending *p)
+{
+	if (p->k.key)
+		pfree(p->k.key);
+	if (p->oldtuple)
+		heap_freetuple(p->oldtuple);
+	if (p->newtuple)
+		heap_freetuple(p->newtuple);
+}
+
+/*
+ * Subcommit: compose the level's states onto its parent's.
+ */
+static void
+merge_level(int nest)
+{
+	HTAB	   *parent = NULL;
+	HASH_SEQ_STATUS status;
+	Pending    *child;
+
+	/* make the parent's map (current_level() works on the current level) */
+	if (nest - 1 >= 1 && levels[nest - 1] == NULL)
+	{
+		HTAB	   *save = levels[nest];
+
+		levels[nest] = NULL;
+		levels[nest - 1] = save;	/* reuse the child's map as it is */
+		return;
+	}
+	parent = levels[nest - 1];
+
+	hash_seq_init(&status, levels[nest]);
+	while ((child = hash_seq_search(&status)) != NULL)
+	{
+		bool		found;
+		Pending    *p = hash_search(parent, &child->k, HASH_ENTER, &found);
+
+		if (!found)
+		{
+			*p = *child;		/* moves the tuples and the key */
+			continue;
+		}
+		if (child->k.op >= 0)
+			p->count += child->count;
+		else
+		{
+			compose(p, child->exists, child->newtuple);
+			held--;
+		}
+		p->ts = child->ts;
+		child->newtuple = NULL;	/* moved to p, or never set */
+		pending_free(child);
+	}
+	hash_destroy(levels[nest]);
+	levels[nest] = NULL;
+}
+
+/*
+ * Subabort: forget the level's states.
+ */
+static void
+drop_level(int nest)
+{
+	HASH_SEQ_STATUS status;
+	Pending    *p;
+
+	hash_seq_init(&status, levels[nest]);
+	while ((p = hash_seq_search(&status)) != NULL)
+	{
+		if (p->k.op < 0)
+			held--;
+		pending_free(p);
+	}
+	hash_destroy(levels[nest]);
+	levels[nest] = NULL;
+}
+
+static int
+pending_order_cmp(const void *a, const void *b)
+{
+	const Pending *pa = *(Pending *const *) a;
+	const Pending *pb = *(Pending *const *) b;
+
+	return pa->order < pb->order ? -1 : pa->order > pb->order ? 1 : 0;
+}
+
+/* emit one held row state as the event it amounts to */
+static void
+emit_pending_row(Pending *p)
+{
+	const Watch *w = p->watch;
+	ChangeEvent ev = {0};
+	bool		send = true;
+
+	if (!p->existed && !p->exists)
+		return;					/* INSERT ... DELETE */
+
+	ev.ts = p->ts;
+	if (p->existed)
+	{
+		ev.oldslot = MakeSingleTupleTableSlot(w->tupdesc, &TTSOpsHeapTuple);
+		ExecStoreHeapTuple(p->oldtuple, ev.oldslot, false);
+		slot_getallattrs(ev.oldslot);
+	}
+	if (p->exists)
+	{
+		ev.newslot = MakeSingleTupleTableSlot(w->tupdesc, &TTSOpsHeapTuple);
+		ExecStoreHeapTuple(p->newtuple, ev.newslot, false);
+		slot_getallattrs(ev.newslot);
+	}
+
+	if (!p->existed)
+		ev.op = OP_INSERT;
+	else if (!p->exists)
+		ev.op = OP_DELETE;
+	else
+	{
+		ev.op = OP_UPDATE;
+		ev.changed = palloc(sizeof(bool) * Max(w->ncolumns, 1));
+		if (!event_columns_differ(w->columns, w->ncolumns, ev.oldslot,
+								  ev.newslot, ev.changed))
+		{
+			stats_count(COUNT_NOOP_UPDATES);	/* ended as it began */
+			send = false;
+		}
+	}
+	if (send)
+		emit_event(w, &ev);
+
+	if (ev.oldslot)
+		ExecDropSingleTupleTableSlot(ev.oldslot);
+	if (ev.newslot)
+		ExecDropSingleTupleTableSlot(ev.newslot);
+}
+
+/*
+ * Pre-commit: send everything held, in the order of first changes.
+ */
+static void
+flush_pending(void)
+{
+	HTAB	   *map;
+	HASH_SEQ_STATUS status;
+	Pending    *p;
+	Pending   **all;
+	long		n = 0;
+	MemoryContext cxt;
+	MemoryContext oldcxt;
+
+	if (levels == NULL || levels[1] == NULL)
+		return;
+	map = levels[1];
+	flushed = true;
+
+	/* output functions may run queries; nothing is active at pre-commit */
+	PushActiveSnapshot(GetTransactionSnapshot());
+
+	all = MemoryContextAlloc(coalesce_cxt, sizeof(Pending *) * Max(hash_get_num_entries(map), 1));
+	hash_seq_init(&status, map);
+	while ((p = hash_seq_search(&status)) != NULL)
+		all[n++] = p;
+	qsort(all, n, sizeof(Pending *), pending_order_cmp);
+
+	cxt = AllocSetContextCreate(CurrentMemoryContext, "pg_notifier flush",
+								ALLOCSET_DEFAULT_SIZES);
+	oldcxt = MemoryContextSwitchTo(cxt);
+	outbox_batch_begin();
+	for (long i = 0; i < n; i++)
+	{
+		p = all[i];
+		if (p->k.op >= 0)
+			emit_statement_event(p->watch, p->k.op, p->count, p->ts);
+		else
+			emit_pending_row(p);
+		MemoryContextReset(cxt);
+	}
+	outbox_batch_end();
+	MemoryContextSwitchTo(oldcxt);
+	MemoryContextDelete(cxt);
+	PopActiveSnapshot();
+}
+
+static void
+reset_state(void)
+{
+	/* the memory goes with TopTransactionContext */
+	coalesce_cxt = NULL;
+	levels = NULL;
+	nlevels = 0;
+	held = 0;
+	next_order = 0;
+	flushed = false;
+}
+
+static void
+coalesce_xact_callback(XactEvent event, void *arg)
+{
+	switch (event)
+	{
+		case XACT_EVENT_PRE_COMMIT:
+			flush_pending();
+			break;
+		case XACT_EVENT_PRE_PREPARE:
+			if (levels != NULL && levels[1] != NULL &&
+				hash_get_num_entries(levels[1]) > 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+						 errmsg("cannot PREPARE a transaction that has pending pg_notifier events"),
+						 errhint("Events are sent at commit, as NOTIFY is; watch with \"coalesce\" => false to send them as they happen, or do not use two-phase commit here.")));
+			break;
+		case XACT_EVENT_COMMIT:
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PREPARE:
+		case XACT_EVENT_PARALLEL_COMMIT:
+		case XACT_EVENT_PARALLEL_ABORT:
+			reset_state();
+			break;
+		default:
+			break;
+	}
+}
+
+static void
+coalesce_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+						  SubTransactionId parentSubid, void *arg)
+{
+	int			nest = GetCurrentTransactionNestLevel();
+
+	if (levels == NULL || nest >= nlevels || levels[nest] == NULL)
+		return;
+	if (event == SUBXACT_EVENT_PRE_COMMIT_SUB)
+		merge_level(nest);
+	else if (event == SUBXACT_EVENT_ABORT_SUB)
+		drop_level(nest);
+}

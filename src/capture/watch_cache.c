@@ -1,0 +1,253 @@
+/*-------------------------------------------------------------------------
+ *
+ * watch_cache.c
+ *	  Resolving a notify_change trigger into a Watch, once per backend.
+ *
+ * The first time a trigger fires in a backend, its arguments are parsed and
+ * validated (options.c) and resolved against the firing relation: which
+ * columns events carry, the key, the type of each column, the names as
+ * JSON strings.  The result is cached by trigger OID.
+ *
+ * Invalidation: any relcache invalidation of the firing or the watched
+ * relation (ALTER TABLE, CREATE/DROP TRIGGER, index changes, renames) and
+ * any change to a type marks entries invalid; the next call rebuilds them.
+ * The memory of a replaced entry is handed to the current transaction, not
+ * freed, so a caller further up the stack that still uses it stays safe.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/relation.h"
+#include "access/xact.h"
+#include "parser/parse_relation.h"
+#include "utils/builtins.h"
+#include "utils/hsearch.h"
+#include "utils/inval.h"
+#include "utils/json.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+#include "utils/syscache.h"
+
+#include "api/watch.h"
+#include "capture/watch_cache.h"
+
+typedef struct WatchEntry
+{
+	Oid			tgoid;			/* hash key */
+	Watch	   *watch;
+} WatchEntry;
+
+static HTAB *watch_hash = NULL;
+
+static void
+invalidate_watches(Oid relid)
+{
+	HASH_SEQ_STATUS status;
+	WatchEntry *entry;
+
+	if (watch_hash == NULL)
+		return;
+	hash_seq_init(&status, watch_hash);
+	while ((entry = hash_seq_search(&status)) != NULL)
+	{
+		Watch	   *w = entry->watch;
+
+		if (!OidIsValid(relid) || w->relid == relid || w->watched_relid == relid)
+			w->valid = false;
+	}
+}
+
+static void
+relcache_callback(Datum arg, Oid relid)
+{
+	invalidate_watches(relid);
+}
+
+static void
+type_callback(Datum arg, int cacheid, uint32 hashvalue)
+{
+	invalidate_watches(InvalidOid);
+}
+
+/*
+ * For a trigger cloned onto a partition, the relation of its topmost
+ * parent trigger: the table watch() was called on.
+ */
+static Oid
+trigger_root_relid(Oid tgoid)
+{
+	Oid			relid;
+	Oid			parentid = tgoid;
+	int			nargs;
+	char	  **args;
+
+	do
+		trigger_catalog_lookup(parentid, &relid, &parentid, &nargs, &args);
+	while (OidIsValid(parentid));
+	return relid;
+}
+
+static WatchColumn *
+make_columns(Relation rel, List *attnums, MemoryContext cxt)
+{
+	TupleDesc	tupdesc = RelationGetDescr(rel);
+	WatchColumn *cols = palloc0(sizeof(WatchColumn) * Max(list_length(attnums), 1));
+	ListCell   *lc;
+	int			i = 0;
+
+	foreach(lc, attnums)
+	{
+		Form_pg_attribute att = TupleDescAttr(tupdesc, lfirst_int(lc) - 1);
+		StringInfoData name;
+
+		initStringInfo(&name);
+		escape_json(&name, NameStr(att->attname));
+		cols[i].attnum = att->attnum;
+		cols[i].typlen = att->attlen;
+		cols[i].typbyval = att->attbyval;
+		cols[i].json_name = name.data;
+		cols[i].type = json_type_info(att->atttypid, cxt);
+		i++;
+	}
+	return cols;
+}
+
+/*
+ * The columns of a partition in the column order of the partitioned table
+ * that was watched, so that every partition sends rows alike.
+ */
+static List *
+columns_in_parent_order(Relation rel, Oid parentid, Bitmapset *columns)
+{
+	Relation	parent = relation_open(parentid, AccessShareLock);
+	TupleDesc	tupdesc = RelationGetDescr(parent);
+	List	   *attnums = NIL;
+
+	for (int i = 0; i < tupdesc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(tupdesc, i);
+		AttrNumber	attnum;
+
+		if (att->attisdropped)
+			continue;
+		attnum = attnameAttNum(rel, NameStr(att->attname), false);
+		if (bms_is_member(attnum, columns))
+			attnums = lappend_int(attnums, attnum);
+	}
+	relation_close(parent, AccessShareLock);
+	return attnums;
+}
+
+static char *
+json_string(const char *str)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	escape_json(&buf, str);
+	return buf.data;
+}
+
+/*
+ * Build the Watch of a trigger.  Everything is allocated in a new context
+ * that only becomes long-lived once the build has succeeded.
+ */
+static Watch *
+watch_build(TriggerData *trigdata)
+{
+	Trigger    *tg = trigdata->tg_trigger;
+	Relation	rel = trigdata->tg_relation;
+	MemoryContext cxt;
+	MemoryContext oldcxt;
+	Watch	   *w;
+	Bitmapset  *columns;
+	List	   *attnums = NIL;
+	List	   *keys;
+	int			attnum = -1;
+
+	cxt = AllocSetContextCreate(CurrentMemoryContext, "pg_notifier watch",
+								ALLOCSET_SMALL_SIZES);
+	oldcxt = MemoryContextSwitchTo(cxt);
+
+	w = palloc0(sizeof(Watch));
+	w->cxt = cxt;
+	w->tgoid = tg->tgoid;
+	w->relid = RelationGetRelid(rel);
+	w->watched_relid = tg->tgisclone ? trigger_root_relid(tg->tgoid) : w->relid;
+
+	parse_watch_options(tg->tgnargs, tg->tgargs, &w->opts);
+	if (w->opts.channel == NULL)
+		w->opts.channel = get_rel_name(w->watched_relid);
+	columns = check_watch_options(&w->opts, rel, WARNING);
+	if (w->opts.condition != NULL && tg->tgqual == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("trigger \"%s\" has a pg_notifier condition but no WHEN clause",
+						tg->tgname),
+				 errhint("Create the trigger with notifier.watch(), or put the condition in CREATE TRIGGER ... WHEN (...).")));
+
+	w->schema_name = get_namespace_name(get_rel_namespace(w->watched_relid));
+	w->table_name = get_rel_name(w->watched_relid);
+	w->json_schema = json_string(w->schema_name);
+	w->json_table = json_string(w->table_name);
+
+	if (w->watched_relid == w->relid)
+	{
+		while ((attnum = bms_next_member(columns, attnum)) >= 0)
+			attnums = lappend_int(attnums, attnum);
+	}
+	else
+		attnums = columns_in_parent_order(rel, w->watched_relid, columns);
+	w->ncolumns = list_length(attnums);
+	w->columns = make_columns(rel, attnums, cxt);
+
+	w->tupdesc = CreateTupleDescCopy(RelationGetDescr(rel));
+	keys = relation_key_attnums(rel);
+	w->nkeys = list_length(keys);
+	w->keys = make_columns(rel, keys, cxt);
+
+	MemoryContextSwitchTo(oldcxt);
+	MemoryContextSetParent(cxt, CacheMemoryContext);
+	w->valid = true;
+	return w;
+}
+
+/*
+ * The Watch of the firing trigger, built or rebuilt as needed.
+ */
+Watch *
+watch_lookup(TriggerData *trigdata)
+{
+	Oid			tgoid = trigdata->tg_trigger->tgoid;
+	WatchEntry *entry;
+	Watch	   *w;
+	bool		found;
+
+	if (watch_hash == NULL)
+	{
+		HASHCTL		ctl;
+
+		ctl.keysize = sizeof(Oid);
+		ctl.entrysize = sizeof(WatchEntry);
+		ctl.hcxt = CacheMemoryContext;
+		watch_hash = hash_create("pg_notifier watches", 64, &ctl,
+								 HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+		CacheRegisterRelcacheCallback(relcache_callback, (Datum) 0);
+		CacheRegisterSyscacheCallback(TYPEOID, type_callback, (Datum) 0);
+	}
+
+	entry = hash_search(watch_hash, &tgoid, HASH_FIND, &found);
+	if (found && entry->watch->valid)
+		return entry->watch;
+
+	w = watch_build(trigdata);
+
+	/* the build may have run invalidations: look the entry up again */
+	entry = hash_search(watch_hash, &tgoid, HASH_ENTER, &found);
+	if (found)
+		MemoryContextSetParent(entry->watch->cxt, TopTransactionContext);
+	entry->watch = w;
+	return w;
+}

@@ -1,0 +1,167 @@
+/*-------------------------------------------------------------------------
+ *
+ * listen.c
+ *	  LISTEN inside the server: how the worker receives notifications
+ *	  without a client connection.
+ *
+ * The SQL LISTEN command is refused in a background process, but what it
+ * does underneath, Async_Listen(), works in any backend connected to a
+ * database: the registration takes effect when the transaction commits.
+ * From then on a NOTIFY on the channel signals the worker (its latch is set
+ * and notifyInterruptPending becomes true).
+ *
+ * A regular backend hands notifications to its client in
+ * ProcessNotifyInterrupt(), as NotificationResponse ('A') protocol messages
+ * written through PqCommMethods, and only when whereToSendOutput is
+ * DestRemote.  listen_collect() runs it with a private PqCommMethods that
+ * copies each 'A' message into an inbox instead of a socket; everything
+ * else written through it is dropped.  The saved globals are restored
+ * whatever happens.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "commands/async.h"
+#include "libpq/libpq.h"
+#include "port/pg_bswap.h"
+#include "tcop/tcopprot.h"
+
+#include "worker/listen.h"
+
+/* the inbox being filled by listen_collect() */
+static Inbox *capturing = NULL;
+
+static void
+capture_comm_reset(void)
+{
+}
+
+static int
+capture_flush(void)
+{
+	return 0;
+}
+
+static bool
+capture_is_send_pending(void)
+{
+	return false;
+}
+
+/*
+ * An 'A' message is: int32 pid (network order), channel, payload (both
+ * NUL-terminated).  It is copied into the inbox's context.
+ */
+static int
+capture_putmessage(char msgtype, const char *s, size_t len)
+{
+	Inbox	   *inbox = capturing;
+	uint32		pid;
+	char	   *copy;
+	size_t		channel_len;
+	InboxItem  *item;
+
+	if (msgtype != 'A' || inbox == NULL || len < sizeof(uint32) + 2)
+		return 0;
+
+	copy = MemoryContextAlloc(inbox->cxt, len - sizeof(uint32));
+	inbox->bytes += len;
+	memcpy(copy, s + sizeof(uint32), len - sizeof(uint32));
+	channel_len = strnlen(copy, len - sizeof(uint32));
+	if (channel_len + 1 >= len - sizeof(uint32))
+		return 0;				/* malformed: cannot happen */
+	memcpy(&pid, s, sizeof(uint32));
+
+	if (inbox->nitems == inbox->maxitems)
+	{
+		int			newmax = Max(1024, inbox->maxitems * 2);
+
+		if (inbox->items == NULL)
+			inbox->items = MemoryContextAlloc(inbox->cxt, newmax * sizeof(InboxItem));
+		else
+			inbox->items = repalloc_huge(inbox->items, newmax * sizeof(InboxItem));
+		inbox->maxitems = newmax;
+	}
+	item = &inbox->items[inbox->nitems++];
+	item->channel = copy;
+	item->payload = copy + channel_len + 1;
+	item->src_pid = (int32) pg_ntoh32(pid);
+	return 0;
+}
+
+static void
+capture_putmessage_noblock(char msgtype, const char *s, size_t len)
+{
+	(void) capture_putmessage(msgtype, s, len);
+}
+
+#if PG_VERSION_NUM < 140000
+static void
+capture_startcopyout(void)
+{
+}
+
+static void
+capture_endcopyout(bool errorAbort)
+{
+}
+#endif
+
+static const PQcommMethods capture_methods = {
+	.comm_reset = capture_comm_reset,
+	.flush = capture_flush,
+	.flush_if_writable = capture_flush,
+	.is_send_pending = capture_is_send_pending,
+	.putmessage = capture_putmessage,
+	.putmessage_noblock = capture_putmessage_noblock,
+#if PG_VERSION_NUM < 140000
+	.startcopyout = capture_startcopyout,
+	.endcopyout = capture_endcopyout,
+#endif
+};
+
+/*
+ * LISTEN / UNLISTEN: inside a transaction; effective when it commits.
+ */
+void
+listen_channel(const char *channel)
+{
+	Async_Listen(channel);
+}
+
+void
+unlisten_channel(const char *channel)
+{
+	Async_Unlisten(channel);
+}
+
+/*
+ * Append every notification that arrived since the last call to the inbox.
+ * Outside any transaction (ProcessNotifyInterrupt() runs its own).
+ */
+void
+listen_collect(Inbox *inbox)
+{
+	const PQcommMethods *save_methods = PqCommMethods;
+	CommandDest save_dest = whereToSendOutput;
+
+	Assert(!IsTransactionOrTransactionBlock());
+	Assert(capturing == NULL);
+
+	capturing = inbox;
+	PqCommMethods = &capture_methods;
+	whereToSendOutput = DestRemote;
+	PG_TRY();
+	{
+		ProcessNotifyInterrupt(false);
+	}
+	PG_FINALLY();
+	{
+		PqCommMethods = save_methods;
+		whereToSendOutput = save_dest;
+		capturing = NULL;
+	}
+	PG_END_TRY();
+}

@@ -1,0 +1,18 @@
+/*-------------------------------------------------------------------------
+ *
+ * outbox_relay.h
+ *	  delivery => 'outbox': the worker moving events from notifier.outbox
+ *	  to their routes.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef NOTIFIER_OUTBOX_RELAY_H
+#define NOTIFIER_OUTBOX_RELAY_H
+
+#include "worker/routes.h"
+
+extern void outbox_relay(RouteTable *routes);
+extern void outbox_relay_reset(void);
+extern void outbox_vacuum(void);
+
+#endif							/* NOTIFIER_OUTBOX_RELAY_H */

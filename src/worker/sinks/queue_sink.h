@@ -1,0 +1,25 @@
+/*-------------------------------------------------------------------------
+ *
+ * queue_sink.h
+ *	  The queue sink: events written into a queue table.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef NOTIFIER_QUEUE_SINK_H
+#define NOTIFIER_QUEUE_SINK_H
+
+#include "datatype/timestamp.h"
+#include "worker/routes.h"
+
+typedef struct QueueColumns
+{
+	Oid			payload_type;	/* JSONBOID or JSONOID */
+	bool		has_received_at;
+} QueueColumns;
+
+extern void queue_table_check(Oid relid, QueueColumns *columns);
+extern void queue_sink_write(Route *route, char **payloads, int npayloads,
+							 TimestampTz received_at);
+extern void queue_sink_free(Route *route);
+
+#endif							/* NOTIFIER_QUEUE_SINK_H */

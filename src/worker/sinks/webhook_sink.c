@@ -1,0 +1,83 @@
+/*-------------------------------------------------------------------------
+ *
+ * webhook_sink.c
+ *	  The webhook sink: the worker writes the events of a webhook route
+ *	  into notifier.deliveries, in the transaction that drained them from
+ *	  the NOTIFY queue; delivery.c sends them from there.
+ *
+ * Once an event is a row of notifier.deliveries it is delivered at least
+ * once, whatever crashes or restarts come.  Each row keeps the event's id
+ * (the "id" of pg_notifier's events; NULL for other payloads), which
+ * becomes the webhook-id header.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/timestamp.h"
+
+#include "worker/sinks/webhook_delivery.h"
+#include "common/extension.h"
+#include "worker/sinks/webhook_sink.h"
+
+static SPIPlanPtr insert_plan = NULL;
+
+/* The "id" of one of our events: {"id":"<xid>.<seq>",... */
+static Datum
+event_id(const char *payload, bool *isnull)
+{
+	static const char prefix[] = "{\"id\":\"";
+	const char *end;
+
+	*isnull = true;
+	if (strncmp(payload, prefix, sizeof(prefix) - 1) != 0)
+		return (Datum) 0;
+	payload += sizeof(prefix) - 1;
+	end = strchr(payload, '"');
+	if (end == NULL || end == payload || end - payload > 40)
+		return (Datum) 0;
+	*isnull = false;
+	return PointerGetDatum(cstring_to_text_with_len(payload, end - payload));
+}
+
+void
+webhook_sink_write(Route *route, char **payloads, int npayloads,
+				   TimestampTz received_at)
+{
+	Datum	   *events = palloc(npayloads * sizeof(Datum));
+	Datum	   *ids = palloc(npayloads * sizeof(Datum));
+	bool	   *id_nulls = palloc(npayloads * sizeof(bool));
+	int			dims[1] = {npayloads};
+	int			lbs[1] = {1};
+	Datum		values[4];
+	int			rc;
+
+	keep_plan(&insert_plan,
+			  "INSERT INTO notifier.deliveries (route_id, event_id, payload, received_at)"
+						   " SELECT $1, e, p::pg_catalog.json, $3"
+						   " FROM ROWS FROM (pg_catalog.unnest($2), pg_catalog.unnest($4)) AS u(p, e)",
+			  4, (Oid[]) {INT8OID, TEXTARRAYOID, TIMESTAMPTZOID, TEXTARRAYOID});
+
+	for (int i = 0; i < npayloads; i++)
+	{
+		events[i] = CStringGetTextDatum(payloads[i]);
+		ids[i] = event_id(payloads[i], &id_nulls[i]);
+	}
+	values[0] = Int64GetDatum(route->id);
+	values[1] = PointerGetDatum(construct_array(events, npayloads, TEXTOID,
+												-1, false, TYPALIGN_INT));
+	values[2] = TimestampTzGetDatum(received_at);
+	values[3] = PointerGetDatum(construct_md_array(ids, id_nulls, 1, dims, lbs,
+												   TEXTOID, -1, false, TYPALIGN_INT));
+
+	rc = SPI_execute_plan(insert_plan, values, NULL, false, 0);
+	if (rc != SPI_OK_INSERT || SPI_processed != (uint64) npayloads)
+		elog(ERROR, "writing %d deliveries of route " INT64_FORMAT " failed: %s",
+			 npayloads, route->id, SPI_result_code_string(rc));
+
+	delivery_route_has_pending(route->id);
+}

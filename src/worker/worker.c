@@ -1,0 +1,431 @@
+/*-------------------------------------------------------------------------
+ *
+ * worker.c
+ *	  The worker of one database: listens to the channels of its routes,
+ *	  forwards what arrives, and prunes notifier.payloads.
+ *
+ * Started by the launcher (launcher.c), connected to its database as
+ * pg_notifier.role.  Its life:
+ *
+ *	- It always listens to the control channel.  Without the extension it
+ *	  waits: CREATE EXTENSION notifies the control channel, and the
+ *	  extension is looked up again every CHECK_SECONDS (a catalog lookup,
+ *	  not a query), which is also how DROP EXTENSION is noticed.
+ *	- With the extension it loads notifier.routes and listens to their
+ *	  channels.  A change of routes notifies the control channel: the
+ *	  routes are loaded again and the channels listened to adjusted.
+ *	- When notifications arrive (its latch is set and notifyInterruptPending
+ *	  is true) it collects all of them at once, then forwards them in
+ *	  transactions of at most FORWARD_BATCH events.  Between those it
+ *	  collects again, so reading the NOTIFY queue does not wait for the
+ *	  sinks (up to MAX_AHEAD_BYTES of events held in memory).
+ *	- Committed outbox events (delivery => 'outbox') set its latch and a
+ *	  flag in shared memory; it then moves them to their routes
+ *	  (outbox_relay.c).  It also looks at the outbox when it starts, when
+ *	  the routes change and every CHECK_SECONDS.
+ *	- Webhook deliveries (delivery.c) run in the same loop: it waits on its
+ *	  latch and curl's sockets together.
+ *	- When idle it sleeps on its latch and runs no query: pruning
+ *	  notifier.payloads and delivered rows happens only when rows may be
+ *	  there to prune.
+ *
+ * Errors outside a route's sink are not caught: the worker exits, the
+ * launcher starts it again (let it crash).  SIGTERM ends it between two
+ * transactions, or at once inside one; SIGHUP rereads the configuration.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "commands/async.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "tcop/tcopprot.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+#include "worker/sinks/webhook_delivery.h"
+#include "common/extension.h"
+#include "worker/forward.h"
+#include "worker/listen.h"
+#include "worker/outbox_relay.h"
+#include "pg_notifier.h"
+#include "worker/prune.h"
+#include "worker/routes.h"
+#include "common/stats.h"
+#include "worker/worker_xact.h"
+
+/* seconds between checks that the extension is still there */
+#define CHECK_SECONDS 10
+/* events forwarded per transaction */
+#define FORWARD_BATCH 10000
+/* bytes of events collected ahead while forwarding; past it they wait in the NOTIFY queue */
+#define MAX_AHEAD_BYTES (256 * 1024 * 1024)
+
+PGDLLEXPORT void notifier_worker_main(Datum main_arg);
+
+static char dbname[NAMEDATALEN];
+static char *role_at_start;
+static Oid	extension_oid = InvalidOid; /* InvalidOid: waiting for it */
+static RouteTable *routes = NULL;
+static bool routes_changed = true;
+static TimestampTz next_check = 0;
+static bool waiting_logged = false;
+static bool outbox_due = true;	/* look at the outbox even if not woken */
+
+/*
+ * Pruning a table: only when there may be rows to delete, that is when
+ * rows were added since the last prune (a counter moved), or the oldest
+ * row left has expired.
+ */
+typedef struct Prune
+{
+	const char *table;
+	const char *time_column;
+	const char *condition;
+	int		   *retention_secs;
+	uint64		seen;			/* the counter at the last prune */
+	TimestampTz oldest;			/* of the rows left; 0: none */
+} Prune;
+
+static Prune payloads_prune = {
+	"payloads", "created_at", "true", &notifier_payload_retention, PG_UINT64_MAX, 0
+};
+static Prune deliveries_prune = {
+	"deliveries", "updated_at", "status = 'delivered'", &notifier_retention, PG_UINT64_MAX, 0
+};
+
+/*
+ * SIGTERM: outside a transaction the worker exits quietly at the top of its
+ * loop; inside one (a long write, a lock wait) it is interrupted at once.
+ */
+static void
+worker_sigterm(SIGNAL_ARGS)
+{
+	if (IsTransactionOrTransactionBlock())
+		die(postgres_signal_arg);
+	else
+		SignalHandlerForShutdownRequest(postgres_signal_arg);
+}
+
+/*
+ * Listen to the channels of new_routes that old_routes does not have, stop
+ * listening to those it lost.  In a transaction; effective at commit.
+ */
+static void
+adjust_listening(RouteTable *old_routes, RouteTable *new_routes)
+{
+	List	   *old_channels = old_routes ? old_routes->channels : NIL;
+	List	   *new_channels = new_routes ? new_routes->channels : NIL;
+	ListCell   *lc;
+
+	foreach(lc, old_channels)
+		if (routes_for_channel(new_routes, lfirst(lc)) == NULL)
+			unlisten_channel(lfirst(lc));
+	foreach(lc, new_channels)
+		if (routes_for_channel(old_routes, lfirst(lc)) == NULL)
+			listen_channel(lfirst(lc));
+}
+
+/*
+ * Is the extension there, and are the routes current?  Loads them again
+ * when they changed, or when the extension was (re)created or dropped.
+ */
+static void
+refresh(void)
+{
+	RouteTable *new_routes = NULL;
+	Oid			ext;
+
+	worker_xact_begin();
+	ext = notifier_extension_oid();
+	if (ext == extension_oid && !routes_changed)
+	{
+		worker_xact_commit();
+		return;
+	}
+
+	if (OidIsValid(ext))
+		new_routes = routes_load(TopMemoryContext);
+	else if (!waiting_logged)
+		ereport(LOG,
+				(errmsg("pg_notifier: extension pg_notifier is not installed in database \"%s\"; waiting for CREATE EXTENSION pg_notifier",
+						dbname)));
+	waiting_logged = !OidIsValid(ext);
+	adjust_listening(routes, new_routes);
+	worker_xact_commit();
+
+	routes_free(routes);
+	routes = new_routes;
+	routes_changed = false;
+	/* events may have waited in the outbox for one of the new routes */
+	outbox_relay_reset();
+	outbox_due = true;
+	if (OidIsValid(ext) && ext != extension_oid)
+	{
+		/* prune once; resume the deliveries a stop interrupted */
+		payloads_prune.seen = deliveries_prune.seen = PG_UINT64_MAX;
+		delivery_resume();
+	}
+	else if (!OidIsValid(ext) && OidIsValid(extension_oid))
+		delivery_stop();
+	delivery_all_pending();
+	extension_oid = ext;
+
+	if (routes != NULL)
+	{
+		int64	   *ids = palloc(Max(routes->nroutes, 1) * sizeof(int64));
+
+		for (int i = 0; i < routes->nroutes; i++)
+			ids[i] = routes->routes[i].id;
+		stats_routes_retain(MyDatabaseId, ids, routes->nroutes);
+		pfree(ids);
+	}
+	stats_worker_channels(routes ? routes->channels : NIL);
+	stats_worker_state(OidIsValid(ext) ? WORKER_LISTENING : WORKER_WAITING);
+}
+
+/*
+ * Forward inbox items [start, start + n): control messages among them
+ * reload the routes first.
+ */
+static void
+forward_chunk(Inbox *inbox, int start, int n, TimestampTz received_at)
+{
+	MemoryContext old = MemoryContextSwitchTo(inbox->cxt);
+	InboxItem  *events = palloc(n * sizeof(InboxItem));
+	int			nevents = 0;
+	bool		control = false;
+
+	for (int i = start; i < start + n; i++)
+	{
+		if (strcmp(inbox->items[i].channel, NOTIFIER_CONTROL_CHANNEL) == 0)
+			control = true;
+		else if (inbox->items[i].src_pid != MyProcPid)
+			events[nevents++] = inbox->items[i];
+		/* else: the NOTIFY of an outbox event, sent by this worker */
+	}
+	if (control)
+	{
+		routes_changed = true;
+		refresh();
+		MemoryContextSwitchTo(inbox->cxt);
+	}
+	if (nevents > 0 && routes != NULL)
+	{
+		stats_worker_state(WORKER_FORWARDING);
+		pgstat_report_activity(STATE_RUNNING, "forwarding events");
+		forward_events(routes, events, nevents, received_at);
+	}
+	MemoryContextSwitchTo(old);
+}
+
+/*
+ * Collect what arrived and forward it, FORWARD_BATCH events per
+ * transaction.  Between transactions, what arrived meanwhile is collected
+ * into the other inbox (up to MAX_AHEAD_BYTES), so that the NOTIFY queue
+ * keeps being read while the sinks are written.
+ */
+static void
+drain(Inbox *inboxes)
+{
+	Inbox	   *current = &inboxes[0];
+	Inbox	   *next = &inboxes[1];
+
+	listen_collect(current);
+	while (current->nitems > 0)
+	{
+		TimestampTz received_at = GetCurrentTimestamp();
+
+		for (int start = 0; start < current->nitems; start += FORWARD_BATCH)
+		{
+			CHECK_FOR_INTERRUPTS();
+			if (ShutdownRequestPending)
+				return;
+			forward_chunk(current, start, Min(FORWARD_BATCH, current->nitems - start),
+						  received_at);
+			if (notifyInterruptPending && next->bytes < MAX_AHEAD_BYTES)
+				listen_collect(next);
+		}
+
+		/* current is done: it becomes the empty one */
+		MemoryContextReset(current->cxt);
+		current->items = NULL;
+		current->nitems = current->maxitems = 0;
+		current->bytes = 0;
+		current = next;
+		next = (current == &inboxes[0]) ? &inboxes[1] : &inboxes[0];
+		if (notifyInterruptPending)
+			listen_collect(current);
+	}
+	if (routes != NULL)
+		stats_worker_state(WORKER_LISTENING);
+	pgstat_report_activity(STATE_IDLE, NULL);
+}
+
+/* Move the events of the outbox to their routes (outbox_relay.c). */
+static void
+relay_outbox(void)
+{
+	if (routes == NULL)
+		return;
+	stats_worker_state(WORKER_FORWARDING);
+	pgstat_report_activity(STATE_RUNNING, "moving outbox events");
+	outbox_relay(routes);
+	stats_worker_state(WORKER_LISTENING);
+	pgstat_report_activity(STATE_IDLE, NULL);
+	outbox_vacuum();
+}
+
+static void
+maybe_prune(Prune *prune, uint64 counter, TimestampTz now)
+{
+	bool		expired = prune->oldest != 0 &&
+		now >= TimestampTzPlusMilliseconds(prune->oldest,
+										   (int64) *prune->retention_secs * 1000);
+
+	if (!OidIsValid(extension_oid) || (counter == prune->seen && !expired))
+		return;
+	prune->seen = counter;
+	pgstat_report_activity(STATE_RUNNING, "pruning");
+	prune->oldest = prune_table(prune->table, prune->time_column, prune->condition,
+								*prune->retention_secs);
+	pgstat_report_activity(STATE_IDLE, NULL);
+}
+
+/* When the worker dies on an error, status() shows why. */
+static void
+record_error(void)
+{
+	MemoryContext old = MemoryContextSwitchTo(ErrorContext);
+	ErrorData  *edata = CopyErrorData();
+
+	stats_worker_error(edata->message);
+	MemoryContextSwitchTo(old);
+}
+
+static void
+worker_loop(void)
+{
+	Inbox		inboxes[2];
+	TimestampTz next_stats = 0;
+
+	memset(inboxes, 0, sizeof(inboxes));
+	for (int i = 0; i < 2; i++)
+		inboxes[i].cxt = AllocSetContextCreate(TopMemoryContext,
+											   "pg_notifier inbox",
+											   ALLOCSET_DEFAULT_SIZES);
+
+	for (;;)
+	{
+		TimestampTz now;
+		TimestampTz next_delivery;
+		TimestampTz wake_at;
+
+		CHECK_FOR_INTERRUPTS();
+		if (ShutdownRequestPending)
+			proc_exit(0);
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+			if (strcmp(role_at_start, notifier_role) != 0)
+			{
+				ereport(LOG,
+						(errmsg("pg_notifier: pg_notifier.role changed; the worker for database \"%s\" restarts",
+								dbname)));
+				proc_exit(1);
+			}
+			/* the retentions may have changed: look at the rows left again */
+			if (payloads_prune.oldest != 0)
+				payloads_prune.oldest = 1;
+			if (deliveries_prune.oldest != 0)
+				deliveries_prune.oldest = 1;
+		}
+
+		if (notifyInterruptPending)
+			drain(inboxes);
+		if (stats_worker_take_wake() || outbox_due)
+		{
+			outbox_due = false;
+			relay_outbox();
+		}
+		next_delivery = delivery_work(routes);
+
+		now = GetCurrentTimestamp();
+		if (now >= next_check)
+		{
+			/*
+			 * And a look at the whole outbox: a COMMIT PREPARED wakes nobody,
+			 * and ids may have started over (the sequence was reset).
+			 */
+			outbox_relay_reset();
+			outbox_due = true;
+			refresh();
+			maybe_prune(&payloads_prune, stats_read(COUNT_OVERSIZE_REFERENCED), now);
+			maybe_prune(&deliveries_prune, delivery_delivered_count(), now);
+			next_check = TimestampTzPlusMilliseconds(now, CHECK_SECONDS * 1000);
+		}
+
+		if (notifyInterruptPending)
+			continue;
+		/*
+		 * What the transactions did, for autovacuum, before sleeping (the
+		 * commits report it too, but at most once a second).
+		 */
+		if (now >= next_stats)
+		{
+			pgstat_report_stat(true);
+			next_stats = TimestampTzPlusMilliseconds(now, 1000);
+		}
+		wake_at = next_check;
+		if (next_delivery != 0 && next_delivery < wake_at)
+			wake_at = next_delivery;
+		delivery_wait(TimestampDifferenceMilliseconds(now, wake_at));
+	}
+}
+
+void
+notifier_worker_main(Datum main_arg)
+{
+	memcpy(dbname, MyBgworkerEntry->bgw_extra, NAMEDATALEN);
+	dbname[NAMEDATALEN - 1] = '\0';
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, worker_sigterm);
+	BackgroundWorkerUnblockSignals();
+
+	stats_worker_attach(dbname);
+	role_at_start = MemoryContextStrdup(TopMemoryContext, notifier_role);
+	BackgroundWorkerInitializeConnection(dbname,
+										 role_at_start[0] != '\0' ? role_at_start : NULL,
+										 0);
+	pgstat_report_appname("pg_notifier worker");
+	pgstat_report_activity(STATE_IDLE, NULL);
+	stats_worker_wakeable();
+
+	/* the control channel, whether or not the extension is there */
+	StartTransactionCommand();
+	listen_channel(NOTIFIER_CONTROL_CHANNEL);
+	CommitTransactionCommand();
+
+	PG_TRY();
+	{
+		worker_loop();
+	}
+	PG_CATCH();
+	{
+		record_error();
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+}
