@@ -20,7 +20,7 @@
 
 #include "worker/launcher.h"
 #include "pg_notifier.h"
-#include "common/stats.h"
+#include "common/shmem.h"
 
 PG_MODULE_MAGIC;
 
@@ -160,7 +160,7 @@ _PG_init(void)
 
 	if (process_shared_preload_libraries_in_progress)
 	{
-		stats_request_shmem();
+		shmem_request();
 		launcher_register();
 	}
 }

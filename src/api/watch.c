@@ -45,55 +45,9 @@
 #include "utils/rel.h"
 
 #include "capture/options.h"
+#include "common/sqlutil.h"
 #include "pg_notifier.h"
-#include "api/watch.h"
-
-/*
- * Read one pg_trigger row: its relation, parent trigger and arguments.
- */
-void
-trigger_catalog_lookup(Oid tgoid, Oid *relid, Oid *parentid,
-					   int *nargs, char ***args)
-{
-	Relation	tgrel;
-	ScanKeyData skey;
-	SysScanDesc scan;
-	HeapTuple	tuple;
-	Form_pg_trigger form;
-
-	tgrel = table_open(TriggerRelationId, AccessShareLock);
-	ScanKeyInit(&skey, Anum_pg_trigger_oid, BTEqualStrategyNumber, F_OIDEQ,
-				ObjectIdGetDatum(tgoid));
-	scan = systable_beginscan(tgrel, TriggerOidIndexId, true, NULL, 1, &skey);
-	tuple = systable_getnext(scan);
-	if (!HeapTupleIsValid(tuple))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("trigger with OID %u does not exist", tgoid),
-				 errhint("Pass the OID of a notify_change trigger, from pg_trigger.oid.")));
-	form = (Form_pg_trigger) GETSTRUCT(tuple);
-	*relid = form->tgrelid;
-	*parentid = form->tgparentid;
-	*nargs = form->tgnargs;
-	*args = palloc0(sizeof(char *) * Max(form->tgnargs, 1));
-	if (form->tgnargs > 0)
-	{
-		bool		isnull;
-		bytea	   *val;
-		char	   *p;
-
-		val = DatumGetByteaPP(fastgetattr(tuple, Anum_pg_trigger_tgargs,
-										  RelationGetDescr(tgrel), &isnull));
-		p = VARDATA_ANY(val);
-		for (int i = 0; i < form->tgnargs; i++)
-		{
-			(*args)[i] = pstrdup(p);
-			p += strlen(p) + 1;
-		}
-	}
-	systable_endscan(scan);
-	table_close(tgrel, AccessShareLock);
-}
+#include "capture/watch.h"
 
 static Oid
 notify_change_oid(void)
@@ -234,32 +188,6 @@ check_condition_syntax(const char *condition)
 				 errhint("Write a boolean expression over OLD and NEW, such as NEW.status <> OLD.status.")));
 }
 
-/* text[] -> List of C strings; NULL elements are refused */
-static List *
-text_array_to_list(ArrayType *array, const char *argname)
-{
-	Datum	   *elems;
-	bool	   *nulls;
-	int			n;
-	List	   *result = NIL;
-
-	if (ARR_NDIM(array) > 1)
-		ereport(ERROR,
-				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
-				 errmsg("%s must be a one-dimensional array", argname)));
-	deconstruct_array(array, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
-	for (int i = 0; i < n; i++)
-	{
-		if (nulls[i])
-			ereport(ERROR,
-					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-					 errmsg("%s must not contain NULL", argname),
-					 errhint("Remove the NULL elements.")));
-		result = lappend(result, TextDatumGetCString(elems[i]));
-	}
-	return result;
-}
-
 /* open the table to watch or unwatch, refusing what cannot be watched */
 static Relation
 open_watched_table(FunctionCallInfo fcinfo)
@@ -277,12 +205,7 @@ open_watched_table(FunctionCallInfo fcinfo)
 	/* the lock CREATE TRIGGER takes */
 	rel = relation_open(relid, ShareRowExclusiveLock);
 
-	if (rel->rd_rel->relkind != RELKIND_RELATION &&
-		rel->rd_rel->relkind != RELKIND_PARTITIONED_TABLE)
-		ereport(ERROR,
-				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
-				 errmsg("\"%s\" is not a table", RelationGetRelationName(rel)),
-				 errhint("Only tables and partitioned tables can be watched; views, sequences, foreign tables and materialized views cannot.")));
+	require_table(rel, "Only tables and partitioned tables can be watched; views, sequences, foreign tables and materialized views cannot.");
 	if (IsCatalogRelation(rel) ||
 		RelationGetNamespace(rel) == get_namespace_oid(NOTIFIER_SCHEMA, false))
 		ereport(ERROR,
@@ -424,18 +347,6 @@ notifier_unwatch(PG_FUNCTION_ARGS)
 	PG_RETURN_BOOL(dropped > 0);
 }
 
-static Datum
-string_list_to_array(List *items)
-{
-	Datum	   *elems = palloc(sizeof(Datum) * Max(list_length(items), 1));
-	ListCell   *lc;
-	int			n = 0;
-
-	foreach(lc, items)
-		elems[n++] = CStringGetTextDatum(lfirst(lc));
-	return PointerGetDatum(construct_array(elems, n, TEXTOID, -1, false, TYPALIGN_INT));
-}
-
 PG_FUNCTION_INFO_V1(notifier_watch_options);
 
 /*
@@ -464,11 +375,11 @@ notifier_watch_options(PG_FUNCTION_ARGS)
 
 	values[0] = CStringGetTextDatum(opts.channel ? opts.channel : get_rel_name(relid));
 	values[1] = CStringGetTextDatum(payload_mode_name(opts.payload));
-	values[2] = string_list_to_array(opts.columns);
+	values[2] = list_to_text_array(opts.columns);
 	nulls[2] = opts.columns == NIL;
-	values[3] = string_list_to_array(opts.exclude);
+	values[3] = list_to_text_array(opts.exclude);
 	nulls[3] = opts.exclude == NIL;
-	values[4] = string_list_to_array(watch_event_names(opts.events));
+	values[4] = list_to_text_array(watch_event_names(opts.events));
 	values[5] = opts.condition ? CStringGetTextDatum(opts.condition) : (Datum) 0;
 	nulls[5] = opts.condition == NULL;
 	values[6] = BoolGetDatum(opts.coalesce);

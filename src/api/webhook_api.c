@@ -20,8 +20,8 @@
 #include "utils/varlena.h"
 
 #include "pg_notifier.h"
-#include "worker/routes.h"
-#include "worker/sinks/webhook_sign.h"
+#include "api/routes_api.h"
+#include "common/webhook_secret.h"
 
 #define MAX_BATCH_SIZE 1000
 #define MAX_ATTEMPTS 100

@@ -81,9 +81,9 @@ notify_payload(const Watch *w, StringInfo buf, int envelope_len, int key_len)
 		case OVERSIZE_ERROR:
 			ereport(ERROR,
 					(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-					 errmsg("pg_notifier event for table %s is %d bytes, the limit is %d bytes",
-							quote_qualified_identifier(w->schema_name, w->table_name),
-							buf->len, limit),
+					 errmsg("pg_notifier event for table %s is too large",
+							quote_qualified_identifier(w->schema_name, w->table_name)),
+					 errdetail("It is %d bytes; the limit is %d bytes.", buf->len, limit),
 					 errhint("Watch fewer columns, or use on_oversize => 'reference', 'keys' or 'skip'.")));
 			return NULL;		/* keep compiler quiet */
 

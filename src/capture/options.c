@@ -31,6 +31,7 @@
 #include "utils/varlena.h"
 
 #include "capture/options.h"
+#include "common/channel.h"
 
 typedef struct NamedValue
 {
@@ -223,18 +224,7 @@ parse_watch_options(int nargs, char **args, WatchOptions *opts)
 		switch ((OptionId) id)
 		{
 			case OPT_CHANNEL:
-				if (value[0] == '\0')
-					ereport(ERROR,
-							(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-							 errmsg("pg_notifier channel name must not be empty"),
-							 errhint("Leave the channel out to use the table's name.")));
-				if (strlen(value) >= NAMEDATALEN)
-					ereport(ERROR,
-							(errcode(ERRCODE_NAME_TOO_LONG),
-							 errmsg("pg_notifier channel name \"%s\" is too long", value),
-							 errdetail("It is %zu bytes; NOTIFY channel names are at most %d bytes.",
-									   strlen(value), NAMEDATALEN - 1),
-							 errhint("Use a shorter channel name.")));
+				check_channel_name(value, "Leave the channel out to use the table's name.");
 				opts->channel = pstrdup(value);
 				break;
 			case OPT_PAYLOAD:

@@ -43,6 +43,7 @@
 #include "common/extension.h"
 #include "capture/outbox_writer.h"
 #include "pg_notifier.h"
+#include "common/outbox_wake.h"
 #include "common/stats.h"
 
 /* the columns of notifier.outbox, in order */
@@ -106,7 +107,7 @@ outbox_xact_callback(XactEvent event, void *arg)
 	{
 		case XACT_EVENT_COMMIT:
 			if (wake_at_commit)
-				stats_outbox_wake(MyDatabaseId);
+				outbox_wake(MyDatabaseId);
 			/* FALLTHROUGH */
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PREPARE:
@@ -139,7 +140,7 @@ outbox_lookup(Oid *relid, Oid *seqid)
 			ereport(ERROR,
 					(errcode(ERRCODE_UNDEFINED_OBJECT),
 					 errmsg("sequence %s.outbox_id_seq does not exist", NOTIFIER_SCHEMA),
-					 errhint("Reinstall the extension: DROP EXTENSION pg_notifier; CREATE EXTENSION pg_notifier;")));
+					 errhint(NOTIFIER_REINSTALL_HINT)));
 		outbox_relid = rel;
 		outbox_seqid = seq;
 	}
@@ -165,7 +166,7 @@ check_outbox(Relation rel, CatalogIndexState indstate)
 				(errcode(ERRCODE_INVALID_TABLE_DEFINITION),
 				 errmsg("table %s.outbox has been altered", NOTIFIER_SCHEMA),
 				 errdetail("pg_notifier writes its rows as (id bigint, channel text, event json, notify text, created_at timestamptz)."),
-				 errhint("Reinstall the extension: DROP EXTENSION pg_notifier; CREATE EXTENSION pg_notifier;")));
+				 errhint(NOTIFIER_REINSTALL_HINT)));
 
 	for (int i = 0; i < indstate->ri_NumIndices; i++)
 	{

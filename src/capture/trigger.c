@@ -60,8 +60,10 @@ notify_change(PG_FUNCTION_ARGS)
 				 errhint("Use it in CREATE TRIGGER, or call notifier.watch().")));
 	tgevent = trigdata->tg_event;
 
+	/* AFTER ... FOR EACH ROW, except AFTER TRUNCATE ... FOR EACH STATEMENT */
 	if (!TRIGGER_FIRED_AFTER(tgevent) ||
-		TRIGGER_FIRED_FOR_ROW(tgevent) == TRIGGER_FIRED_BY_TRUNCATE(tgevent))
+		(TRIGGER_FIRED_BY_TRUNCATE(tgevent) && TRIGGER_FIRED_FOR_ROW(tgevent)) ||
+		(!TRIGGER_FIRED_BY_TRUNCATE(tgevent) && !TRIGGER_FIRED_FOR_ROW(tgevent)))
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("trigger \"%s\" on table \"%s\" must be AFTER ... FOR EACH ROW, or AFTER TRUNCATE ... FOR EACH STATEMENT",

@@ -19,6 +19,12 @@
 #include "postgres.h"
 
 #include "access/relation.h"
+#include "access/htup_details.h"
+#include "utils/fmgroids.h"
+#include "catalog/pg_trigger.h"
+#include "catalog/indexing.h"
+#include "access/table.h"
+#include "access/genam.h"
 #include "access/xact.h"
 #include "parser/parse_relation.h"
 #include "utils/builtins.h"
@@ -30,7 +36,6 @@
 #include "utils/rel.h"
 #include "utils/syscache.h"
 
-#include "api/watch.h"
 #include "capture/watch_cache.h"
 
 typedef struct WatchEntry
@@ -69,6 +74,53 @@ static void
 type_callback(Datum arg, int cacheid, uint32 hashvalue)
 {
 	invalidate_watches(InvalidOid);
+}
+
+/*
+ * Read one pg_trigger row: its relation, parent trigger and arguments.
+ */
+void
+trigger_catalog_lookup(Oid tgoid, Oid *relid, Oid *parentid,
+					   int *nargs, char ***args)
+{
+	Relation	tgrel;
+	ScanKeyData skey;
+	SysScanDesc scan;
+	HeapTuple	tuple;
+	Form_pg_trigger form;
+
+	tgrel = table_open(TriggerRelationId, AccessShareLock);
+	ScanKeyInit(&skey, Anum_pg_trigger_oid, BTEqualStrategyNumber, F_OIDEQ,
+				ObjectIdGetDatum(tgoid));
+	scan = systable_beginscan(tgrel, TriggerOidIndexId, true, NULL, 1, &skey);
+	tuple = systable_getnext(scan);
+	if (!HeapTupleIsValid(tuple))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("trigger with OID %u does not exist", tgoid),
+				 errhint("Pass the OID of a notify_change trigger, from pg_trigger.oid.")));
+	form = (Form_pg_trigger) GETSTRUCT(tuple);
+	*relid = form->tgrelid;
+	*parentid = form->tgparentid;
+	*nargs = form->tgnargs;
+	*args = palloc0(sizeof(char *) * Max(form->tgnargs, 1));
+	if (form->tgnargs > 0)
+	{
+		bool		isnull;
+		bytea	   *val;
+		char	   *p;
+
+		val = DatumGetByteaPP(fastgetattr(tuple, Anum_pg_trigger_tgargs,
+										  RelationGetDescr(tgrel), &isnull));
+		p = VARDATA_ANY(val);
+		for (int i = 0; i < form->tgnargs; i++)
+		{
+			(*args)[i] = pstrdup(p);
+			p += strlen(p) + 1;
+		}
+	}
+	systable_endscan(scan);
+	table_close(tgrel, AccessShareLock);
 }
 
 /*

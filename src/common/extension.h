@@ -2,7 +2,7 @@
  *
  * extension.h
  *	  The extension's own objects: is it installed, where are its tables,
- *	  running as their owner, and the plans of its queries.
+ *	  and the plans of its queries.
  *
  *-------------------------------------------------------------------------
  */
@@ -11,16 +11,12 @@
 
 #include "executor/spi.h"
 
-typedef struct OwnerSwitch
-{
-	Oid			save_userid;
-	int			save_sec_context;
-} OwnerSwitch;
+/* what to do when the extension's objects are not as it made them */
+#define NOTIFIER_REINSTALL_HINT \
+	"Reinstall the extension: DROP EXTENSION pg_notifier; CREATE EXTENSION pg_notifier;"
 
 extern Oid	notifier_extension_oid(void);
 extern Oid	notifier_table_oid(const char *relname);
-extern void become_table_owner(const char *relname, OwnerSwitch *sw);
-extern void restore_user(const OwnerSwitch *sw);
 extern SPIPlanPtr keep_plan(SPIPlanPtr *plan, const char *sql, int nargs,
 							Oid *argtypes);
 

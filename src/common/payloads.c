@@ -25,6 +25,7 @@
 #include "utils/syscache.h"
 
 #include "common/extension.h"
+#include "common/owner_switch.h"
 #include "common/payloads.h"
 #include "pg_notifier.h"
 

@@ -1,8 +1,10 @@
 /*-------------------------------------------------------------------------
  *
  * stats.h
- *	  The shared-memory state of pg_notifier: capture counters, the state
- *	  of each database's worker and the counters of each route.
+ *	  Counters in shared memory: what the triggers did, and what each
+ *	  route received and delivered.
+ *
+ * Copyright (c) 2026, pg_notifier developers; PostgreSQL Licence (LICENSE)
  *
  *-------------------------------------------------------------------------
  */
@@ -10,7 +12,6 @@
 #define NOTIFIER_STATS_H
 
 #include "datatype/timestamp.h"
-#include "nodes/pg_list.h"
 
 typedef enum CaptureCounter
 {
@@ -22,18 +23,6 @@ typedef enum CaptureCounter
 	COUNT_OUTBOX_WRITTEN,		/* events written to notifier.outbox */
 	NUM_CAPTURE_COUNTERS
 } CaptureCounter;
-
-/* what the worker of a database is doing; see worker_state_name() */
-typedef enum WorkerState
-{
-	WORKER_STOPPED,				/* not running (yet, or any more) */
-	WORKER_STARTING,			/* registered, not yet connected */
-	WORKER_DATABASE_MISSING,	/* the database does not exist */
-	WORKER_ROLE_MISSING,		/* pg_notifier.role names no login role */
-	WORKER_WAITING,				/* the extension is not installed */
-	WORKER_LISTENING,			/* idle, listening to its channels */
-	WORKER_FORWARDING			/* writing events to routes */
-} WorkerState;
 
 /* what one drain did for one route */
 typedef struct RouteDelta
@@ -58,24 +47,12 @@ typedef struct RouteDelivery
 	int			nlatencies;
 } RouteDelivery;
 
-extern void stats_request_shmem(void);
+extern Size stats_shmem_size(void);
+extern void stats_shmem_init(void);
+
+/* the triggers */
 extern void stats_count(CaptureCounter counter);
 extern uint64 stats_read(CaptureCounter counter);
-
-/* the launcher: which databases have a worker, and their state */
-extern void stats_databases_configure(List *dbnames);
-extern void stats_database_state(const char *dbname, WorkerState state);
-
-/* outbox: a committing backend wakes its database's worker */
-extern void stats_outbox_wake(Oid dboid);
-
-/* a worker: its own slot */
-extern void stats_worker_attach(const char *dbname);
-extern void stats_worker_state(WorkerState state);
-extern void stats_worker_channels(List *channels);
-extern void stats_worker_error(const char *message);
-extern void stats_worker_wakeable(void);
-extern bool stats_worker_take_wake(void);
 
 /* a worker: its routes */
 extern void stats_routes_retain(Oid dboid, const int64 *route_ids, int nroutes);

@@ -86,8 +86,8 @@ resolve_reference(char *payload)
 		return event;
 	ereport(WARNING,
 			(errcode(ERRCODE_NO_DATA_FOUND),
-			 errmsg("pg_notifier: stored event " INT64_FORMAT " no longer exists; forwarding the reference",
-					ref),
+			 errmsg("stored event " INT64_FORMAT " no longer exists", ref),
+			 errdetail("The reference is forwarded instead of the event."),
 			 errhint("Raise pg_notifier.payload_retention.")));
 	return payload;
 }
@@ -239,8 +239,9 @@ forward_write(RouteTable *table, InboxItem *items, int nitems,
 		delta->error = edata->message;
 		ereport(WARNING,
 				(errcode(edata->sqlerrcode),
-				 errmsg("pg_notifier: %d events of channel \"%s\" could not be written to route " INT64_FORMAT ": %s",
-						batch->nitems, route->channel, route->id, edata->message),
+				 errmsg("%d events of channel \"%s\" could not be written to route " INT64_FORMAT,
+						batch->nitems, route->channel, route->id),
+				 errdetail("%s", edata->message),
 				 edata->hint ? errhint("%s", edata->hint) : 0));
 	}
 

@@ -45,7 +45,7 @@
 
 #include "worker/launcher.h"
 #include "pg_notifier.h"
-#include "common/stats.h"
+#include "common/worker_registry.h"
 
 #define MISSING_RECHECK_SECONDS 10
 
@@ -157,8 +157,8 @@ configure(void)
 			if (db->handle != NULL)
 				TerminateBackgroundWorker(db->handle);
 			ereport(LOG,
-					(errmsg("pg_notifier: database \"%s\" was removed from pg_notifier.databases; stopping its worker",
-							db->name)));
+					(errmsg("stopping the worker of database \"%s\"", db->name),
+					 errdetail("The database was removed from pg_notifier.databases.")));
 			pfree(db);
 		}
 	}
@@ -182,7 +182,7 @@ configure(void)
 		db->reported = WORKER_STOPPED;
 		databases = lappend(databases, db);
 	}
-	stats_databases_configure(names_cstr);
+	registry_configure(names_cstr);
 	MemoryContextSwitchTo(old);
 }
 
@@ -243,17 +243,17 @@ can_start(Database *db)
 		db->reported = WORKER_STOPPED;
 		return true;
 	}
-	stats_database_state(db->name, problem);
+	registry_database_state(db->name, problem);
 	if (db->reported != problem)
 	{
 		if (problem == WORKER_DATABASE_MISSING)
 			ereport(LOG,
-					(errmsg("pg_notifier: database \"%s\" does not exist; its worker starts once it is created",
-							db->name)));
+					(errmsg("database \"%s\" does not exist", db->name),
+					 errdetail("Its pg_notifier worker starts once it is created.")));
 		else
 			ereport(LOG,
-					(errmsg("pg_notifier: role \"%s\" does not exist or cannot log in; no worker starts for database \"%s\"",
-							notifier_role, db->name),
+					(errmsg("role \"%s\" does not exist or cannot log in", notifier_role),
+					 errdetail("No pg_notifier worker starts for database \"%s\".", db->name),
 					 errhint("Set pg_notifier.role to a role with LOGIN, or to '' for the bootstrap superuser.")));
 		db->reported = problem;
 	}
@@ -277,14 +277,14 @@ start_worker(Database *db)
 		db->handle = NULL;
 		ereport(WARNING,
 				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
-				 errmsg("pg_notifier: could not start the worker for database \"%s\"",
+				 errmsg("could not start the pg_notifier worker of database \"%s\"",
 						db->name),
 				 errhint("Raise max_worker_processes.")));
 		db->start_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 												   MISSING_RECHECK_SECONDS * 1000);
 		return;
 	}
-	stats_database_state(db->name, WORKER_STARTING);
+	registry_database_state(db->name, WORKER_STARTING);
 }
 
 /*

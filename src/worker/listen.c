@@ -31,21 +31,21 @@
 #include "worker/listen.h"
 
 /* the inbox being filled by listen_collect() */
-static Inbox *capturing = NULL;
+static Inbox *filling = NULL;
 
 static void
-capture_comm_reset(void)
+inbox_comm_reset(void)
 {
 }
 
 static int
-capture_flush(void)
+inbox_flush(void)
 {
 	return 0;
 }
 
 static bool
-capture_is_send_pending(void)
+inbox_is_send_pending(void)
 {
 	return false;
 }
@@ -55,9 +55,9 @@ capture_is_send_pending(void)
  * NUL-terminated).  It is copied into the inbox's context.
  */
 static int
-capture_putmessage(char msgtype, const char *s, size_t len)
+inbox_putmessage(char msgtype, const char *s, size_t len)
 {
-	Inbox	   *inbox = capturing;
+	Inbox	   *inbox = filling;
 	uint32		pid;
 	char	   *copy;
 	size_t		channel_len;
@@ -92,33 +92,33 @@ capture_putmessage(char msgtype, const char *s, size_t len)
 }
 
 static void
-capture_putmessage_noblock(char msgtype, const char *s, size_t len)
+inbox_putmessage_noblock(char msgtype, const char *s, size_t len)
 {
-	(void) capture_putmessage(msgtype, s, len);
+	(void) inbox_putmessage(msgtype, s, len);
 }
 
 #if PG_VERSION_NUM < 140000
 static void
-capture_startcopyout(void)
+inbox_startcopyout(void)
 {
 }
 
 static void
-capture_endcopyout(bool errorAbort)
+inbox_endcopyout(bool errorAbort)
 {
 }
 #endif
 
-static const PQcommMethods capture_methods = {
-	.comm_reset = capture_comm_reset,
-	.flush = capture_flush,
-	.flush_if_writable = capture_flush,
-	.is_send_pending = capture_is_send_pending,
-	.putmessage = capture_putmessage,
-	.putmessage_noblock = capture_putmessage_noblock,
+static const PQcommMethods inbox_methods = {
+	.comm_reset = inbox_comm_reset,
+	.flush = inbox_flush,
+	.flush_if_writable = inbox_flush,
+	.is_send_pending = inbox_is_send_pending,
+	.putmessage = inbox_putmessage,
+	.putmessage_noblock = inbox_putmessage_noblock,
 #if PG_VERSION_NUM < 140000
-	.startcopyout = capture_startcopyout,
-	.endcopyout = capture_endcopyout,
+	.startcopyout = inbox_startcopyout,
+	.endcopyout = inbox_endcopyout,
 #endif
 };
 
@@ -148,10 +148,10 @@ listen_collect(Inbox *inbox)
 	CommandDest save_dest = whereToSendOutput;
 
 	Assert(!IsTransactionOrTransactionBlock());
-	Assert(capturing == NULL);
+	Assert(filling == NULL);
 
-	capturing = inbox;
-	PqCommMethods = &capture_methods;
+	filling = inbox;
+	PqCommMethods = &inbox_methods;
 	whereToSendOutput = DestRemote;
 	PG_TRY();
 	{
@@ -161,7 +161,7 @@ listen_collect(Inbox *inbox)
 	{
 		PqCommMethods = save_methods;
 		whereToSendOutput = save_dest;
-		capturing = NULL;
+		filling = NULL;
 	}
 	PG_END_TRY();
 }

@@ -63,6 +63,7 @@
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
+#include "common/channel.h"
 #include "common/extension.h"
 #include "worker/forward.h"
 #include "worker/outbox_relay.h"
@@ -176,13 +177,14 @@ expire_gaps(int64 lo, int64 hi, TransactionId xmin)
 static void
 send_notify(const char *channel, const char *payload)
 {
-	if (channel[0] == '\0' || strlen(channel) >= NAMEDATALEN ||
+	if (!channel_name_valid(channel) ||
 		strlen(payload) >= NOTIFIER_NOTIFY_LIMIT)
 	{
 		ereport(WARNING,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("pg_notifier: not sending the NOTIFY of an outbox event on channel \"%s\": NOTIFY would refuse it",
-						channel),
+				 errmsg("NOTIFY of an outbox event not sent"),
+				 errdetail("NOTIFY would refuse its channel name or its payload of %zu bytes.",
+						   strlen(payload)),
 				 errhint("Rows of notifier.outbox are written by the pg_notifier trigger; do not write them by hand.")));
 		return;
 	}

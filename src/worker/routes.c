@@ -25,30 +25,15 @@
 #include "utils/memutils.h"
 
 #include "common/extension.h"
+#include "common/sqlutil.h"
 #include "worker/sinks/queue_sink.h"
 #include "worker/routes.h"
-#include "worker/sinks/webhook_sign.h"
+#include "common/webhook_secret.h"
 
 static int
 compare_strings(const ListCell *a, const ListCell *b)
 {
 	return strcmp(lfirst(a), lfirst(b));
-}
-
-static List *
-text_array_to_strings(Datum array)
-{
-	Datum	   *elems;
-	bool	   *nulls;
-	int			n;
-	List	   *result = NIL;
-
-	deconstruct_array(DatumGetArrayTypeP(array), TEXTOID, -1, false, TYPALIGN_INT,
-					  &elems, &nulls, &n);
-	for (int i = 0; i < n; i++)
-		if (!nulls[i])
-			result = lappend(result, TextDatumGetCString(elems[i]));
-	return result;
 }
 
 /*
@@ -66,7 +51,7 @@ routes_load(MemoryContext parent)
 
 	if (SPI_execute("SELECT id, channel, kind, queue_table::pg_catalog.oid, url,"
 					" ARRAY(SELECT h.key || ': ' || h.value"
-					"        FROM pg_catalog.jsonb_each_text(headers) h ORDER BY h.key),"
+					"        FROM pg_catalog.jsonb_each_text(headers) h WHERE h.value IS NOT NULL ORDER BY h.key),"
 					" secret, batch_size, max_attempts, timeout_ms, concurrency, ordered"
 					" FROM notifier.routes ORDER BY id", true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "reading notifier.routes failed");
@@ -115,7 +100,7 @@ routes_load(MemoryContext parent)
 
 			route->kind = ROUTE_WEBHOOK;
 			wh->url = SPI_getvalue(tuple, tupdesc, 5);
-			wh->headers = text_array_to_strings(SPI_getbinval(tuple, tupdesc, 6, &isnull));
+			wh->headers = text_array_to_list(DatumGetArrayTypeP(SPI_getbinval(tuple, tupdesc, 6, &isnull)), "headers");
 			if (secret != NULL)
 				wh->key = webhook_secret_key(secret, &wh->keylen);
 			wh->batch_size = DatumGetInt32(SPI_getbinval(tuple, tupdesc, 8, &isnull));
@@ -128,7 +113,7 @@ routes_load(MemoryContext parent)
 		{
 			ereport(WARNING,
 					(errcode(ERRCODE_DATA_EXCEPTION),
-					 errmsg("pg_notifier: route " INT64_FORMAT " has unknown kind \"%s\"; skipped",
+					 errmsg("route " INT64_FORMAT " of unknown kind \"%s\" skipped",
 							route->id, kind)));
 			continue;
 		}
@@ -185,129 +170,4 @@ routes_find(RouteTable *table, int64 route_id)
 		if (table->routes[i].id == route_id)
 			return &table->routes[i];
 	return NULL;
-}
-
-void
-check_channel_arg(FunctionCallInfo fcinfo, int argno)
-{
-	char	   *channel;
-
-	if (PG_ARGISNULL(argno))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("channel must not be NULL"),
-				 errhint("Pass the channel whose events the route receives, as given to notifier.watch().")));
-	channel = text_to_cstring(PG_GETARG_TEXT_PP(argno));
-	if (channel[0] == '\0')
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("channel must not be empty")));
-	if (strlen(channel) >= NAMEDATALEN)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("channel name \"%s\" is too long", channel),
-				 errdetail("NOTIFY channel names are shorter than %d bytes.", NAMEDATALEN)));
-}
-
-/*
- * Run one statement on notifier.routes (and notifier.deliveries) as its
- * owner; returns SPI_processed, and the first column of the first row
- * returned in *returned_id.
- */
-uint64
-routes_execute(const char *sql, int nargs, Oid *argtypes, Datum *values,
-			   const char *nulls, int expected_rc, int64 *returned_id)
-{
-	OwnerSwitch sw;
-	uint64		processed;
-	int			rc;
-
-	become_table_owner("routes", &sw);
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	rc = SPI_execute_with_args(sql, nargs, argtypes, values, nulls, false, 0);
-	if (rc != expected_rc)
-		elog(ERROR, "updating notifier.routes failed: %s", SPI_result_code_string(rc));
-	processed = SPI_processed;
-	if (returned_id != NULL && processed == 1)
-	{
-		bool		isnull;
-
-		*returned_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
-												   SPI_tuptable->tupdesc, 1, &isnull));
-	}
-	SPI_finish();
-	restore_user(&sw);
-	return processed;
-}
-
-PG_FUNCTION_INFO_V1(notifier_add_queue);
-
-/*
- * notifier.add_queue(channel text, queue_table regclass) -> route id
- */
-Datum
-notifier_add_queue(PG_FUNCTION_ARGS)
-{
-	Oid			relid;
-	QueueColumns columns;
-	Oid			argtypes[2] = {TEXTOID, OIDOID};
-	Datum		values[2];
-	int64		id = 0;
-
-	check_channel_arg(fcinfo, 0);
-	if (PG_ARGISNULL(1))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("queue_table must not be NULL"),
-				 errhint("Omit it for notifier.queue, or name a table with compatible columns.")));
-	relid = PG_GETARG_OID(1);
-	if (get_rel_name(relid) == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_TABLE),
-				 errmsg("relation with oid %u does not exist", relid)));
-
-	queue_table_check(relid, &columns);
-	if (pg_class_aclcheck(relid, GetUserId(), ACL_INSERT) != ACLCHECK_OK)
-		ereport(ERROR,
-				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("permission denied to route events into table \"%s\"",
-						get_rel_name(relid)),
-				 errhint("Adding a queue route needs INSERT privilege on its queue table.")));
-
-	values[0] = PG_GETARG_DATUM(0);
-	values[1] = ObjectIdGetDatum(relid);
-	routes_execute("INSERT INTO notifier.routes (channel, kind, queue_table)"
-				   " VALUES ($1, 'queue', $2::pg_catalog.regclass) RETURNING id",
-				   2, argtypes, values, NULL, SPI_OK_INSERT_RETURNING, &id);
-	PG_RETURN_INT64(id);
-}
-
-PG_FUNCTION_INFO_V1(notifier_remove_route);
-
-/*
- * notifier.remove_route(id bigint)
- */
-Datum
-notifier_remove_route(PG_FUNCTION_ARGS)
-{
-	Oid			argtypes[1] = {INT8OID};
-	Datum		values[1];
-
-	if (PG_ARGISNULL(0))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("route id must not be NULL"),
-				 errhint("See notifier.route_list for the routes.")));
-	values[0] = PG_GETARG_DATUM(0);
-	if (routes_execute("WITH gone AS (DELETE FROM notifier.routes WHERE id = $1 RETURNING id),"
-					   " deliveries AS (DELETE FROM notifier.deliveries d USING gone"
-					   "  WHERE d.route_id = gone.id)"
-					   " SELECT id FROM gone",
-					   1, argtypes, values, NULL, SPI_OK_SELECT, NULL) == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("route " INT64_FORMAT " does not exist", PG_GETARG_INT64(0)),
-				 errhint("See notifier.route_list for the routes.")));
-	PG_RETURN_VOID();
 }

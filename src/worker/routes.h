@@ -65,9 +65,5 @@ extern RouteTable *routes_load(MemoryContext parent);
 extern void routes_free(RouteTable *table);
 extern ChannelRoutes *routes_for_channel(RouteTable *table, const char *channel);
 extern Route *routes_find(RouteTable *table, int64 route_id);
-extern uint64 routes_execute(const char *sql, int nargs, Oid *argtypes,
-							 Datum *values, const char *nulls,
-							 int expected_rc, int64 *returned_id);
-extern void check_channel_arg(FunctionCallInfo fcinfo, int argno);
 
 #endif							/* NOTIFIER_ROUTES_H */

@@ -61,7 +61,9 @@
 #include "pg_notifier.h"
 #include "worker/prune.h"
 #include "worker/routes.h"
+#include "common/outbox_wake.h"
 #include "common/stats.h"
+#include "common/worker_registry.h"
 #include "worker/worker_xact.h"
 
 /* seconds between checks that the extension is still there */
@@ -158,8 +160,9 @@ refresh(void)
 		new_routes = routes_load(TopMemoryContext);
 	else if (!waiting_logged)
 		ereport(LOG,
-				(errmsg("pg_notifier: extension pg_notifier is not installed in database \"%s\"; waiting for CREATE EXTENSION pg_notifier",
-						dbname)));
+				(errmsg("extension \"pg_notifier\" is not installed in database \"%s\"",
+						dbname),
+				 errdetail("The worker waits for CREATE EXTENSION pg_notifier.")));
 	waiting_logged = !OidIsValid(ext);
 	adjust_listening(routes, new_routes);
 	worker_xact_commit();
@@ -190,8 +193,8 @@ refresh(void)
 		stats_routes_retain(MyDatabaseId, ids, routes->nroutes);
 		pfree(ids);
 	}
-	stats_worker_channels(routes ? routes->channels : NIL);
-	stats_worker_state(OidIsValid(ext) ? WORKER_LISTENING : WORKER_WAITING);
+	registry_set_channels(routes ? routes->channels : NIL);
+	registry_set_state(OidIsValid(ext) ? WORKER_LISTENING : WORKER_WAITING);
 }
 
 /*
@@ -222,7 +225,7 @@ forward_chunk(Inbox *inbox, int start, int n, TimestampTz received_at)
 	}
 	if (nevents > 0 && routes != NULL)
 	{
-		stats_worker_state(WORKER_FORWARDING);
+		registry_set_state(WORKER_FORWARDING);
 		pgstat_report_activity(STATE_RUNNING, "forwarding events");
 		forward_events(routes, events, nevents, received_at);
 	}
@@ -268,7 +271,7 @@ drain(Inbox *inboxes)
 			listen_collect(current);
 	}
 	if (routes != NULL)
-		stats_worker_state(WORKER_LISTENING);
+		registry_set_state(WORKER_LISTENING);
 	pgstat_report_activity(STATE_IDLE, NULL);
 }
 
@@ -278,10 +281,10 @@ relay_outbox(void)
 {
 	if (routes == NULL)
 		return;
-	stats_worker_state(WORKER_FORWARDING);
+	registry_set_state(WORKER_FORWARDING);
 	pgstat_report_activity(STATE_RUNNING, "moving outbox events");
 	outbox_relay(routes);
-	stats_worker_state(WORKER_LISTENING);
+	registry_set_state(WORKER_LISTENING);
 	pgstat_report_activity(STATE_IDLE, NULL);
 	outbox_vacuum();
 }
@@ -309,7 +312,7 @@ record_error(void)
 	MemoryContext old = MemoryContextSwitchTo(ErrorContext);
 	ErrorData  *edata = CopyErrorData();
 
-	stats_worker_error(edata->message);
+	registry_set_error(edata->message);
 	MemoryContextSwitchTo(old);
 }
 
@@ -318,12 +321,16 @@ worker_loop(void)
 {
 	Inbox		inboxes[2];
 	TimestampTz next_stats = 0;
+	MemoryContext loop_cxt;
 
 	memset(inboxes, 0, sizeof(inboxes));
 	for (int i = 0; i < 2; i++)
 		inboxes[i].cxt = AllocSetContextCreate(TopMemoryContext,
 											   "pg_notifier inbox",
 											   ALLOCSET_DEFAULT_SIZES);
+	/* what one turn of the loop allocates, freed at the next */
+	loop_cxt = AllocSetContextCreate(TopMemoryContext, "pg_notifier worker loop",
+									 ALLOCSET_DEFAULT_SIZES);
 
 	for (;;)
 	{
@@ -331,6 +338,8 @@ worker_loop(void)
 		TimestampTz next_delivery;
 		TimestampTz wake_at;
 
+		MemoryContextSwitchTo(loop_cxt);
+		MemoryContextReset(loop_cxt);
 		CHECK_FOR_INTERRUPTS();
 		if (ShutdownRequestPending)
 			proc_exit(0);
@@ -341,8 +350,9 @@ worker_loop(void)
 			if (strcmp(role_at_start, notifier_role) != 0)
 			{
 				ereport(LOG,
-						(errmsg("pg_notifier: pg_notifier.role changed; the worker for database \"%s\" restarts",
-								dbname)));
+						(errmsg("pg_notifier worker of database \"%s\" restarting",
+								dbname),
+						 errdetail("pg_notifier.role changed.")));
 				proc_exit(1);
 			}
 			/* the retentions may have changed: look at the rows left again */
@@ -354,7 +364,7 @@ worker_loop(void)
 
 		if (notifyInterruptPending)
 			drain(inboxes);
-		if (stats_worker_take_wake() || outbox_due)
+		if (outbox_wake_take() || outbox_due)
 		{
 			outbox_due = false;
 			relay_outbox();
@@ -394,24 +404,38 @@ worker_loop(void)
 	}
 }
 
+/* Every message of the worker says which one it is, whatever log_line_prefix. */
+static void
+worker_error_context(void *arg)
+{
+	errcontext("pg_notifier worker of database \"%s\"", dbname);
+}
+
 void
 notifier_worker_main(Datum main_arg)
 {
+	int			slotno;
+	ErrorContextCallback errcallback;
+
 	memcpy(dbname, MyBgworkerEntry->bgw_extra, NAMEDATALEN);
 	dbname[NAMEDATALEN - 1] = '\0';
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, worker_sigterm);
 	BackgroundWorkerUnblockSignals();
+	errcallback.callback = worker_error_context;
+	errcallback.arg = NULL;
+	errcallback.previous = NULL;
+	error_context_stack = &errcallback;
 
-	stats_worker_attach(dbname);
+	slotno = registry_attach(dbname);
 	role_at_start = MemoryContextStrdup(TopMemoryContext, notifier_role);
 	BackgroundWorkerInitializeConnection(dbname,
 										 role_at_start[0] != '\0' ? role_at_start : NULL,
 										 0);
 	pgstat_report_appname("pg_notifier worker");
 	pgstat_report_activity(STATE_IDLE, NULL);
-	stats_worker_wakeable();
+	outbox_wake_arm(slotno);
 
 	/* the control channel, whether or not the extension is there */
 	StartTransactionCommand();

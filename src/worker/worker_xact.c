@@ -17,13 +17,18 @@
 #include "executor/spi.h"
 #include "pgstat.h"
 #include "utils/guc.h"
+#include "utils/memutils.h"
 #include "utils/snapmgr.h"
 
 #include "worker/worker_xact.h"
 
+/* the memory context worker_xact_begin() was called in */
+static MemoryContext caller_cxt = NULL;
+
 void
 worker_xact_begin(void)
 {
+	caller_cxt = CurrentMemoryContext;
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
@@ -34,7 +39,8 @@ worker_xact_begin(void)
 /*
  * Commit, and report the table statistics (rate-limited by PostgreSQL):
  * without that autovacuum would never hear of the rows the worker deleted
- * from the outbox and the queue-like tables.
+ * from the outbox and the queue-like tables.  Back in the caller's memory
+ * context (a commit leaves TopMemoryContext current).
  */
 void
 worker_xact_commit(void)
@@ -42,6 +48,7 @@ worker_xact_commit(void)
 	SPI_finish();
 	PopActiveSnapshot();
 	CommitTransactionCommand();
+	MemoryContextSwitchTo(caller_cxt);
 	pgstat_report_stat(false);
 }
 

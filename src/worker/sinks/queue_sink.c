@@ -4,10 +4,8 @@
  *	  The queue sink: the worker writes the events of a route into a queue
  *	  table, notifier.queue or any table with compatible columns.
  *
- * A queue table has a column "channel" (text or varchar), a column
- * "payload" (jsonb or json), optionally "received_at" (timestamptz), and
- * any other columns nullable or with a default.  add_queue() checks that,
- * and so does the worker before it first writes to a route.
+ * What a queue table must look like is checked by add_queue(), and again
+ * here before the worker first writes to a route (queue_table.c).
  *
  * One drain writes all of a route's events with one INSERT ... SELECT from
  * unnest() of a text array: the order of the array is the order of the ids
@@ -33,6 +31,8 @@
 #include "utils/syscache.h"
 #include "utils/timestamp.h"
 
+#include "common/owner_switch.h"
+#include "common/queue_table.h"
 #include "worker/sinks/queue_sink.h"
 
 /* a route's prepared INSERT */
@@ -40,86 +40,6 @@ typedef struct QueueSink
 {
 	SPIPlanPtr	plan;
 } QueueSink;
-
-#define QUEUE_HINT "A queue table needs the columns channel text and payload jsonb (or json); see notifier.queue."
-
-/*
- * Error out unless relid can be a queue table; say which columns it has.
- */
-void
-queue_table_check(Oid relid, QueueColumns *columns)
-{
-	Relation	rel = relation_open(relid, AccessShareLock);
-	TupleDesc	tupdesc = RelationGetDescr(rel);
-	const char *relname = RelationGetRelationName(rel);
-	bool		has_channel = false;
-
-	columns->payload_type = InvalidOid;
-	columns->has_received_at = false;
-
-	if (rel->rd_rel->relkind != RELKIND_RELATION &&
-		rel->rd_rel->relkind != RELKIND_PARTITIONED_TABLE)
-		ereport(ERROR,
-				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
-				 errmsg("\"%s\" is not a table", relname),
-				 errhint(QUEUE_HINT)));
-
-	for (int i = 0; i < tupdesc->natts; i++)
-	{
-		Form_pg_attribute att = TupleDescAttr(tupdesc, i);
-		const char *name = NameStr(att->attname);
-
-		if (att->attisdropped)
-			continue;
-		if (strcmp(name, "channel") == 0)
-		{
-			if (att->atttypid != TEXTOID && att->atttypid != VARCHAROID)
-				ereport(ERROR,
-						(errcode(ERRCODE_DATATYPE_MISMATCH),
-						 errmsg("column \"channel\" of queue table \"%s\" is of type %s, not text",
-								relname, format_type_be(att->atttypid)),
-						 errhint(QUEUE_HINT)));
-			has_channel = true;
-		}
-		else if (strcmp(name, "payload") == 0)
-		{
-			if (att->atttypid != JSONBOID && att->atttypid != JSONOID)
-				ereport(ERROR,
-						(errcode(ERRCODE_DATATYPE_MISMATCH),
-						 errmsg("column \"payload\" of queue table \"%s\" is of type %s, not jsonb or json",
-								relname, format_type_be(att->atttypid)),
-						 errhint(QUEUE_HINT)));
-			columns->payload_type = att->atttypid;
-		}
-		else if (strcmp(name, "received_at") == 0)
-		{
-			if (att->atttypid != TIMESTAMPTZOID)
-				ereport(ERROR,
-						(errcode(ERRCODE_DATATYPE_MISMATCH),
-						 errmsg("column \"received_at\" of queue table \"%s\" is of type %s, not timestamptz",
-								relname, format_type_be(att->atttypid)),
-						 errhint("Drop or rename the column, or make it timestamptz.")));
-			columns->has_received_at = true;
-		}
-		else if (att->attnotnull && !att->atthasdef && !att->attidentity &&
-				 !att->attgenerated)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_TABLE_DEFINITION),
-					 errmsg("column \"%s\" of queue table \"%s\" is NOT NULL and has no default",
-							name, relname),
-					 errdetail("The worker writes only channel, payload and received_at."),
-					 errhint("Give the column a default, or make it nullable.")));
-	}
-
-	if (!has_channel || !OidIsValid(columns->payload_type))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_COLUMN),
-				 errmsg("queue table \"%s\" has no column \"%s\"",
-						relname, has_channel ? "payload" : "channel"),
-				 errhint(QUEUE_HINT)));
-
-	relation_close(rel, AccessShareLock);
-}
 
 static Oid
 queue_table_owner(Route *route)
@@ -181,8 +101,7 @@ queue_sink_write(Route *route, char **payloads, int npayloads,
 	QueueSink  *sink = route->sink;
 	Datum	   *elems;
 	Datum		values[3];
-	Oid			save_userid;
-	int			save_sec_context;
+	OwnerSwitch sw;
 	int			rc;
 
 	if (sink == NULL)
@@ -196,12 +115,9 @@ queue_sink_write(Route *route, char **payloads, int npayloads,
 												-1, false, TYPALIGN_INT));
 	values[2] = TimestampTzGetDatum(received_at);
 
-	GetUserIdAndSecContext(&save_userid, &save_sec_context);
-	SetUserIdAndSecContext(queue_table_owner(route),
-						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE |
-						   SECURITY_RESTRICTED_OPERATION);
+	become_owner(queue_table_owner(route), &sw);
 	rc = SPI_execute_plan(sink->plan, values, NULL, false, 0);
-	SetUserIdAndSecContext(save_userid, save_sec_context);
+	restore_user(&sw);
 
 	if (rc != SPI_OK_INSERT || SPI_processed != (uint64) npayloads)
 		elog(ERROR, "writing %d events into the queue table of route " INT64_FORMAT " failed: %s",

@@ -11,13 +11,6 @@
 #include "datatype/timestamp.h"
 #include "worker/routes.h"
 
-typedef struct QueueColumns
-{
-	Oid			payload_type;	/* JSONBOID or JSONOID */
-	bool		has_received_at;
-} QueueColumns;
-
-extern void queue_table_check(Oid relid, QueueColumns *columns);
 extern void queue_sink_write(Route *route, char **payloads, int npayloads,
 							 TimestampTz received_at);
 extern void queue_sink_free(Route *route);

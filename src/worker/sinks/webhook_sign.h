@@ -8,7 +8,6 @@
 #ifndef NOTIFIER_SIGN_H
 #define NOTIFIER_SIGN_H
 
-extern char *webhook_secret_key(const char *secret, int *keylen);
 extern char *webhook_signature(const char *key, int keylen, const char *msg_id,
 							   int64 timestamp, const char *body, size_t bodylen);
 

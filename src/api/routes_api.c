@@ -1,0 +1,149 @@
+/*-------------------------------------------------------------------------
+ *
+ * routes_api.c
+ *	  notifier.add_queue() and notifier.remove_route(), and what every
+ *	  function that manages routes shares: the channel argument, and
+ *	  writing notifier.routes as its owner.
+ *
+ * Any change of notifier.routes NOTIFYs the control channel (a statement
+ * trigger of the install script); the worker then reloads the table.
+ * Managing routes needs EXECUTE on these functions (superuser, or an
+ * explicit grant); they write to the table as its owner.
+ *
+ * Copyright (c) 2026, pg_notifier developers; PostgreSQL Licence (LICENSE)
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "utils/acl.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+
+#include "api/routes_api.h"
+#include "common/channel.h"
+#include "common/extension.h"
+#include "common/owner_switch.h"
+#include "common/queue_table.h"
+
+/* The channel argument of a route function: what NOTIFY accepts. */
+void
+check_channel_arg(FunctionCallInfo fcinfo, int argno)
+{
+	char	   *channel;
+
+	if (PG_ARGISNULL(argno))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("channel must not be NULL"),
+				 errhint("Pass the channel whose events the route receives, as given to notifier.watch().")));
+	channel = text_to_cstring(PG_GETARG_TEXT_PP(argno));
+	check_channel_name(channel, NULL);
+}
+
+/*
+ * Run one statement on notifier.routes (and notifier.deliveries) as its
+ * owner; returns SPI_processed, and the first column of the first row
+ * returned in *returned_id.
+ */
+uint64
+routes_execute(const char *sql, int nargs, Oid *argtypes, Datum *values,
+			   const char *nulls, int expected_rc, int64 *returned_id)
+{
+	OwnerSwitch sw;
+	uint64		processed;
+	int			rc;
+
+	become_table_owner("routes", &sw);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	rc = SPI_execute_with_args(sql, nargs, argtypes, values, nulls, false, 0);
+	if (rc != expected_rc)
+		elog(ERROR, "updating notifier.routes failed: %s", SPI_result_code_string(rc));
+	processed = SPI_processed;
+	if (returned_id != NULL && processed == 1)
+	{
+		bool		isnull;
+
+		*returned_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+												   SPI_tuptable->tupdesc, 1, &isnull));
+	}
+	SPI_finish();
+	restore_user(&sw);
+	return processed;
+}
+
+PG_FUNCTION_INFO_V1(notifier_add_queue);
+
+/*
+ * notifier.add_queue(channel text, queue_table regclass) -> route id
+ */
+Datum
+notifier_add_queue(PG_FUNCTION_ARGS)
+{
+	Oid			relid;
+	QueueColumns columns;
+	Oid			argtypes[2] = {TEXTOID, OIDOID};
+	Datum		values[2];
+	int64		id = 0;
+
+	check_channel_arg(fcinfo, 0);
+	if (PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("queue_table must not be NULL"),
+				 errhint("Omit it for notifier.queue, or name a table with compatible columns.")));
+	relid = PG_GETARG_OID(1);
+	if (get_rel_name(relid) == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("relation with oid %u does not exist", relid)));
+
+	queue_table_check(relid, &columns);
+	if (pg_class_aclcheck(relid, GetUserId(), ACL_INSERT) != ACLCHECK_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied to route events into table \"%s\"",
+						get_rel_name(relid)),
+				 errhint("Adding a queue route needs INSERT privilege on its queue table.")));
+
+	values[0] = PG_GETARG_DATUM(0);
+	values[1] = ObjectIdGetDatum(relid);
+	routes_execute("INSERT INTO notifier.routes (channel, kind, queue_table)"
+				   " VALUES ($1, 'queue', $2::pg_catalog.regclass) RETURNING id",
+				   2, argtypes, values, NULL, SPI_OK_INSERT_RETURNING, &id);
+	PG_RETURN_INT64(id);
+}
+
+PG_FUNCTION_INFO_V1(notifier_remove_route);
+
+/*
+ * notifier.remove_route(id bigint)
+ */
+Datum
+notifier_remove_route(PG_FUNCTION_ARGS)
+{
+	Oid			argtypes[1] = {INT8OID};
+	Datum		values[1];
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("route id must not be NULL"),
+				 errhint("See notifier.route_list for the routes.")));
+	values[0] = PG_GETARG_DATUM(0);
+	if (routes_execute("WITH gone AS (DELETE FROM notifier.routes WHERE id = $1 RETURNING id),"
+					   " deliveries AS (DELETE FROM notifier.deliveries d USING gone"
+					   "  WHERE d.route_id = gone.id)"
+					   " SELECT id FROM gone",
+					   1, argtypes, values, NULL, SPI_OK_SELECT, NULL) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("route " INT64_FORMAT " does not exist", PG_GETARG_INT64(0)),
+				 errhint("See notifier.route_list for the routes.")));
+	PG_RETURN_VOID();
+}

@@ -1,0 +1,42 @@
+/*-------------------------------------------------------------------------
+ *
+ * channel.c
+ *	  What a channel name may be: what NOTIFY accepts (not empty, shorter
+ *	  than NAMEDATALEN bytes).  One rule and one wording for the watch
+ *	  option, the route functions and the worker.
+ *
+ * Copyright (c) 2026, pg_notifier developers; PostgreSQL Licence (LICENSE)
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "common/channel.h"
+
+/* Would NOTIFY accept this channel name? */
+bool
+channel_name_valid(const char *channel)
+{
+	return channel[0] != '\0' && strlen(channel) < NAMEDATALEN;
+}
+
+/*
+ * Error out unless NOTIFY would accept the channel name.  The name is not
+ * echoed: it may be of any length.
+ */
+void
+check_channel_name(const char *channel, const char *hint_if_empty)
+{
+	if (channel[0] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("channel name must not be empty"),
+				 hint_if_empty ? errhint("%s", hint_if_empty) : 0));
+	if (strlen(channel) >= NAMEDATALEN)
+		ereport(ERROR,
+				(errcode(ERRCODE_NAME_TOO_LONG),
+				 errmsg("channel name is too long"),
+				 errdetail("It is %zu bytes; NOTIFY channel names are at most %d bytes.",
+						   strlen(channel), NAMEDATALEN - 1),
+				 errhint("Use a shorter channel name.")));
+}

@@ -1,0 +1,24 @@
+/*-------------------------------------------------------------------------
+ *
+ * outbox_wake.h
+ *	  How a transaction that wrote outbox events wakes its database's
+ *	  worker at commit, without a lock.
+ *
+ * Copyright (c) 2026, pg_notifier developers; PostgreSQL Licence (LICENSE)
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef NOTIFIER_OUTBOX_WAKE_H
+#define NOTIFIER_OUTBOX_WAKE_H
+
+extern Size outbox_wake_shmem_size(void);
+extern void outbox_wake_shmem_init(void);
+
+/* a committing writer */
+extern void outbox_wake(Oid dboid);
+
+/* the worker of a database */
+extern void outbox_wake_arm(int slotno);
+extern bool outbox_wake_take(void);
+
+#endif							/* NOTIFIER_OUTBOX_WAKE_H */

@@ -1,0 +1,108 @@
+/*-------------------------------------------------------------------------
+ *
+ * sqlutil.c
+ *	  Small helpers of the SQL-facing code, each needed by several files:
+ *	  text[] to a list of C strings and back, a set-returning function's
+ *	  tuplestore, and the check that a relation is a table.
+ *
+ * Copyright (c) 2026, pg_notifier developers; PostgreSQL Licence (LICENSE)
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_class.h"
+#include "catalog/pg_type.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/rel.h"
+
+#include "common/sqlutil.h"
+
+/*
+ * text[] -> List of C strings, in order.  argname names the array in
+ * errors: it must be one-dimensional and hold no NULL.
+ */
+List *
+text_array_to_list(ArrayType *array, const char *argname)
+{
+	Datum	   *elems;
+	bool	   *nulls;
+	int			n;
+	List	   *result = NIL;
+
+	if (ARR_NDIM(array) > 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
+				 errmsg("%s must be a one-dimensional array", argname)));
+	deconstruct_array(array, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
+	for (int i = 0; i < n; i++)
+	{
+		if (nulls[i])
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("%s must not contain NULL", argname),
+					 errhint("Remove the NULL elements.")));
+		result = lappend(result, TextDatumGetCString(elems[i]));
+	}
+	return result;
+}
+
+/* List of C strings -> text[] */
+Datum
+list_to_text_array(List *items)
+{
+	Datum	   *elems = palloc(sizeof(Datum) * Max(list_length(items), 1));
+	ListCell   *lc;
+	int			n = 0;
+
+	foreach(lc, items)
+	{
+		elems[n++] = CStringGetTextDatum(lfirst(lc));
+	}
+	return PointerGetDatum(construct_array(elems, n, TEXTOID, -1, false, TYPALIGN_INT));
+}
+
+/* A set-returning function's tuplestore, to be filled in one go. */
+TupleDesc
+materialize_srf(FunctionCallInfo fcinfo, Tuplestorestate **store)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+#if PG_VERSION_NUM >= 150000
+	InitMaterializedSRF(fcinfo, 0);
+#else
+	TupleDesc	tupdesc;
+	MemoryContext old;
+
+	if (rsinfo == NULL || !IsA(rsinfo, ReturnSetInfo) ||
+		!(rsinfo->allowedModes & SFRM_Materialize))
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("set-valued function called in context that cannot accept a set")));
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	old = MemoryContextSwitchTo(rsinfo->econtext->ecxt_per_query_memory);
+	rsinfo->returnMode = SFRM_Materialize;
+	rsinfo->setDesc = CreateTupleDescCopy(tupdesc);
+	rsinfo->setResult = tuplestore_begin_heap(true, false, work_mem);
+	MemoryContextSwitchTo(old);
+#endif
+	*store = rsinfo->setResult;
+	return rsinfo->setDesc;
+}
+
+/*
+ * Error out unless rel is a table or a partitioned table; hint says what
+ * the caller wanted it for.
+ */
+void
+require_table(Relation rel, const char *hint)
+{
+	if (rel->rd_rel->relkind != RELKIND_RELATION &&
+		rel->rd_rel->relkind != RELKIND_PARTITIONED_TABLE)
+		ereport(ERROR,
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("\"%s\" is not a table", RelationGetRelationName(rel)),
+				 errhint("%s", hint)));
+}

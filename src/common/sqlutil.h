@@ -1,0 +1,25 @@
+/*-------------------------------------------------------------------------
+ *
+ * sqlutil.h
+ *	  Small helpers of the SQL-facing code: text[] and lists, set-returning
+ *	  results, the is-a-table check.
+ *
+ * Copyright (c) 2026, pg_notifier developers; PostgreSQL Licence (LICENSE)
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef NOTIFIER_SQLUTIL_H
+#define NOTIFIER_SQLUTIL_H
+
+#include "fmgr.h"
+#include "nodes/pg_list.h"
+#include "utils/array.h"
+#include "utils/relcache.h"
+#include "utils/tuplestore.h"
+
+extern List *text_array_to_list(ArrayType *array, const char *argname);
+extern Datum list_to_text_array(List *items);
+extern TupleDesc materialize_srf(FunctionCallInfo fcinfo, Tuplestorestate **store);
+extern void require_table(Relation rel, const char *hint);
+
+#endif							/* NOTIFIER_SQLUTIL_H */
