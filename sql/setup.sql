@@ -72,11 +72,15 @@ $$;
 -- run a statement; its error message with byte counts masked (they depend
 -- on the number of digits of the xid)
 CREATE FUNCTION try(sql text) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+	detail text;
 BEGIN
 	EXECUTE sql;
 	RETURN 'ok';
 EXCEPTION WHEN OTHERS THEN
-	RETURN regexp_replace(SQLERRM, 'is \d+ bytes', 'is N bytes');
+	GET STACKED DIAGNOSTICS detail = PG_EXCEPTION_DETAIL;
+	RETURN regexp_replace(SQLERRM || coalesce(nullif(' (' || detail || ')', ' ()'), ''),
+						  'is \d+ bytes', 'is N bytes');
 END
 $$;
 

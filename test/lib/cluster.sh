@@ -12,10 +12,12 @@
 #   as_pg CMD...               run CMD as the cluster's OS user
 
 PG_MAJOR=${PG_MAJOR:-15}
-PG_BIN=/usr/lib/postgresql/$PG_MAJOR/bin
+# PG_CONFIG may name another (relocated) installation, for instance a private
+# copy a developer builds into while another tree is installed system-wide
+export PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/$PG_MAJOR/bin/pg_config}
+PG_BIN=$(dirname "$PG_CONFIG")
 PG_OS_USER=${PG_OS_USER:-postgres}
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-export PG_CONFIG=${PG_CONFIG:-$PG_BIN/pg_config}
 
 ensure_packages()
 {
