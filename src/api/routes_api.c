@@ -29,6 +29,7 @@
 #include "common/extension.h"
 #include "common/owner_switch.h"
 #include "common/queue_table.h"
+#include "common/sqlutil.h"
 
 /* The channel argument of a route function: what NOTIFY accepts. */
 void
@@ -36,11 +37,8 @@ check_channel_arg(FunctionCallInfo fcinfo, int argno)
 {
 	char	   *channel;
 
-	if (PG_ARGISNULL(argno))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("channel must not be NULL"),
-				 errhint("Pass the channel whose events the route receives, as given to notifier.watch().")));
+	require_arg(fcinfo, argno, "channel",
+				"Pass the channel whose events the route receives, as given to notifier.watch().");
 	channel = text_to_cstring(PG_GETARG_TEXT_PP(argno));
 	check_channel_name(channel, NULL);
 }
@@ -92,11 +90,8 @@ notifier_add_queue(PG_FUNCTION_ARGS)
 	int64		id = 0;
 
 	check_channel_arg(fcinfo, 0);
-	if (PG_ARGISNULL(1))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("queue_table must not be NULL"),
-				 errhint("Omit it for notifier.queue, or name a table with compatible columns.")));
+	require_arg(fcinfo, 1, "queue_table",
+				"Omit it for notifier.queue, or name a table with compatible columns.");
 	relid = PG_GETARG_OID(1);
 	if (get_rel_name(relid) == NULL)
 		ereport(ERROR,
@@ -130,11 +125,7 @@ notifier_remove_route(PG_FUNCTION_ARGS)
 	Oid			argtypes[1] = {INT8OID};
 	Datum		values[1];
 
-	if (PG_ARGISNULL(0))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("route id must not be NULL"),
-				 errhint("See notifier.route_list for the routes.")));
+	require_arg(fcinfo, 0, "route id", "See notifier.route_list for the routes.");
 	values[0] = PG_GETARG_DATUM(0);
 	if (routes_execute("WITH gone AS (DELETE FROM notifier.routes WHERE id = $1 RETURNING id),"
 					   " deliveries AS (DELETE FROM notifier.deliveries d USING gone"

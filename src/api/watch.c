@@ -195,11 +195,7 @@ open_watched_table(FunctionCallInfo fcinfo)
 	Relation	rel;
 	Oid			relid;
 
-	if (PG_ARGISNULL(0))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("table must not be NULL"),
-				 errhint("Pass the table to watch, for example 'public.orders'.")));
+	require_arg(fcinfo, 0, "table", "Pass the table to watch, for example 'public.orders'.");
 	relid = PG_GETARG_OID(0);
 
 	/* the lock CREATE TRIGGER takes */

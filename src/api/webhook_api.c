@@ -21,7 +21,11 @@
 
 #include "pg_notifier.h"
 #include "api/routes_api.h"
+#include "common/sqlutil.h"
 #include "common/webhook_secret.h"
+
+/* for an argument that has a default */
+#define DEFAULT_HINT "Omit the argument for its default."
 
 #define MAX_BATCH_SIZE 1000
 #define MAX_ATTEMPTS 100
@@ -34,22 +38,12 @@ static const char *const reserved_headers[] = {
 	"webhook-id", "webhook-timestamp", "webhook-signature", NULL
 };
 
-static void
-require_arg(FunctionCallInfo fcinfo, int argno, const char *name)
-{
-	if (PG_ARGISNULL(argno))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("%s must not be NULL", name),
-				 errhint("Omit the argument for its default.")));
-}
-
 static int32
 int_arg(FunctionCallInfo fcinfo, int argno, const char *name, int32 max)
 {
 	int32		value;
 
-	require_arg(fcinfo, argno, name);
+	require_arg(fcinfo, argno, name, DEFAULT_HINT);
 	value = PG_GETARG_INT32(argno);
 	if (value < 1 || value > max)
 		ereport(ERROR,
@@ -200,9 +194,9 @@ notifier_add_webhook(PG_FUNCTION_ARGS)
 	int			keylen;
 
 	check_channel_arg(fcinfo, 0);
-	require_arg(fcinfo, 1, "url");
+	require_arg(fcinfo, 1, "url", DEFAULT_HINT);
 	check_url(text_to_cstring(PG_GETARG_TEXT_PP(1)));
-	require_arg(fcinfo, 2, "headers");
+	require_arg(fcinfo, 2, "headers", DEFAULT_HINT);
 	check_headers(PG_GETARG_JSONB_P(2));
 	if (!PG_ARGISNULL(3))
 		(void) webhook_secret_key(text_to_cstring(PG_GETARG_TEXT_PP(3)), &keylen);
@@ -210,7 +204,7 @@ notifier_add_webhook(PG_FUNCTION_ARGS)
 	(void) int_arg(fcinfo, 5, "max_attempts", MAX_ATTEMPTS);
 	(void) int_arg(fcinfo, 6, "timeout_ms", MAX_TIMEOUT_MS);
 	(void) int_arg(fcinfo, 7, "concurrency", MAX_CONCURRENCY);
-	require_arg(fcinfo, 8, "ordered");
+	require_arg(fcinfo, 8, "ordered", DEFAULT_HINT);
 
 	for (int i = 0; i < 9; i++)
 		values[i] = PG_ARGISNULL(i) ? (Datum) 0 : PG_GETARG_DATUM(i);

@@ -117,6 +117,18 @@ named_value_list(const NamedValue *table)
 	return buf.data;
 }
 
+/* "channel, payload, ..." from option_names[] */
+static char *
+option_name_list(void)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	for (int id = 0; id < NUM_OPTIONS; id++)
+		appendStringInfo(&buf, "%s%s", id == 0 ? "" : ", ", option_names[id]);
+	return buf.data;
+}
+
 static const char *
 named_value_name(const NamedValue *table, int value)
 {
@@ -213,7 +225,7 @@ parse_watch_options(int nargs, char **args, WatchOptions *opts)
 			ereport(ERROR,
 					(errcode(ERRCODE_UNDEFINED_OBJECT),
 					 errmsg("unknown pg_notifier option \"%s\"", name),
-					 errhint("Valid options are: channel, payload, columns, exclude, events, condition, coalesce, level, on_oversize, delivery, notify.")));
+					 errhint("Valid options are: %s.", option_name_list())));
 		if (seen[id])
 			ereport(ERROR,
 					(errcode(ERRCODE_DUPLICATE_OBJECT),

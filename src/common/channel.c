@@ -34,7 +34,7 @@ check_channel_name(const char *channel, const char *hint_if_empty)
 				 hint_if_empty ? errhint("%s", hint_if_empty) : 0));
 	if (strlen(channel) >= NAMEDATALEN)
 		ereport(ERROR,
-				(errcode(ERRCODE_NAME_TOO_LONG),
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("channel name is too long"),
 				 errdetail("It is %zu bytes; NOTIFY channel names are at most %d bytes.",
 						   strlen(channel), NAMEDATALEN - 1),

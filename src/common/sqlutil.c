@@ -2,7 +2,7 @@
  *
  * sqlutil.c
  *	  Small helpers of the SQL-facing code, each needed by several files:
- *	  text[] to a list of C strings and back, a set-returning function's
+ *	  arguments that must not be NULL, text[] to a list of C strings and back, a set-returning function's
  *	  tuplestore, and the check that a relation is a table.
  *
  * Copyright (c) 2026, pg_notifier developers; PostgreSQL Licence (LICENSE)
@@ -19,6 +19,17 @@
 #include "utils/rel.h"
 
 #include "common/sqlutil.h"
+
+/* Error out when argument argno, called name, is NULL. */
+void
+require_arg(FunctionCallInfo fcinfo, int argno, const char *name, const char *hint)
+{
+	if (PG_ARGISNULL(argno))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("%s must not be NULL", name),
+				 errhint("%s", hint)));
+}
 
 /*
  * text[] -> List of C strings, in order.  argname names the array in

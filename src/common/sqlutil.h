@@ -17,6 +17,8 @@
 #include "utils/relcache.h"
 #include "utils/tuplestore.h"
 
+extern void require_arg(FunctionCallInfo fcinfo, int argno, const char *name,
+						const char *hint);
 extern List *text_array_to_list(ArrayType *array, const char *argname);
 extern Datum list_to_text_array(List *items);
 extern TupleDesc materialize_srf(FunctionCallInfo fcinfo, Tuplestorestate **store);

@@ -54,6 +54,7 @@
 #include "utils/timestamp.h"
 
 #include "worker/sinks/webhook_delivery.h"
+#include "worker/sinks/webhook_http.h"
 #include "common/extension.h"
 #include "worker/forward.h"
 #include "worker/listen.h"
@@ -400,7 +401,7 @@ worker_loop(void)
 		wake_at = next_check;
 		if (next_delivery != 0 && next_delivery < wake_at)
 			wake_at = next_delivery;
-		delivery_wait(TimestampDifferenceMilliseconds(now, wake_at));
+		webhook_http_wait(TimestampDifferenceMilliseconds(now, wake_at));
 	}
 }
 

@@ -1,8 +1,9 @@
 /*-------------------------------------------------------------------------
  *
- * delivery.c
+ * webhook_delivery.c
  *	  Delivering notifier.deliveries to webhooks, from inside the worker's
- *	  loop, with libcurl's multi interface.
+ *	  loop: claims, outcomes, retries, scheduling.  The requests themselves
+ *	  are webhook_http.c's.
  *
  * A delivery row goes pending -> in_flight (claimed, attempts + 1, in a
  * transaction committed before the request starts) -> delivered, pending
@@ -17,11 +18,6 @@
  * were redelivered; only then does it query.  A request carries one event,
  * or a JSON array of up to batch_size events.
  *
- * Waiting: the worker waits on its latch and on curl's sockets together (a
- * WaitEventSet rebuilt from curl's socket callbacks), with curl's timer as
- * the timeout, so NOTIFY draining, signals and route changes are served
- * while requests are in flight.
- *
  * Outcome: 2xx delivered; 408, 425, 429, 5xx, other non-4xx statuses,
  * timeouts and connection errors retried after a full-jitter exponential
  * backoff (Retry-After honoured on 429/503); other 4xx dead at once; dead
@@ -31,17 +27,14 @@
  */
 #include "postgres.h"
 
-#include <curl/curl.h>
 #include <math.h>
 
 #include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "common/pg_prng.h"
 #include "executor/spi.h"
-#include "lib/ilist.h"
 #include "miscadmin.h"
 #include "pgstat.h"
-#include "storage/latch.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
@@ -54,7 +47,7 @@
 #include "common/extension.h"
 #include "worker/worker_xact.h"
 #include "pg_notifier.h"
-#include "worker/sinks/webhook_sign.h"
+#include "worker/sinks/webhook_http.h"
 #include "common/stats.h"
 
 /* what the worker knows of a webhook route's rows */
@@ -67,43 +60,9 @@ typedef struct RouteState
 	bool		retries;		/* may have rows waiting for a retry */
 } RouteState;
 
-/* one HTTP request: one or batch_size deliveries */
-typedef struct Request
-{
-	dlist_node	node;
-	CURL	   *easy;
-	int64		route_id;
-	int			max_attempts;
-	int			attempt;		/* of the first delivery */
-	int			n;
-	int64	   *ids;
-	TimestampTz *received;
-	char	   *body;
-	struct curl_slist *headers;
-	long		retry_after_ms; /* from a Retry-After header; -1: none */
-	char		errbuf[CURL_ERROR_SIZE];
-	CURLcode	result;
-	long		http_status;
-	TimestampTz finished_at;
-} Request;
-
-typedef struct Socket
-{
-	curl_socket_t fd;
-	int			what;			/* CURL_POLL_IN / OUT / INOUT */
-} Socket;
-
-static CURLM *multi = NULL;
-static MemoryContext delivery_cxt = NULL;	/* requests, sockets, states */
+static MemoryContext delivery_cxt = NULL;	/* the states */
 static MemoryContext scratch_cxt = NULL;	/* one delivery_work() call */
 static HTAB *states = NULL;
-static dlist_head running = DLIST_STATIC_INIT(running);
-static dlist_head finished = DLIST_STATIC_INIT(finished);
-static Socket *sockets = NULL;
-static int	nsockets = 0;
-static int	maxsockets = 0;
-static TimestampTz curl_deadline = 0;	/* curl's timer; 0: none */
-static char *user_agent = NULL;
 static uint64 delivered_count = 0;	/* rows delivered by this process */
 
 static SPIPlanPtr claim_plan = NULL;
@@ -114,43 +73,7 @@ static SPIPlanPtr outcome_plan = NULL;
 /* rows claimed at most per query */
 #define MAX_CLAIM 5000
 
-static int
-socket_callback(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
-{
-	int			i;
 
-	for (i = 0; i < nsockets; i++)
-		if (sockets[i].fd == fd)
-			break;
-	if (what == CURL_POLL_REMOVE)
-	{
-		if (i < nsockets)
-			sockets[i] = sockets[--nsockets];
-		return 0;
-	}
-	if (i == nsockets)
-	{
-		if (nsockets == maxsockets)
-		{
-			maxsockets = Max(16, maxsockets * 2);
-			sockets = sockets == NULL ?
-				MemoryContextAlloc(delivery_cxt, maxsockets * sizeof(Socket)) :
-				repalloc(sockets, maxsockets * sizeof(Socket));
-		}
-		nsockets++;
-	}
-	sockets[i].fd = fd;
-	sockets[i].what = what;
-	return 0;
-}
-
-static int
-timer_callback(CURLM *m, long timeout_ms, void *userp)
-{
-	curl_deadline = timeout_ms < 0 ? 0 :
-		TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
-	return 0;
-}
 
 static void
 create_states(void)
@@ -168,20 +91,12 @@ create_states(void)
 static void
 delivery_init(void)
 {
-	if (multi != NULL)
+	if (delivery_cxt != NULL)
 		return;
 	delivery_cxt = AllocSetContextCreate(TopMemoryContext, "pg_notifier deliveries",
 										 ALLOCSET_DEFAULT_SIZES);
 	scratch_cxt = AllocSetContextCreate(delivery_cxt, "pg_notifier delivery scratch",
 										ALLOCSET_DEFAULT_SIZES);
-	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
-		elog(ERROR, "curl_global_init failed");
-	multi = curl_multi_init();
-	if (multi == NULL)
-		elog(ERROR, "curl_multi_init failed");
-	curl_multi_setopt(multi, CURLMOPT_SOCKETFUNCTION, socket_callback);
-	curl_multi_setopt(multi, CURLMOPT_TIMERFUNCTION, timer_callback);
-	user_agent = MemoryContextStrdup(delivery_cxt, "pg_notifier/" PG_NOTIFIER_VERSION);
 	create_states();
 }
 
@@ -266,191 +181,21 @@ delivery_resume(void)
 	delivery_all_pending();
 }
 
-static void
-free_request(Request *req)
-{
-	if (req->easy != NULL)
-	{
-		curl_multi_remove_handle(multi, req->easy);
-		curl_easy_cleanup(req->easy);
-	}
-	curl_slist_free_all(req->headers);
-	pfree(req->ids);
-	pfree(req->received);
-	pfree(req->body);
-	pfree(req);
-}
 
 /* The extension is gone: forget every request and route. */
 void
 delivery_stop(void)
 {
-	dlist_mutable_iter iter;
-
-	if (multi == NULL)
+	if (delivery_cxt == NULL)
 		return;
-	dlist_foreach_modify(iter, &running)
-	{
-		dlist_delete(iter.cur);
-		free_request(dlist_container(Request, node, iter.cur));
-	}
-	dlist_foreach_modify(iter, &finished)
-	{
-		dlist_delete(iter.cur);
-		free_request(dlist_container(Request, node, iter.cur));
-	}
+	webhook_http_cancel_all();
 	hash_destroy(states);
 	create_states();
 }
 
-/* curl: the response body is not kept */
-static size_t
-discard_body(char *ptr, size_t size, size_t nmemb, void *userdata)
-{
-	return size * nmemb;
-}
 
-/* curl: Retry-After, in seconds or as an HTTP date */
-static size_t
-header_callback(char *buffer, size_t size, size_t nitems, void *userdata)
-{
-	Request    *req = userdata;
-	size_t		len = size * nitems;
-	static const char name[] = "retry-after:";
 
-	if (len > sizeof(name) - 1 && pg_strncasecmp(buffer, name, sizeof(name) - 1) == 0)
-	{
-		char		value[64];
-		size_t		vlen = Min(len - (sizeof(name) - 1), sizeof(value) - 1);
-		char	   *end;
-		long		secs;
 
-		memcpy(value, buffer + sizeof(name) - 1, vlen);
-		value[vlen] = '\0';
-		secs = strtol(value, &end, 10);
-		if (end != value && secs >= 0)
-			req->retry_after_ms = secs * 1000;
-		else
-		{
-			time_t		when = curl_getdate(value, NULL);
-
-			if (when > 0)
-				req->retry_after_ms = Max(0, (long) (when - time(NULL)) * 1000);
-		}
-	}
-	return len;
-}
-
-static struct curl_slist *
-append_header(struct curl_slist *list, const char *header)
-{
-	struct curl_slist *result = curl_slist_append(list, header);
-
-	if (result == NULL)
-	{
-		curl_slist_free_all(list);
-		elog(ERROR, "out of memory");
-	}
-	return result;
-}
-
-/*
- * Start a request for claimed rows [from, from + n) of a route.
- */
-static void
-start_request(Route *route, int64 *ids, char **event_ids, char **payloads,
-			  int *attempts, TimestampTz *received, int n)
-{
-	WebhookConfig *wh = &route->webhook;
-	MemoryContext old = MemoryContextSwitchTo(scratch_cxt);
-	Request    *req = MemoryContextAllocZero(delivery_cxt, sizeof(Request));
-	StringInfoData body;
-	char	   *msg_id;
-	int64		now_secs = (int64) time(NULL);
-	ListCell   *lc;
-	CURL	   *easy;
-
-	req->route_id = route->id;
-	req->max_attempts = wh->max_attempts;
-	req->attempt = attempts[0];
-	req->n = n;
-	req->ids = MemoryContextAlloc(delivery_cxt, n * sizeof(int64));
-	req->received = MemoryContextAlloc(delivery_cxt, n * sizeof(TimestampTz));
-	memcpy(req->ids, ids, n * sizeof(int64));
-	memcpy(req->received, received, n * sizeof(TimestampTz));
-	req->retry_after_ms = -1;
-
-	MemoryContextSwitchTo(delivery_cxt);
-	initStringInfo(&body);
-	if (wh->batch_size == 1)
-		appendStringInfoString(&body, payloads[0]);
-	else
-	{
-		appendStringInfoChar(&body, '[');
-		for (int i = 0; i < n; i++)
-		{
-			if (i > 0)
-				appendStringInfoChar(&body, ',');
-			appendStringInfoString(&body, payloads[i]);
-		}
-		appendStringInfoChar(&body, ']');
-	}
-	req->body = body.data;
-	MemoryContextSwitchTo(scratch_cxt);
-
-	msg_id = event_ids[0] != NULL ? event_ids[0] : psprintf("delivery-" INT64_FORMAT, ids[0]);
-	req->headers = append_header(NULL, "Content-Type: application/json");
-	foreach(lc, wh->headers)
-		req->headers = append_header(req->headers, lfirst(lc));
-	req->headers = append_header(req->headers, psprintf("webhook-id: %s", msg_id));
-	req->headers = append_header(req->headers,
-								 psprintf("webhook-timestamp: " INT64_FORMAT, now_secs));
-	if (wh->key != NULL)
-		req->headers = append_header(req->headers,
-									 psprintf("webhook-signature: %s",
-											  webhook_signature(wh->key, wh->keylen, msg_id,
-																now_secs, body.data, body.len)));
-	/* no "Expect: 100-continue" round trip for large bodies */
-	req->headers = append_header(req->headers, "Expect:");
-
-	easy = curl_easy_init();
-	if (easy == NULL)
-	{
-		free_request(req);
-		elog(ERROR, "curl_easy_init failed");
-	}
-	req->easy = easy;
-	curl_easy_setopt(easy, CURLOPT_URL, wh->url);
-	curl_easy_setopt(easy, CURLOPT_POST, 1L);
-	curl_easy_setopt(easy, CURLOPT_POSTFIELDS, req->body);
-	curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE, (long) body.len);
-	curl_easy_setopt(easy, CURLOPT_HTTPHEADER, req->headers);
-	curl_easy_setopt(easy, CURLOPT_USERAGENT, user_agent);
-	curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
-#if LIBCURL_VERSION_NUM >= 0x075500
-	curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
-#else
-	curl_easy_setopt(easy, CURLOPT_PROTOCOLS, (long) (CURLPROTO_HTTP | CURLPROTO_HTTPS));
-#endif
-	curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 0L);
-	curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, (long) wh->timeout_ms);
-	curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, (long) Min(wh->timeout_ms, 10000));
-	curl_easy_setopt(easy, CURLOPT_SSL_VERIFYPEER, 1L);
-	curl_easy_setopt(easy, CURLOPT_SSL_VERIFYHOST, 2L);
-	curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, discard_body);
-	curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, header_callback);
-	curl_easy_setopt(easy, CURLOPT_HEADERDATA, req);
-	curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, req->errbuf);
-	curl_easy_setopt(easy, CURLOPT_PRIVATE, req);
-	if (curl_multi_add_handle(multi, easy) != CURLM_OK)
-	{
-		free_request(req);
-		elog(ERROR, "curl_multi_add_handle failed");
-	}
-	dlist_push_tail(&running, &req->node);
-	route_state(route->id)->inflight++;
-	MemoryContextSwitchTo(old);
-}
 
 static int
 compare_int64(const void *a, const void *b)
@@ -659,7 +404,7 @@ record_outcomes(void)
 	static const char *const status_name[] = {"delivered", "retry", "dead"};
 	Oid			argtypes[6] = {INT8ARRAYOID, TEXTOID, INT4OID, TEXTOID, INT8OID, INT4OID};
 	SPIPlanPtr	plan;
-	dlist_mutable_iter iter;
+	Request    *req;
 
 	bookkeeping_xact_begin(true);
 	plan = keep_plan(&outcome_plan,
@@ -676,9 +421,8 @@ record_outcomes(void)
 					 " RETURNING status",
 					 6, argtypes);
 
-	dlist_foreach_modify(iter, &finished)
+	while ((req = webhook_http_next_finished()) != NULL)
 	{
-		Request    *req = dlist_container(Request, node, iter.cur);
 		RouteState *state = route_state(req->route_id);
 		Outcome		outcome = classify(req);
 		long		delay = outcome == OUTCOME_RETRY ? backoff_ms(req) : 0;
@@ -746,37 +490,12 @@ record_outcomes(void)
 			if (state->next_due == 0 || due < state->next_due)
 				state->next_due = due;
 		}
-		dlist_delete(iter.cur);
-		free_request(req);
+		webhook_http_free(req);
 	}
 
 	worker_xact_commit();
 }
 
-/* Move what curl has finished to the finished list. */
-static void
-collect_finished(void)
-{
-	CURLMsg    *msg;
-	int			left;
-
-	while ((msg = curl_multi_info_read(multi, &left)) != NULL)
-	{
-		Request    *req;
-
-		if (msg->msg != CURLMSG_DONE)
-			continue;
-		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **) &req);
-		req->result = msg->data.result;
-		curl_easy_getinfo(msg->easy_handle, CURLINFO_RESPONSE_CODE, &req->http_status);
-		req->finished_at = GetCurrentTimestamp();
-		curl_multi_remove_handle(multi, req->easy);
-		curl_easy_cleanup(req->easy);
-		req->easy = NULL;
-		dlist_delete(&req->node);
-		dlist_push_tail(&finished, &req->node);
-	}
-}
 
 /*
  * Record what finished, claim what may be sent, start it.  Returns when a
@@ -794,7 +513,7 @@ delivery_work(RouteTable *routes)
 	if (routes == NULL)
 		return 0;
 	delivery_init();
-	if (!dlist_is_empty(&finished))
+	if (webhook_http_any_finished())
 		record_outcomes();
 
 	now = GetCurrentTimestamp();
@@ -828,22 +547,19 @@ delivery_work(RouteTable *routes)
 			int			batch = cl->route->webhook.batch_size;
 
 			for (int from = 0; from < cl->n; from += batch)
-				start_request(cl->route, cl->ids + from, cl->event_ids + from,
-							  cl->payloads + from, cl->attempts + from,
-							  cl->received + from, Min(batch, cl->n - from));
+			{
+				webhook_http_start(cl->route, cl->ids + from, cl->event_ids + from,
+								   cl->payloads + from, cl->attempts + from,
+								   cl->received + from, Min(batch, cl->n - from));
+				route_state(cl->route->id)->inflight++;
+			}
 		}
 		MemoryContextReset(scratch_cxt);
-		if (!dlist_is_empty(&running))
-		{
-			int			still_running;
-
-			curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &still_running);
-			collect_finished();
-		}
+		webhook_http_progress();
 	}
 
 	/* when to come back: at once, or at the first retry */
-	if (!dlist_is_empty(&finished))
+	if (webhook_http_any_finished())
 		return now;
 	for (int i = 0; i < routes->nroutes; i++)
 	{
@@ -861,81 +577,3 @@ delivery_work(RouteTable *routes)
 	return next;
 }
 
-/*
- * Sleep until the latch is set, curl has something to do, or timeout_ms
- * passed.
- */
-void
-delivery_wait(long timeout_ms)
-{
-	WaitEventSet *set;
-	WaitEvent  *events;
-	int			nevents;
-	int			still_running;
-	Socket	   *ready;
-	int			nready = 0;
-
-	if (multi == NULL || (nsockets == 0 && curl_deadline == 0))
-	{
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 timeout_ms, PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
-		return;
-	}
-
-	if (curl_deadline != 0)
-	{
-		long		curl_ms = TimestampDifferenceMilliseconds(GetCurrentTimestamp(),
-															  curl_deadline);
-
-		timeout_ms = Min(timeout_ms, curl_ms);
-	}
-
-#if PG_VERSION_NUM >= 170000
-	set = CreateWaitEventSet(NULL, nsockets + 2);
-#else
-	set = CreateWaitEventSet(CurrentMemoryContext, nsockets + 2);
-#endif
-	AddWaitEventToSet(set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
-	AddWaitEventToSet(set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
-	for (int i = 0; i < nsockets; i++)
-	{
-		uint32		ev = 0;
-
-		if (sockets[i].what & CURL_POLL_IN)
-			ev |= WL_SOCKET_READABLE;
-		if (sockets[i].what & CURL_POLL_OUT)
-			ev |= WL_SOCKET_WRITEABLE;
-		if (ev != 0)
-			AddWaitEventToSet(set, ev, sockets[i].fd, NULL, NULL);
-	}
-	events = palloc((nsockets + 2) * sizeof(WaitEvent));
-	ready = palloc((nsockets + 2) * sizeof(Socket));
-	nevents = WaitEventSetWait(set, Max(timeout_ms, 0), events, nsockets + 2,
-							   PG_WAIT_EXTENSION);
-	for (int i = 0; i < nevents; i++)
-	{
-		if (events[i].events & WL_LATCH_SET)
-			ResetLatch(MyLatch);
-		if (events[i].events & (WL_SOCKET_READABLE | WL_SOCKET_WRITEABLE))
-		{
-			ready[nready].fd = events[i].fd;
-			ready[nready].what =
-				((events[i].events & WL_SOCKET_READABLE) ? CURL_CSELECT_IN : 0) |
-				((events[i].events & WL_SOCKET_WRITEABLE) ? CURL_CSELECT_OUT : 0);
-			nready++;
-		}
-	}
-	FreeWaitEventSet(set);
-
-	for (int i = 0; i < nready; i++)
-		curl_multi_socket_action(multi, ready[i].fd, ready[i].what, &still_running);
-	if (curl_deadline != 0 && GetCurrentTimestamp() >= curl_deadline)
-	{
-		curl_deadline = 0;
-		curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &still_running);
-	}
-	pfree(events);
-	pfree(ready);
-	collect_finished();
-}

@@ -1,6 +1,6 @@
 /*-------------------------------------------------------------------------
  *
- * delivery.h
+ * webhook_delivery.h
  *	  Delivering notifier.deliveries to webhooks: libcurl multi inside the
  *	  worker's loop.
  *
@@ -16,7 +16,6 @@ extern void delivery_resume(void);
 extern void delivery_route_has_pending(int64 route_id);
 extern void delivery_all_pending(void);
 extern TimestampTz delivery_work(RouteTable *routes);
-extern void delivery_wait(long timeout_ms);
 extern void delivery_stop(void);
 extern uint64 delivery_delivered_count(void);
 
