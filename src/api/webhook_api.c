@@ -65,8 +65,10 @@ host_allowed(const char *host)
 	if (!SplitGUCList(copy, ',', &hosts))
 		return false;
 	foreach(lc, hosts)
+	{
 		if (pg_strcasecmp(lfirst(lc), host) == 0)
 			return true;
+	}
 	return false;
 }
 

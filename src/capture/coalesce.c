@@ -328,7 +328,7 @@ merge_level(int nest)
 			held--;
 		}
 		p->ts = child->ts;
-		child->newtuple = NULL;	/* moved to p, or never set */
+		child->newtuple = NULL; /* moved to p, or never set */
 		pending_free(child);
 	}
 	hash_destroy(levels[nest]);

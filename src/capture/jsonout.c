@@ -44,8 +44,8 @@ typedef enum JsonCategory
 	JC_BOOL,					/* true / false */
 	JC_INT4,					/* int2, int4: digits */
 	JC_INT8,					/* int8: digits */
-	JC_NUMBER,					/* numeric, float: number, or string if
-								 * its text is not a JSON number */
+	JC_NUMBER,					/* numeric, float: number, or string if its
+								 * text is not a JSON number */
 	JC_DATETIME,				/* date, timestamp, timestamptz: ISO string */
 	JC_JSON,					/* json text as it is */
 	JC_JSONB,					/* jsonb as text */

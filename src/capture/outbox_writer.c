@@ -114,7 +114,11 @@ outbox_xact_callback(XactEvent event, void *arg)
 		case XACT_EVENT_PARALLEL_COMMIT:
 		case XACT_EVENT_PARALLEL_ABORT:
 			wake_at_commit = false;
-			/* a batch an error cut short: its memory went with the transaction */
+
+			/*
+			 * a batch an error cut short: its memory went with the
+			 * transaction
+			 */
 			batch = NULL;
 			batching = false;
 			break;

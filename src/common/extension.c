@@ -41,11 +41,13 @@ notifier_table_oid(const char *relname)
  * when the tables it uses change.  Connected to SPI.
  */
 SPIPlanPtr
-keep_plan(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes)
+keep_plan(SPIPlanPtr *plan, const char *sql, int nargs, const Oid *argtypes)
 {
 	if (*plan == NULL)
 	{
-		SPIPlanPtr	prepared = SPI_prepare(sql, nargs, argtypes);
+		SPIPlanPtr	prepared;
+
+		prepared = SPI_prepare(sql, nargs, unconstify(Oid *, argtypes));
 
 		if (prepared == NULL)
 			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));

@@ -18,6 +18,6 @@
 extern Oid	notifier_extension_oid(void);
 extern Oid	notifier_table_oid(const char *relname);
 extern SPIPlanPtr keep_plan(SPIPlanPtr *plan, const char *sql, int nargs,
-							Oid *argtypes);
+							const Oid *argtypes);
 
 #endif							/* NOTIFIER_EXTENSION_H */

@@ -38,6 +38,7 @@ static SPIPlanPtr fetch_plan = NULL;
 int64
 payload_store(const char *event)
 {
+	static const Oid insert_argtypes[] = {JSONOID};
 	OwnerSwitch sw;
 	Datum		value = CStringGetTextDatum(event);
 	bool		isnull;
@@ -59,7 +60,7 @@ payload_store(const char *event)
 
 	keep_plan(&insert_plan,
 			  "INSERT INTO notifier.payloads (event) VALUES ($1) RETURNING id",
-			  1, (Oid[]) {JSONOID});
+			  1, insert_argtypes);
 	rc = SPI_execute_plan(insert_plan, &value, NULL, false, 1);
 	if (rc != SPI_OK_INSERT_RETURNING || SPI_processed != 1)
 		elog(ERROR, "storing an oversize event failed: %s", SPI_result_code_string(rc));
@@ -114,13 +115,14 @@ payload_reference(const char *payload, int64 *ref)
 char *
 payload_fetch(int64 ref)
 {
+	static const Oid fetch_argtypes[] = {INT8OID};
 	Datum		value = Int64GetDatum(ref);
 	char	   *event = NULL;
 	int			rc;
 
 	keep_plan(&fetch_plan,
 			  "SELECT event::pg_catalog.text FROM notifier.payloads WHERE id = $1",
-			  1, (Oid[]) {INT8OID});
+			  1, fetch_argtypes);
 	rc = SPI_execute_plan(fetch_plan, &value, NULL, true, 1);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "fetching a stored event failed: %s", SPI_result_code_string(rc));

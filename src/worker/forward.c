@@ -219,8 +219,8 @@ forward_write(RouteTable *table, InboxItem *items, int nitems,
 		/*
 		 * Events are not checked to be JSON beforehand, which would cost as
 		 * much as a third of storing them as jsonb: when a payload was
-		 * refused, the payloads that are not JSON become JSON strings and
-		 * the batch is written again.
+		 * refused, the payloads that are not JSON become JSON strings and the
+		 * batch is written again.
 		 */
 		if (edata != NULL && !checked &&
 			ERRCODE_TO_CATEGORY(edata->sqlerrcode) == ERRCODE_DATA_EXCEPTION)

@@ -233,8 +233,8 @@ can_start(Database *db)
 		problem = WORKER_DATABASE_MISSING;
 	else if (notifier_role[0] != '\0' &&
 			 !catalog_has_name(AuthIdRelationId,
-							  offsetof(FormData_pg_authid, rolname),
-							  notifier_role, role_can_login))
+							   offsetof(FormData_pg_authid, rolname),
+							   notifier_role, role_can_login))
 		problem = WORKER_ROLE_MISSING;
 	CommitTransactionCommand();
 

@@ -198,6 +198,8 @@ send_notify(const char *channel, const char *payload)
 static int
 relay_batch(RouteTable *routes, int64 *cursor)
 {
+	static const Oid read_argtypes[] = {INT8OID, INT4OID};
+	static const Oid delete_argtypes[] = {TIDARRAYOID};
 	TransactionId xmin;
 	TransactionId horizon;
 	Datum		args[2];
@@ -218,7 +220,7 @@ relay_batch(RouteTable *routes, int64 *cursor)
 	keep_plan(&read_plan,
 			  "SELECT ctid, id, channel, event, notify FROM notifier.outbox"
 			  " WHERE id > $1 ORDER BY id LIMIT $2",
-			  2, (Oid[]) {INT8OID, INT4OID});
+			  2, read_argtypes);
 	args[0] = Int64GetDatum(*cursor);
 	args[1] = Int32GetDatum(RELAY_BATCH);
 	if (SPI_execute_plan(read_plan, args, NULL, true, 0) != SPI_OK_SELECT)
@@ -264,7 +266,7 @@ relay_batch(RouteTable *routes, int64 *cursor)
 
 		keep_plan(&delete_plan,
 				  "DELETE FROM notifier.outbox WHERE ctid = ANY($1)",
-				  1, (Oid[]) {TIDARRAYOID});
+				  1, delete_argtypes);
 		args[0] = PointerGetDatum(array);
 		if (SPI_execute_plan(delete_plan, args, NULL, false, 0) != SPI_OK_DELETE)
 			elog(ERROR, "deleting from notifier.outbox failed");

@@ -132,11 +132,15 @@ adjust_listening(RouteTable *old_routes, RouteTable *new_routes)
 	ListCell   *lc;
 
 	foreach(lc, old_channels)
+	{
 		if (routes_for_channel(new_routes, lfirst(lc)) == NULL)
 			unlisten_channel(lfirst(lc));
+	}
 	foreach(lc, new_channels)
+	{
 		if (routes_for_channel(old_routes, lfirst(lc)) == NULL)
 			listen_channel(lfirst(lc));
+	}
 }
 
 /*
@@ -293,7 +297,9 @@ relay_outbox(void)
 static void
 maybe_prune(Prune *prune, uint64 counter, TimestampTz now)
 {
-	bool		expired = prune->oldest != 0 &&
+	bool		expired;
+
+	expired = prune->oldest != 0 &&
 		now >= TimestampTzPlusMilliseconds(prune->oldest,
 										   (int64) *prune->retention_secs * 1000);
 
@@ -389,6 +395,7 @@ worker_loop(void)
 
 		if (notifyInterruptPending)
 			continue;
+
 		/*
 		 * What the transactions did, for autovacuum, before sleeping (the
 		 * commits report it too, but at most once a second).

@@ -478,8 +478,8 @@ record_outcomes(void)
 		delivered_count += rd.delivered;
 
 		/*
-		 * A slot is free: the route is due again if its last claim was
-		 * full (pending is still true) or a retry comes due.
+		 * A slot is free: the route is due again if its last claim was full
+		 * (pending is still true) or a retry comes due.
 		 */
 		state->inflight--;
 		if (rd.retried > 0)

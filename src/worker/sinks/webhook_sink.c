@@ -48,6 +48,9 @@ void
 webhook_sink_write(Route *route, char **payloads, int npayloads,
 				   TimestampTz received_at)
 {
+	static const Oid insert_argtypes[] = {
+		INT8OID, TEXTARRAYOID, TIMESTAMPTZOID, TEXTARRAYOID
+	};
 	Datum	   *events = palloc(npayloads * sizeof(Datum));
 	Datum	   *ids = palloc(npayloads * sizeof(Datum));
 	bool	   *id_nulls = palloc(npayloads * sizeof(bool));
@@ -58,9 +61,9 @@ webhook_sink_write(Route *route, char **payloads, int npayloads,
 
 	keep_plan(&insert_plan,
 			  "INSERT INTO notifier.deliveries (route_id, event_id, payload, received_at)"
-						   " SELECT $1, e, p::pg_catalog.json, $3"
-						   " FROM ROWS FROM (pg_catalog.unnest($2), pg_catalog.unnest($4)) AS u(p, e)",
-			  4, (Oid[]) {INT8OID, TEXTARRAYOID, TIMESTAMPTZOID, TEXTARRAYOID});
+			  " SELECT $1, e, p::pg_catalog.json, $3"
+			  " FROM ROWS FROM (pg_catalog.unnest($2), pg_catalog.unnest($4)) AS u(p, e)",
+			  4, insert_argtypes);
 
 	for (int i = 0; i < npayloads; i++)
 	{
