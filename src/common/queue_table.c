@@ -97,4 +97,3 @@ queue_table_check(Oid relid, QueueColumns *columns)
 
 	relation_close(rel, AccessShareLock);
 }
-

@@ -576,4 +576,3 @@ delivery_work(RouteTable *routes)
 	}
 	return next;
 }
-

@@ -198,7 +198,7 @@ append_header(struct curl_slist *list, const char *header)
  */
 void
 webhook_http_start(Route *route, int64 *ids, char **event_ids, char **payloads,
-			  int *attempts, TimestampTz *received, int n)
+				   int *attempts, TimestampTz *received, int n)
 {
 	WebhookConfig *wh = &route->webhook;
 	Request    *req;
