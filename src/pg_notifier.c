@@ -5,8 +5,10 @@
  *
  * pg_notifier works when loaded on demand (the trigger and the SQL
  * functions); loaded through shared_preload_libraries it also reserves its
- * shared memory (see stats.c) and registers the launcher of its background
+ * shared memory (see common/shmem.c) and registers the launcher of its background
  * workers (see launcher.c).
+ *
+ * Copyright (c) 2026, pg_notifier developers; PostgreSQL Licence (LICENSE)
  *
  *-------------------------------------------------------------------------
  */

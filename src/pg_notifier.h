@@ -3,6 +3,8 @@
  * pg_notifier.h
  *	  Module-wide definitions of pg_notifier: version, schema, GUCs.
  *
+ * Copyright (c) 2026, pg_notifier developers; PostgreSQL Licence (LICENSE)
+ *
  *-------------------------------------------------------------------------
  */
 #ifndef PG_NOTIFIER_H

@@ -17,6 +17,8 @@
  * clones the row trigger onto every partition; events name the partitioned
  * table.
  *
+ * Copyright (c) 2026, pg_notifier developers; PostgreSQL Licence (LICENSE)
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"

@@ -1,10 +1,12 @@
 /*-------------------------------------------------------------------------
  *
- * webhook.c
+ * webhook_api.c
  *	  notifier.add_webhook(): a webhook route, every argument checked.
  *
  * What the worker does with the route is in webhook_sink.c (writing
- * notifier.deliveries) and delivery.c (sending them).
+ * notifier.deliveries) and webhook_delivery.c (sending them).
+ *
+ * Copyright (c) 2026, pg_notifier developers; PostgreSQL Licence (LICENSE)
  *
  *-------------------------------------------------------------------------
  */

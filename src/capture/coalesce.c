@@ -34,6 +34,8 @@
  * aborts the transaction cleanly.  A transaction that holds events cannot
  * be prepared.
  *
+ * Copyright (c) 2026, pg_notifier developers; PostgreSQL Licence (LICENSE)
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"

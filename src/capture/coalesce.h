@@ -4,6 +4,8 @@
  *	  Per-transaction dedup: coalesced row events and statement-level
  *	  counts, emitted at commit.
  *
+ * Copyright (c) 2026, pg_notifier developers; PostgreSQL Licence (LICENSE)
+ *
  *-------------------------------------------------------------------------
  */
 #ifndef NOTIFIER_COALESCE_H

@@ -2,7 +2,7 @@
  *
  * emit.c
  *	  Sending one event: with NOTIFY after the size check, or into the
- *	  outbox (delivery => 'outbox', outbox.c).
+ *	  outbox (delivery => 'outbox', outbox_writer.c).
  *
  * NOTIFY refuses a payload of NOTIFIER_NOTIFY_LIMIT bytes or more; an event
  * that long (or as long as pg_notifier.max_payload_bytes) goes by the
@@ -18,6 +18,8 @@
  *
  * An outbox event has no size limit; with notify => true the NOTIFY the
  * worker will send for it is decided here, by the same policy.
+ *
+ * Copyright (c) 2026, pg_notifier developers; PostgreSQL Licence (LICENSE)
  *
  *-------------------------------------------------------------------------
  */

@@ -3,6 +3,8 @@
  * emit.h
  *	  Sending an event: size check, oversize policy, NOTIFY.
  *
+ * Copyright (c) 2026, pg_notifier developers; PostgreSQL Licence (LICENSE)
+ *
  *-------------------------------------------------------------------------
  */
 #ifndef NOTIFIER_EMIT_H

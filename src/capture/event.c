@@ -17,6 +17,8 @@
  * the life of the cluster.  "ts" is the start of the statement that made
  * the change (for a coalesced event: the last change), in UTC.
  *
+ * Copyright (c) 2026, pg_notifier developers; PostgreSQL Licence (LICENSE)
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"

@@ -3,6 +3,8 @@
  * event.h
  *	  The JSON event built from one change.
  *
+ * Copyright (c) 2026, pg_notifier developers; PostgreSQL Licence (LICENSE)
+ *
  *-------------------------------------------------------------------------
  */
 #ifndef NOTIFIER_EVENT_H

@@ -19,6 +19,8 @@
  * filled in lazily, since a composite value's row type is only known from
  * the value.
  *
+ * Copyright (c) 2026, pg_notifier developers; PostgreSQL Licence (LICENSE)
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"

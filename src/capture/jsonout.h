@@ -3,6 +3,8 @@
  * jsonout.h
  *	  Writing column values as JSON, exactly as to_jsonb() sees them.
  *
+ * Copyright (c) 2026, pg_notifier developers; PostgreSQL Licence (LICENSE)
+ *
  *-------------------------------------------------------------------------
  */
 #ifndef NOTIFIER_JSONOUT_H

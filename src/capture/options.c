@@ -14,6 +14,8 @@
  * others with double quotes).  The channel is taken verbatim, as NOTIFY
  * channel names are case-sensitive.
  *
+ * Copyright (c) 2026, pg_notifier developers; PostgreSQL Licence (LICENSE)
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"

@@ -4,6 +4,8 @@
  *	  The options of a watch: parsed from 'name=value' trigger arguments
  *	  and checked against the watched table.
  *
+ * Copyright (c) 2026, pg_notifier developers; PostgreSQL Licence (LICENSE)
+ *
  *-------------------------------------------------------------------------
  */
 #ifndef NOTIFIER_OPTIONS_H

@@ -1,6 +1,6 @@
 /*-------------------------------------------------------------------------
  *
- * outbox.c
+ * outbox_writer.c
  *	  delivery => 'outbox', the writing side: an event becomes a row of
  *	  notifier.outbox in the transaction that made the change, and the
  *	  worker of the database is woken when that transaction commits.
@@ -12,11 +12,13 @@
  * from notifier.outbox_id_seq, taken after the transaction has its xid --
  * the worker's reading of the outbox (outbox_relay.c) relies on that.
  *
- * The wake-up is a flag and a latch in shared memory (stats.c), set from
+ * The wake-up is a flag and a latch in shared memory (outbox_wake.c), set from
  * the commit callback: no lock is shared by committing transactions, as
  * NOTIFY's is.  A transaction that rolls back wakes nobody; one that is
  * prepared (two-phase commit) does not wake the worker at COMMIT PREPARED,
  * which finds its events on its next periodic look.
+ *
+ * Copyright (c) 2026, pg_notifier developers; PostgreSQL Licence (LICENSE)
  *
  *-------------------------------------------------------------------------
  */

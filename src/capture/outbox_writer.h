@@ -1,7 +1,9 @@
 /*-------------------------------------------------------------------------
  *
- * outbox.h
+ * outbox_writer.h
  *	  delivery => 'outbox': writing events into notifier.outbox.
+ *
+ * Copyright (c) 2026, pg_notifier developers; PostgreSQL Licence (LICENSE)
  *
  *-------------------------------------------------------------------------
  */

@@ -12,6 +12,8 @@
  * at once (emit.c).  For row-level watches a change of key is two changes:
  * DELETE of the old key, INSERT of the new.
  *
+ * Copyright (c) 2026, pg_notifier developers; PostgreSQL Licence (LICENSE)
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"

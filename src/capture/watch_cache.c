@@ -14,6 +14,8 @@
  * The memory of a replaced entry is handed to the current transaction, not
  * freed, so a caller further up the stack that still uses it stays safe.
  *
+ * Copyright (c) 2026, pg_notifier developers; PostgreSQL Licence (LICENSE)
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"

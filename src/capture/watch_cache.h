@@ -3,6 +3,8 @@
  * watch_cache.h
  *	  The per-backend cache of resolved watches, one per trigger.
  *
+ * Copyright (c) 2026, pg_notifier developers; PostgreSQL Licence (LICENSE)
+ *
  *-------------------------------------------------------------------------
  */
 #ifndef NOTIFIER_WATCH_CACHE_H

@@ -4,6 +4,8 @@
  *	  The extension's own objects: is it installed, where are its tables,
  *	  and the plans of its queries.
  *
+ * Copyright (c) 2026, pg_notifier developers; PostgreSQL Licence (LICENSE)
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"

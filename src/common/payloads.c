@@ -9,6 +9,8 @@
  * on it: PUBLIC has none.  The plan is prepared once per backend and kept;
  * the plan cache re-plans it if the table is recreated.
  *
+ * Copyright (c) 2026, pg_notifier developers; PostgreSQL Licence (LICENSE)
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"

@@ -3,6 +3,8 @@
  * payloads.h
  *	  notifier.payloads: where oversize events are kept.
  *
+ * Copyright (c) 2026, pg_notifier developers; PostgreSQL Licence (LICENSE)
+ *
  *-------------------------------------------------------------------------
  */
 #ifndef NOTIFIER_PAYLOADS_H

@@ -14,6 +14,8 @@
  * raised an error...) loses that batch, which is counted and logged; the
  * other routes of the batch are written all the same.
  *
+ * Copyright (c) 2026, pg_notifier developers; PostgreSQL Licence (LICENSE)
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"

@@ -3,6 +3,8 @@
  * forward.h
  *	  Forwarding received events to the sinks of their routes.
  *
+ * Copyright (c) 2026, pg_notifier developers; PostgreSQL Licence (LICENSE)
+ *
  *-------------------------------------------------------------------------
  */
 #ifndef NOTIFIER_FORWARD_H

@@ -18,6 +18,8 @@
  * Its waits are all on its latch, which the postmaster sets when one of
  * its workers starts or stops (bgw_notify_pid).
  *
+ * Copyright (c) 2026, pg_notifier developers; PostgreSQL Licence (LICENSE)
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"

@@ -3,6 +3,8 @@
  * launcher.h
  *	  The launcher: starts and restarts one worker per database.
  *
+ * Copyright (c) 2026, pg_notifier developers; PostgreSQL Licence (LICENSE)
+ *
  *-------------------------------------------------------------------------
  */
 #ifndef NOTIFIER_LAUNCHER_H

@@ -18,6 +18,8 @@
  * else written through it is dropped.  The saved globals are restored
  * whatever happens.
  *
+ * Copyright (c) 2026, pg_notifier developers; PostgreSQL Licence (LICENSE)
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"

@@ -3,6 +3,8 @@
  * listen.h
  *	  LISTEN inside the server: the worker's NOTIFY inbox.
  *
+ * Copyright (c) 2026, pg_notifier developers; PostgreSQL Licence (LICENSE)
+ *
  *-------------------------------------------------------------------------
  */
 #ifndef NOTIFIER_LISTEN_H

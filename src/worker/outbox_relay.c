@@ -9,7 +9,7 @@
  * of its channel (forward.c), queues the NOTIFY of those that carry one,
  * and deletes them: whatever crashes when, an event is either still in the
  * outbox or at its routes.  (A webhook route holds it in
- * notifier.deliveries, from where delivery.c sends it at least once.)  An
+ * notifier.deliveries, from where webhook_delivery.c sends it at least once.)  An
  * event of a channel without a route and without a NOTIFY stays in the
  * outbox until its channel has a route.
  *
@@ -26,7 +26,7 @@
  * has not seen, which belong to transactions still running (or rolled back,
  * or deleted by hand).  It reads from the lowest gap up.  A gap is given up
  * once no transaction that could hold it can be running any more: an id is
- * taken after its transaction's xid (outbox.c), and a gap below a visible
+ * taken after its transaction's xid (outbox_writer.c), and a gap below a visible
  * id was taken before the snapshot that saw that id, so its transaction's
  * xid is below the next xid read just after that snapshot (the gap's
  * horizon); once a later snapshot's xmin has reached the horizon, the gap
@@ -40,6 +40,8 @@
  * The worker reads from the lowest id when it starts, when the routes
  * change (events may have waited for a route) and every few seconds (the
  * sequence may have been reset).
+ *
+ * Copyright (c) 2026, pg_notifier developers; PostgreSQL Licence (LICENSE)
  *
  *-------------------------------------------------------------------------
  */

@@ -4,6 +4,8 @@
  *	  delivery => 'outbox': the worker moving events from notifier.outbox
  *	  to their routes.
  *
+ * Copyright (c) 2026, pg_notifier developers; PostgreSQL Licence (LICENSE)
+ *
  *-------------------------------------------------------------------------
  */
 #ifndef NOTIFIER_OUTBOX_RELAY_H

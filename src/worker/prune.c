@@ -9,6 +9,8 @@
  * calls this at top level, outside any transaction, and only when there
  * may be something to delete (see worker.c).
  *
+ * Copyright (c) 2026, pg_notifier developers; PostgreSQL Licence (LICENSE)
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"

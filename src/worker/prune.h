@@ -3,6 +3,8 @@
  * prune.h
  *	  Deleting old rows of the extension's tables, in small batches.
  *
+ * Copyright (c) 2026, pg_notifier developers; PostgreSQL Licence (LICENSE)
+ *
  *-------------------------------------------------------------------------
  */
 #ifndef NOTIFIER_PRUNE_H

@@ -1,14 +1,15 @@
 /*-------------------------------------------------------------------------
  *
  * routes.c
- *	  Routes: the rows of notifier.routes, managed by add_queue() and
- *	  remove_route(), and loaded by the worker.
+ *	  The worker's routes: the rows of notifier.routes, loaded into a
+ *	  table by channel.
  *
  * Any change of notifier.routes NOTIFYs the control channel (a statement
- * trigger of the install script); the worker then reloads the table and
- * LISTENs/UNLISTENs as needed.  Managing routes needs EXECUTE on these
- * functions (superuser, or an explicit grant); they write to the table as
- * its owner.
+ * trigger of the install script); the worker then loads the table again and
+ * LISTENs/UNLISTENs as needed.  The SQL functions that manage routes are in
+ * api/routes_api.c and api/webhook_api.c.
+ *
+ * Copyright (c) 2026, pg_notifier developers; PostgreSQL Licence (LICENSE)
  *
  *-------------------------------------------------------------------------
  */

@@ -3,6 +3,8 @@
  * routes.h
  *	  Routes: which sink receives the events of which channel.
  *
+ * Copyright (c) 2026, pg_notifier developers; PostgreSQL Licence (LICENSE)
+ *
  *-------------------------------------------------------------------------
  */
 #ifndef NOTIFIER_ROUTES_H

@@ -23,7 +23,7 @@
  *	  flag in shared memory; it then moves them to their routes
  *	  (outbox_relay.c).  It also looks at the outbox when it starts, when
  *	  the routes change and every CHECK_SECONDS.
- *	- Webhook deliveries (delivery.c) run in the same loop: it waits on its
+ *	- Webhook deliveries (webhook_delivery.c) run in the same loop: it waits on its
  *	  latch and curl's sockets together.
  *	- When idle it sleeps on its latch and runs no query: pruning
  *	  notifier.payloads and delivered rows happens only when rows may be
@@ -32,6 +32,8 @@
  * Errors outside a route's sink are not caught: the worker exits, the
  * launcher starts it again (let it crash).  SIGTERM ends it between two
  * transactions, or at once inside one; SIGHUP rereads the configuration.
+ *
+ * Copyright (c) 2026, pg_notifier developers; PostgreSQL Licence (LICENSE)
  *
  *-------------------------------------------------------------------------
  */

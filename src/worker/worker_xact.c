@@ -9,6 +9,8 @@
  * next_attempt_at, pruning ages, column defaults) would be stuck at the
  * time the worker started.
  *
+ * Copyright (c) 2026, pg_notifier developers; PostgreSQL Licence (LICENSE)
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"

@@ -3,6 +3,8 @@
  * worker_xact.h
  *	  A transaction of the worker: snapshot and SPI included.
  *
+ * Copyright (c) 2026, pg_notifier developers; PostgreSQL Licence (LICENSE)
+ *
  *-------------------------------------------------------------------------
  */
 #ifndef NOTIFIER_WORKER_XACT_H

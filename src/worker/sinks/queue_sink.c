@@ -13,6 +13,8 @@
  * table, in a security-restricted operation, so that triggers on it never
  * run with the worker's (superuser) rights.
  *
+ * Copyright (c) 2026, pg_notifier developers; PostgreSQL Licence (LICENSE)
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"

@@ -3,6 +3,8 @@
  * queue_sink.h
  *	  The queue sink: events written into a queue table.
  *
+ * Copyright (c) 2026, pg_notifier developers; PostgreSQL Licence (LICENSE)
+ *
  *-------------------------------------------------------------------------
  */
 #ifndef NOTIFIER_QUEUE_SINK_H

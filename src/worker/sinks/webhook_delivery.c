@@ -23,6 +23,8 @@
  * backoff (Retry-After honoured on 429/503); other 4xx dead at once; dead
  * too after max_attempts attempts.
  *
+ * Copyright (c) 2026, pg_notifier developers; PostgreSQL Licence (LICENSE)
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"

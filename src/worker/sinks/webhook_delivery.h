@@ -4,6 +4,8 @@
  *	  Delivering notifier.deliveries to webhooks: libcurl multi inside the
  *	  worker's loop.
  *
+ * Copyright (c) 2026, pg_notifier developers; PostgreSQL Licence (LICENSE)
+ *
  *-------------------------------------------------------------------------
  */
 #ifndef NOTIFIER_DELIVERY_H

@@ -1,11 +1,13 @@
 /*-------------------------------------------------------------------------
  *
- * sign.c
+ * webhook_sign.c
  *	  Standard Webhooks signatures (https://www.standardwebhooks.com/):
  *	  webhook-signature: v1,<base64 of HMAC-SHA256(key, id.timestamp.body)>
  *
  * The key comes from the route's secret (webhook_secret.c).  PostgreSQL's
  * own HMAC and base64 do the work.
+ *
+ * Copyright (c) 2026, pg_notifier developers; PostgreSQL Licence (LICENSE)
  *
  *-------------------------------------------------------------------------
  */

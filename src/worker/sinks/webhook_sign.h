@@ -1,7 +1,9 @@
 /*-------------------------------------------------------------------------
  *
- * sign.h
+ * webhook_sign.h
  *	  Standard Webhooks signatures.
+ *
+ * Copyright (c) 2026, pg_notifier developers; PostgreSQL Licence (LICENSE)
  *
  *-------------------------------------------------------------------------
  */

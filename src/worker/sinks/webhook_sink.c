@@ -3,12 +3,14 @@
  * webhook_sink.c
  *	  The webhook sink: the worker writes the events of a webhook route
  *	  into notifier.deliveries, in the transaction that drained them from
- *	  the NOTIFY queue; delivery.c sends them from there.
+ *	  the NOTIFY queue; webhook_delivery.c sends them from there.
  *
  * Once an event is a row of notifier.deliveries it is delivered at least
  * once, whatever crashes or restarts come.  Each row keeps the event's id
  * (the "id" of pg_notifier's events; NULL for other payloads), which
  * becomes the webhook-id header.
+ *
+ * Copyright (c) 2026, pg_notifier developers; PostgreSQL Licence (LICENSE)
  *
  *-------------------------------------------------------------------------
  */

@@ -3,6 +3,8 @@
  * webhook_sink.h
  *	  The webhook sink: events written into notifier.deliveries.
  *
+ * Copyright (c) 2026, pg_notifier developers; PostgreSQL Licence (LICENSE)
+ *
  *-------------------------------------------------------------------------
  */
 #ifndef NOTIFIER_WEBHOOK_SINK_H
