@@ -10,7 +10,7 @@
 #ifndef PG_NOTIFIER_H
 #define PG_NOTIFIER_H
 
-#define PG_NOTIFIER_VERSION "0.1"
+#define PG_NOTIFIER_VERSION "0.2"
 #define NOTIFIER_SCHEMA "notifier"
 
 /*

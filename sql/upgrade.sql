@@ -1,0 +1,84 @@
+--
+-- ALTER EXTENSION pg_notifier UPDATE from 0.1 gives the objects of a fresh
+-- install, and keeps the data.  Runs last: it drops and recreates the
+-- extension.
+--
+SET client_min_messages = warning;
+DROP EXTENSION pg_notifier CASCADE;
+CREATE EXTENSION pg_notifier VERSION '0.1';
+RESET client_min_messages;
+
+-- data of every kind the extension keeps
+CREATE TABLE upg (id int PRIMARY KEY, v text);
+SELECT notifier.watch('upg', delivery => 'outbox');
+INSERT INTO upg VALUES (1, 'kept');
+SELECT notifier.add_queue('upg_q') > 0 AS queue_route;
+SELECT notifier.add_webhook('upg_w', 'http://127.0.0.1:9/', secret => 'whsec_c2VjcmV0') > 0 AS webhook_route;
+INSERT INTO notifier.queue (channel, payload) VALUES ('upg_q', '{"a":1}');
+INSERT INTO notifier.payloads (event) VALUES ('{"big":true}');
+
+-- the extension's objects, described so that two installs can be compared
+CREATE FUNCTION ext_objects() RETURNS TABLE (object text, definition text)
+LANGUAGE sql AS $$
+	SELECT pg_describe_object(d.classid, d.objid, 0),
+		   CASE d.classid
+			 WHEN 'pg_proc'::regclass THEN pg_get_functiondef(d.objid)
+			 WHEN 'pg_class'::regclass THEN
+			   coalesce(pg_get_viewdef(d.objid),
+						(SELECT string_agg(a.attname || ' ' || format_type(a.atttypid, a.atttypmod)
+										   || CASE WHEN a.attnotnull THEN ' not null' ELSE '' END
+										   || coalesce(' default ' || pg_get_expr(ad.adbin, ad.adrelid), ''),
+										   ', ' ORDER BY a.attnum)
+						   FROM pg_attribute a
+						   LEFT JOIN pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
+						  WHERE a.attrelid = d.objid AND a.attnum > 0 AND NOT a.attisdropped)
+						|| coalesce(' ' || array_to_string(c.reloptions, ','), '')
+						|| coalesce(' acl ' || c.relacl::text, ''))
+			 ELSE NULL
+		   END
+	  FROM pg_depend d
+	  LEFT JOIN pg_class c ON d.classid = 'pg_class'::regclass AND c.oid = d.objid
+	 WHERE d.refclassid = 'pg_extension'::regclass
+	   AND d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'pg_notifier')
+	   AND d.deptype = 'e'
+	UNION ALL
+	SELECT 'constraint ' || conname || ' on ' || conrelid::regclass, pg_get_constraintdef(oid)
+	  FROM pg_constraint WHERE connamespace = 'notifier'::regnamespace
+	UNION ALL
+	SELECT 'index ' || indexrelid::regclass, pg_get_indexdef(indexrelid)
+	  FROM pg_index WHERE indrelid IN (SELECT oid FROM pg_class
+									   WHERE relnamespace = 'notifier'::regnamespace)
+	UNION ALL
+	SELECT 'trigger ' || tgname || ' on ' || tgrelid::regclass, pg_get_triggerdef(oid)
+	  FROM pg_trigger WHERE NOT tgisinternal
+	   AND tgrelid IN (SELECT oid FROM pg_class WHERE relnamespace = 'notifier'::regnamespace)
+	UNION ALL
+	SELECT 'function acl ' || oid::regprocedure, proacl::text
+	  FROM pg_proc WHERE pronamespace = 'notifier'::regnamespace
+$$;
+
+ALTER EXTENSION pg_notifier UPDATE;
+SELECT extversion FROM pg_extension WHERE extname = 'pg_notifier';
+CREATE TEMP TABLE upgraded AS SELECT * FROM ext_objects();
+
+-- the data is still there
+SELECT count(*) AS upg_outbox FROM notifier.outbox WHERE channel = 'upg';
+SELECT channel, kind, secret IS NOT NULL AS has_secret FROM notifier.routes ORDER BY id;
+SELECT channel, payload FROM notifier.queue WHERE channel = 'upg_q';
+SELECT event::text FROM notifier.payloads WHERE event::text = '{"big":true}';
+SELECT "table", channel, delivery FROM notifier.watches WHERE "table" = 'upg'::regclass;
+
+-- a fresh install of the default version has the same objects
+SET client_min_messages = warning;
+DROP EXTENSION pg_notifier CASCADE;
+RESET client_min_messages;
+CREATE EXTENSION pg_notifier;
+CREATE TEMP TABLE fresh AS SELECT * FROM ext_objects();
+SELECT count(*) > 50 AS many_objects FROM fresh;
+(SELECT 'only after upgrade' AS side, * FROM upgraded EXCEPT SELECT 'only after upgrade', * FROM fresh)
+UNION ALL
+(SELECT 'only in fresh install', * FROM fresh EXCEPT SELECT 'only in fresh install', * FROM upgraded)
+ORDER BY 1, 2;
+
+DROP TABLE upg;
+DROP FUNCTION ext_objects();
