@@ -54,7 +54,6 @@ Debian's python3 (psycopg 3.1).  Environment: PG_NOTIFIER_TEST_TIMEOUT
 import collections
 import datetime
 import os
-import signal
 import sys
 import time
 from decimal import Decimal
@@ -64,15 +63,14 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from itlib import (Checks, Watchdog, arm_watchdog, Listener, TestFailure, Threads, auto_conf_settings, canon,  # noqa: E402
-                   connect, describe_error, ident, log, parse, report, restore_settings, short,
-                   text_of, wait_for)
+from itlib import (Checks, Listener, Step, TestFailure, Threads, canon, connect,  # noqa: E402
+                   describe_error, ident, log, main, parse, restore_settings, settings_to_restore,
+                   short, text_of, wait_for, workers_gone)
 
 NAME = "test_outbox"
 TIMEOUT = int(os.environ.get("PG_NOTIFIER_TEST_TIMEOUT", "200"))
 DB = os.environ.get("PG_NOTIFIER_TEST_DB", "pg_notifier_it_outbox")
 GUC = "pg_notifier.databases"
-WORKER_TYPE = "pg_notifier worker"
 RUNNING = ("listening", "forwarding")
 ARRIVE = 30          # seconds an event may take to reach the queue (generous: never a timing assertion)
 
@@ -82,6 +80,7 @@ class Ctx(Checks):
         super().__init__()
         self.db = None
         self.saved = None
+        self.worker_pid = None
 
     def status(self):
         cur = self.db.cursor(row_factory=dict_row)
@@ -690,25 +689,23 @@ def step_bad(ctx):
 
 
 STEPS = [
-    ("equal", "notify vs outbox delivery of the same workload", step_equal),
-    ("rollback", "ROLLBACK / ROLLBACK TO SAVEPOINT", step_rollback),
-    ("notify", "notify => true with a queue route on the channel", step_notify),
-    ("waiting", "events waiting for a route", step_waiting),
-    ("long", "a long-running transaction holding outbox rows", step_long),
-    ("order", "delivery order", step_order),
-    ("stats", "capture_stats, notifier.stats, outbox_stats", step_stats),
-    ("bad", "bad watch() options", step_bad),
+    Step("equal", "notify vs outbox delivery of the same workload", step_equal),
+    Step("rollback", "ROLLBACK / ROLLBACK TO SAVEPOINT", step_rollback),
+    Step("notify", "notify => true with a queue route on the channel", step_notify),
+    Step("waiting", "events waiting for a route", step_waiting),
+    Step("long", "a long-running transaction holding outbox rows", step_long),
+    Step("order", "delivery order", step_order),
+    Step("stats", "capture_stats, notifier.stats, outbox_stats", step_stats),
+    Step("bad", "bad watch() options", step_bad),
 ]
 
 
-def setup(ctx, admin):
-    ctx.saved = auto_conf_settings(admin, [GUC])
-    if ctx.saved[GUC]:      # a previous run that did not clean up: never keep our database
-        dbs = [d.strip() for d in ctx.saved[GUC].split(",") if d.strip() and d.strip() != DB]
-        ctx.saved[GUC] = ", ".join(dbs) or None
+def setup(ctx):
+    admin = ctx.connect("postgres")
+    ctx.saved = settings_to_restore(admin, [GUC], DB)
     admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident(DB)))
     admin.execute(sql.SQL("CREATE DATABASE {}").format(ident(DB)))
-    ctx.db = connect(DB)
+    ctx.db = ctx.connect(DB)
     ctx.db.execute("CREATE EXTENSION pg_notifier")
     ctx.db.execute("SET lock_timeout = '20s'")
     cur = [d.strip() for d in admin.execute(f"SHOW {GUC}").fetchone()[0].split(",") if d.strip()]
@@ -719,7 +716,13 @@ def setup(ctx, admin):
                        lambda: (lambda s: (s is not None and s["pid"] is not None
                                            and s["state"] in RUNNING, s))(ctx.status()), 30)
     log(f"{GUC} = '{new}'; worker of {DB}: pid {s['pid']}, state {s['state']!r} after {secs:.2f} s")
-    return s["pid"]
+    ctx.worker_pid = s["pid"]
+
+
+def finish(ctx):
+    s = ctx.status()
+    ctx.check(s["pid"] == ctx.worker_pid and s["last_error"] is None,
+              f"worker: pid {ctx.worker_pid} -> {s['pid']}, last_error {s['last_error']!r}")
 
 
 def cleanup(ctx):
@@ -728,13 +731,7 @@ def cleanup(ctx):
         with connect("postgres") as admin:
             if ctx.saved is not None:
                 restore_settings(admin, ctx.saved)
-                t0 = time.monotonic()
-                while True:
-                    n = admin.execute("SELECT count(*) FROM pg_stat_activity WHERE backend_type = %s "
-                                      "AND datname = %s", (WORKER_TYPE, DB)).fetchone()[0]
-                    if n == 0 or time.monotonic() - t0 > 10:
-                        break
-                    time.sleep(0.1)
+                n, _ = workers_gone(admin, [DB])
                 if n:
                     errors.append(f"[cleanup] the worker of {DB} still runs 10 s after the "
                                   "database left pg_notifier.databases")
@@ -746,35 +743,5 @@ def cleanup(ctx):
     return errors
 
 
-def main():
-    arm_watchdog(NAME, TIMEOUT)
-    t_start = time.monotonic()
-    ctx = Ctx()
-    admin = connect("postgres")
-    try:
-        ctx.step = "setup"
-        wpid = setup(ctx, admin)
-        for tag, title, fn in STEPS:
-            ctx.run_step(tag, title, fn, ctx)
-        ctx.step = "end"
-        s = ctx.status()
-        ctx.check(s["pid"] == wpid and s["last_error"] is None,
-                  f"worker: pid {wpid} -> {s['pid']}, last_error {s['last_error']!r}")
-    except (TestFailure, psycopg.Error, Watchdog) as ex:
-        ctx.errors.append(f"[{ctx.step}] {type(ex).__name__}: {ex}")
-    finally:
-        signal.alarm(60)
-        for c in (ctx.db, admin):
-            try:
-                if c is not None:
-                    c.close()
-            except Exception:
-                pass
-        ctx.errors.extend(cleanup(ctx))
-        signal.alarm(0)
-    total = time.monotonic() - t_start
-    return report(NAME, ctx, total)
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    main(NAME, STEPS, Ctx(), setup=setup, finish=finish, cleanup=cleanup, timeout=TIMEOUT)
