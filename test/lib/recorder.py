@@ -9,7 +9,10 @@ Import it from test/integration/*.py with
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
 """
 
+import base64
 import collections
+import hashlib
+import hmac
 import http.server
 import json
 import socket
@@ -40,6 +43,19 @@ def always(status, headers=()):
 def hang(secs):
     """Behaviour: answer 200 only after secs (longer than the route's timeout)."""
     return lambda k, r: (200, [], secs)
+
+
+def sig_key(secret):
+    if secret.startswith("whsec_"):
+        return base64.b64decode(secret[len("whsec_"):], validate=True)
+    return secret.encode("utf-8")
+
+
+def expected_signature(secret, wid, ts, body):
+    """The webhook-signature value ("v1,<base64 HMAC-SHA256>") of a request
+    with webhook-id wid, webhook-timestamp ts and body, signed with secret."""
+    msg = wid.encode() + b"." + ts.encode() + b"." + body
+    return "v1," + base64.b64encode(hmac.new(sig_key(secret), msg, hashlib.sha256).digest()).decode()
 
 
 class Req:
