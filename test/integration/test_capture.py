@@ -29,8 +29,8 @@ import psycopg
 from psycopg import sql
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from itlib import (Checks, Listener, Step, TestFailure, canon, connect, ident, log, main,  # noqa: E402
-                   parse, short, text_of)
+from itlib import (Checks, Listener, Step, TestFailure, canon, drop_databases, log, main,  # noqa: E402
+                   new_database, parse, short, text_of)
 
 NAME = "test_capture"
 TIMEOUT = int(os.environ.get("PG_NOTIFIER_TEST_TIMEOUT", "120"))
@@ -441,8 +441,7 @@ TABLES = {
 
 def setup(ctx):
     admin = ctx.connect("postgres")
-    admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident(DBNAME)))
-    admin.execute(sql.SQL("CREATE DATABASE {}").format(ident(DBNAME)))
+    new_database(admin, DBNAME)
     log(f"database {DBNAME} created")
 
     ctx.db = db = ctx.connect(DBNAME)
@@ -480,12 +479,7 @@ def cleanup(ctx):
     if ctx.errors and os.environ.get("PG_NOTIFIER_TEST_KEEP_DB") is not None:
         log(f"database {DBNAME} kept (PG_NOTIFIER_TEST_KEEP_DB is set)")
         return []
-    try:
-        with connect("postgres") as admin:
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident(DBNAME)))
-    except psycopg.Error as ex:
-        return [f"[cleanup] {type(ex).__name__}: {ex}"]
-    return []
+    return drop_databases(None, [DBNAME])
 
 
 def step_events(ctx):

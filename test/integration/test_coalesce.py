@@ -14,10 +14,9 @@ Connects with the libpq environment (PGHOST, PGPORT, PGUSER).
 import os
 import sys
 
-import psycopg
-
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from itlib import Checks, Listener, Step, TestFailure, connect, log, main, parse  # noqa: E402
+from itlib import (Checks, Listener, Step, TestFailure, drop_databases, log, main,  # noqa: E402
+                   new_database, parse)
 
 NAME = "test_coalesce"
 TIMEOUT = 300
@@ -34,8 +33,7 @@ def drain(lis, channel):
 
 def setup(ctx):
     admin = ctx.connect("postgres")
-    admin.execute(f"DROP DATABASE IF EXISTS {DB}")
-    admin.execute(f"CREATE DATABASE {DB}")
+    new_database(admin, DB)
     ctx.writer = writer = ctx.connect(DB)
     writer.execute("CREATE EXTENSION pg_notifier")
     writer.execute("CREATE TABLE accounts (id int PRIMARY KEY, balance int, touched int)")
@@ -47,12 +45,7 @@ def setup(ctx):
 
 
 def cleanup(ctx):
-    try:
-        with connect("postgres") as admin:
-            admin.execute(f"DROP DATABASE IF EXISTS {DB}")
-    except psycopg.Error as ex:
-        return [f"[cleanup] {type(ex).__name__}: {ex}"]
-    return []
+    return drop_databases(None, [DB])
 
 
 def step_coalesced(ctx):

@@ -58,14 +58,13 @@ import sys
 import time
 from decimal import Decimal
 
-import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from itlib import (Checks, Listener, Step, TestFailure, Threads, canon, connect,  # noqa: E402
-                   describe_error, ident, log, main, parse, restore_settings, settings_to_restore,
-                   short, text_of, wait_for, workers_gone)
+                   drop_databases, expect_error, ident, log, main, new_database, parse,
+                   settings_to_restore, short, text_of, wait_for)
 
 NAME = "test_outbox"
 TIMEOUT = int(os.environ.get("PG_NOTIFIER_TEST_TIMEOUT", "200"))
@@ -156,23 +155,6 @@ def add_queue(db, channel, table=None):
     if table is None:
         return db.execute("SELECT notifier.add_queue(%s)", (channel,)).fetchone()[0]
     return db.execute("SELECT notifier.add_queue(%s, %s)", (channel, table)).fetchone()[0]
-
-
-def expect_error(ctx, conn, what, query, codes, need=()):
-    """query must fail with SQLSTATE in codes, a message that has one word of
-    each group in need."""
-    try:
-        conn.execute(query)
-    except psycopg.Error as ex:
-        d = ex.diag
-        text = " ".join(x for x in (d.message_primary, d.message_detail, d.message_hint) if x)
-        log(f"{what:44} -> {describe_error(ex)}")
-        ctx.check(d.sqlstate in codes, f"{what}: SQLSTATE {d.sqlstate}, expected one of {codes}")
-        for group in need:
-            ctx.check(any(w.lower() in text.lower() for w in group),
-                      f"{what}: the message does not say {' / '.join(group)!r}: {text!r}")
-        return
-    ctx.check(False, f"{what}: no error")
 
 
 # -------------------------------------------------------------------- steps
@@ -672,7 +654,7 @@ def step_stats(ctx):
 def step_bad(ctx):
     db = ctx.db
     db.execute("CREATE TABLE bad_t (id int PRIMARY KEY)")
-    E = lambda *a, **k: expect_error(ctx, db, *a, **k)   # noqa: E731
+    E = lambda what, q, codes, need=(): expect_error(ctx, db, what, q, need=need, codes=codes)  # noqa: E731
     E("watch(delivery => 'bogus')", "SELECT notifier.watch('bad_t', delivery => 'bogus')",
       ("22023",), need=[["delivery"], ["bogus"], ["notify"], ["outbox"]])
     E("watch(delivery => 'OUTBOX ')", "SELECT notifier.watch('bad_t', delivery => 'OUTBOX ')",
@@ -703,8 +685,7 @@ STEPS = [
 def setup(ctx):
     admin = ctx.connect("postgres")
     ctx.saved = settings_to_restore(admin, [GUC], DB)
-    admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident(DB)))
-    admin.execute(sql.SQL("CREATE DATABASE {}").format(ident(DB)))
+    new_database(admin, DB)
     ctx.db = ctx.connect(DB)
     ctx.db.execute("CREATE EXTENSION pg_notifier")
     ctx.db.execute("SET lock_timeout = '20s'")
@@ -726,21 +707,7 @@ def finish(ctx):
 
 
 def cleanup(ctx):
-    errors = []
-    try:
-        with connect("postgres") as admin:
-            if ctx.saved is not None:
-                restore_settings(admin, ctx.saved)
-                n, _ = workers_gone(admin, [DB])
-                if n:
-                    errors.append(f"[cleanup] the worker of {DB} still runs 10 s after the "
-                                  "database left pg_notifier.databases")
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident(DB)))
-        log(f"{GUC} put back ({ctx.saved and ctx.saved[GUC]!r} in postgresql.auto.conf), "
-            f"database {DB} dropped")
-    except psycopg.Error as ex:
-        errors.append(f"[cleanup] {type(ex).__name__}: {ex}")
-    return errors
+    return drop_databases(ctx.saved, [DB])
 
 
 if __name__ == "__main__":

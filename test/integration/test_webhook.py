@@ -77,7 +77,6 @@ Debian's python3 (psycopg 3.1).  Environment: PG_NOTIFIER_TEST_TIMEOUT
 import base64
 import collections
 import email.utils
-import hashlib
 import hmac
 import json
 import os
@@ -94,9 +93,9 @@ from psycopg.rows import dict_row
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from itlib import (Checks, Listener, Step, TestFailure, as_event, canon, connect,  # noqa: E402
-                   describe_error, free_port, ident, log, main, parse, restore_settings,
-                   settings_to_restore, short, text_of, wait_for, workers_gone)
-from recorder import Receiver, always, fail_first, hang, ok  # noqa: E402
+                   describe_error, drop_databases, expect_error, free_port, ident, log, main,
+                   new_database, parse, settings_to_restore, short, text_of, wait_for)
+from recorder import Receiver, always, expected_signature, fail_first, hang, ok  # noqa: E402
 
 NAME = "test_webhook"
 TIMEOUT = int(os.environ.get("PG_NOTIFIER_TEST_TIMEOUT", "240"))
@@ -128,17 +127,6 @@ def event_id(ev):
 
 
 # ---------------------------------------------------------- request checks
-
-def sig_key(secret):
-    if secret.startswith("whsec_"):
-        return base64.b64decode(secret[len("whsec_"):], validate=True)
-    return secret.encode("utf-8")
-
-
-def expected_signature(secret, wid, ts, body):
-    msg = wid.encode() + b"." + ts.encode() + b"." + body
-    return "v1," + base64.b64encode(hmac.new(sig_key(secret), msg, hashlib.sha256).digest()).decode()
-
 
 def request_problems(r, route):
     """What is wrong with the headers of request r of a webhook route (a dict of
@@ -297,28 +285,6 @@ class Ctx(Checks):
                        for n, v in settings.items()), now
         wait_for(f"settings {settings} in effect", seen, 10, interval=0.05)
         time.sleep(0.3)    # the worker takes its SIGHUP at its next latch wake-up
-
-
-def expect_error(ctx, conn, what, query, params=None, need=(), codes=None):
-    """Run query, which must fail with a clear error: not an internal error,
-    sqlstate in codes (when given), and each group of words in need must have
-    one word in the message (primary + detail + hint, case-insensitive)."""
-    try:
-        conn.execute(query, params)
-    except psycopg.Error as ex:
-        d = ex.diag
-        text = " ".join(x for x in (d.message_primary, d.message_detail, d.message_hint) if x)
-        log(f"{what:46} -> {describe_error(ex)}")
-        ctx.check(d.sqlstate and not d.sqlstate.startswith(("XX", "58")),
-                  f"{what}: internal error {d.sqlstate}")
-        if codes:
-            ctx.check(d.sqlstate in codes, f"{what}: SQLSTATE {d.sqlstate}, expected one of {codes}")
-        for group in need:
-            ctx.check(any(w.lower() in text.lower() for w in group),
-                      f"{what}: the message does not say {' / '.join(group)!r}: {text!r}")
-        return ex
-    ctx.check(False, f"{what}: no error")
-    return None
 
 
 def watched_table(db, table, channel, cols="id int PRIMARY KEY, v text"):
@@ -1365,9 +1331,8 @@ STEPS = [
 def setup(ctx):
     admin = ctx.connect("postgres")
     ctx.saved = settings_to_restore(admin, GUCS, DB)
-    admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident(DB)))
     admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(ident(ROLE)))
-    admin.execute(sql.SQL("CREATE DATABASE {}").format(ident(DB)))
+    new_database(admin, DB)
     ctx.db = ctx.connect(DB)
     ctx.db.execute("CREATE EXTENSION pg_notifier")
     ctx.db.execute("SET lock_timeout = '20s'")
@@ -1384,21 +1349,7 @@ def cleanup(ctx):
                 r.stop()
             except Exception as ex:      # noqa: BLE001 -- cleanup goes on
                 errors.append(f"[cleanup] stopping a receiver: {ex}")
-    try:
-        with connect("postgres") as admin:
-            if ctx.saved is not None:
-                restore_settings(admin, ctx.saved)
-                n, _ = workers_gone(admin, [DB])
-                if n:
-                    errors.append(f"[cleanup] the worker of {DB} still runs 10 s after the "
-                                  "database left pg_notifier.databases")
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident(DB)))
-            admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(ident(ROLE)))
-        log("settings put back (" + ", ".join(f"{k.split('.')[1]}={v!r}" for k, v in
-                                               (ctx.saved or {}).items()) + "), database and role dropped")
-    except psycopg.Error as ex:
-        errors.append(f"[cleanup] {type(ex).__name__}: {ex}")
-    return errors
+    return errors + drop_databases(ctx.saved, [DB], [ROLE])
 
 
 if __name__ == "__main__":

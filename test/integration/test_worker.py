@@ -56,7 +56,8 @@ from psycopg.rows import dict_row
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from itlib import (Checks, Listener, Step, TestFailure, Threads, as_event, canon, connect,  # noqa: E402
-                   describe_error, ident, log, main, parse, short, text_of, wait_for, workers_gone)
+                   describe_error, drop_databases, expect_error, ident, log, main, new_database,
+                   parse, short, text_of, wait_for)
 
 NAME = "test_worker"
 TIMEOUT = int(os.environ.get("PG_NOTIFIER_TEST_TIMEOUT", "260"))
@@ -87,6 +88,8 @@ class Ctx(Checks):
         self.expected = {}           # route id -> (channel, target, events sent to it)
         self.obs = None              # connection to DB_B: status() while DB has no extension
         self.db = None               # superuser connection to DB
+        # pg_notifier.databases, reset at the end (step [start] sets it)
+        self.saved = {"pg_notifier.databases": None}
 
     def status(self, dbname=DB):
         cur = self.obs.cursor(row_factory=dict_row)
@@ -258,30 +261,6 @@ BAD_TABLES = """
     CREATE TABLE bad_received (channel text, payload jsonb, received_at text);
     CREATE TABLE role_q (channel text, payload jsonb, received_at timestamptz DEFAULT now());
 """
-
-
-def expect_error(ctx, conn, what, query, params=None, need=(), codes=None, name=None):
-    """Run query, which must fail with a clear error: not an internal error,
-    sqlstate in codes (when given), and each group of words in need must have
-    one word in the message (primary + detail + hint, case-insensitive)."""
-    try:
-        conn.execute(query, params)
-    except psycopg.Error as ex:
-        d = ex.diag
-        text = " ".join(x for x in (d.message_primary, d.message_detail, d.message_hint) if x)
-        log(f"{what:42} -> {describe_error(ex)}")
-        ctx.check(d.sqlstate and not d.sqlstate.startswith(("XX", "58")),
-                  f"{what}: internal error {d.sqlstate}")
-        if codes:
-            ctx.check(d.sqlstate in codes, f"{what}: SQLSTATE {d.sqlstate}, expected one of {codes}")
-        for group in need:
-            ctx.check(any(w.lower() in text.lower() for w in group),
-                      f"{what}: the message does not say {' / '.join(group)!r}: {text!r}")
-        if name and name not in text:
-            ctx.note(f"{what}: the message does not name {name!r}: {d.message_primary!r}")
-        return ex
-    ctx.check(False, f"{what}: no error")
-    return None
 
 
 def step_bad(ctx, admin):
@@ -885,34 +864,14 @@ STEPS = [
 
 
 def cleanup(ctx):
-    errors = []
-    try:
-        with connect("postgres") as admin:
-            admin.execute("ALTER SYSTEM RESET pg_notifier.databases")
-            admin.execute("SELECT pg_reload_conf()")
-            # removed databases lose their workers (contract: within ~1 s)
-            n, secs = workers_gone(admin, [DB, DB_B])
-            if n:
-                errors.append(f"[cleanup] {n} worker(s) still connected to the test databases "
-                              f"10 s after they were removed from pg_notifier.databases")
-            else:
-                log(f"workers gone {secs:.2f} s after the reset of pg_notifier.databases")
-            for d in (DB, DB_B):
-                admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident(d)))
-            admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(ident(ROLE)))
-        log("pg_notifier.databases reset, databases and role dropped")
-    except psycopg.Error as ex:
-        errors.append(f"[cleanup] {type(ex).__name__}: {ex}")
-    return errors
+    return drop_databases(ctx.saved, [DB, DB_B], [ROLE])
 
 
 def setup(ctx):
     admin = ctx.connect("postgres")
-    for d in (DB, DB_B):
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident(d)))
     admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(ident(ROLE)))
     for d in (DB, DB_B):
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(ident(d)))
+        new_database(admin, d)
     with connect(DB_B) as b:
         b.execute("CREATE EXTENSION pg_notifier")
     ctx.obs = ctx.connect(DB_B)

@@ -112,6 +112,31 @@ def describe_error(ex):
     return "  ".join(parts)
 
 
+def expect_error(ctx, conn, what, query, params=None, need=(), codes=None, name=None):
+    """Run query, which must fail with a clear error: not an internal error,
+    sqlstate in codes (when given), and each group of words in need must have
+    one word in the message (primary + detail + hint, case-insensitive); a
+    note when the message does not name name.  Returns the error."""
+    try:
+        conn.execute(query, params)
+    except psycopg.Error as ex:
+        d = ex.diag
+        text = " ".join(x for x in (d.message_primary, d.message_detail, d.message_hint) if x)
+        log(f"{what:46} -> {describe_error(ex)}")
+        ctx.check(d.sqlstate and not d.sqlstate.startswith(("XX", "58")),
+                  f"{what}: internal error {d.sqlstate}")
+        if codes:
+            ctx.check(d.sqlstate in codes, f"{what}: SQLSTATE {d.sqlstate}, expected one of {codes}")
+        for group in need:
+            ctx.check(any(w.lower() in text.lower() for w in group),
+                      f"{what}: the message does not say {' / '.join(group)!r}: {text!r}")
+        if name and name not in text:
+            ctx.note(f"{what}: the message does not name {name!r}: {d.message_primary!r}")
+        return ex
+    ctx.check(False, f"{what}: no error")
+    return None
+
+
 def ident(*names):
     return sql.Identifier(*names)
 
@@ -251,6 +276,40 @@ def workers_gone(admin, dbs, timeout=10):
         if n == 0 or time.monotonic() - t0 > timeout:
             return n, time.monotonic() - t0
         time.sleep(0.1)
+
+
+def new_database(admin, db):
+    """db created afresh (dropped first, with whoever is connected)."""
+    admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident(db)))
+    admin.execute(sql.SQL("CREATE DATABASE {}").format(ident(db)))
+
+
+def drop_databases(saved, dbs, roles=()):
+    """The end of a test that put its databases dbs into pg_notifier.databases:
+    the settings saved put back (restore_settings; None: setup never got that
+    far), until the workers of dbs are gone (10 s at most), then dbs and
+    roles dropped.  Returns the errors."""
+    errors = []
+    try:
+        with connect("postgres") as admin:
+            if saved is not None:
+                restore_settings(admin, saved)
+                # databases removed lose their workers (contract: within ~1 s)
+                n, secs = workers_gone(admin, dbs)
+                if n:
+                    errors.append(f"[cleanup] {n} worker(s) still connected to {', '.join(dbs)} "
+                                  "10 s after they left pg_notifier.databases")
+                else:
+                    log(f"workers gone {secs:.2f} s after pg_notifier.databases was put back")
+            for d in dbs:
+                admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident(d)))
+            for r in roles:
+                admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(ident(r)))
+        log("settings put back (" + ", ".join(f"{k}={v!r}" for k, v in (saved or {}).items())
+            + f"), dropped: {', '.join(list(dbs) + list(roles))}")
+    except psycopg.Error as ex:
+        errors.append(f"[cleanup] {type(ex).__name__}: {ex}")
+    return errors
 
 
 def restore_settings(admin, saved):
