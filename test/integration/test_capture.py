@@ -20,17 +20,17 @@ drops its own database.  Run it with Debian's python3 (psycopg 3.1).
 """
 
 import datetime
-import json
 import os
-import random
 import re
 import signal
-import string
 import sys
-from decimal import Decimal
 
 import psycopg
 from psycopg import sql
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from itlib import (Checks, Listener, Step, TestFailure, canon, drop_databases, log, main,  # noqa: E402
+                   new_database, parse, short, text_of)
 
 NAME = "test_capture"
 TIMEOUT = int(os.environ.get("PG_NOTIFIER_TEST_TIMEOUT", "120"))
@@ -41,54 +41,12 @@ NOTIFY_LIMIT = 8000
 BASE_KEYS = ["id", "op", "schema", "table", "xid", "ts"]
 TS_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?\+00:00$")
 ID_RE = re.compile(r"^(\d+)\.(\d+)$")
+SHORT = 300         # characters of a value in a message
 
 
-class TestFailure(Exception):
-    pass
-
-
-def log(msg):
-    print(f"   {msg}", flush=True)
-
-
-def on_alarm(signum, frame):
-    # notifies() blocks without a timeout; a bug must not hang the run forever.
-    print(f"FAIL {NAME}: watchdog: no end of test after {TIMEOUT}s "
-          f"(the END sentinel on channel {DONE_CHANNEL!r} never arrived?)",
-          file=sys.stderr, flush=True)
-    os._exit(2)
-
-
-def _pairs(pairs):
-    d = {}
-    for k, v in pairs:
-        if k in d:
-            raise ValueError(f"duplicate key {k!r} in JSON object")
-        d[k] = v
-    return d
-
-
-def parse(text):
-    """JSON -> dict keeping key order; numbers exact (Decimal)."""
-    return json.loads(text, object_pairs_hook=_pairs, parse_float=Decimal)
-
-
-def canon(v):
-    """Comparable form: Decimal 12.50 == 12.5, ints == equal Decimals."""
-    if isinstance(v, dict):
-        return {k: canon(x) for k, x in v.items()}
-    if isinstance(v, list):
-        return [canon(x) for x in v]
-    if isinstance(v, bool) or v is None or isinstance(v, str):
-        return v
-    if isinstance(v, (int, Decimal)):
-        return Decimal(v).normalize()
-    return v
-
-
-def short(v, n=300):
-    s = json.dumps(v, default=str) if not isinstance(v, str) else v
-    return s if len(s) <= n else s[:n] + f"... ({len(s)} chars)"
+def parse_event(text):
+    """JSON -> Python keeping key order (a key twice is not JSON); numbers exact."""
+    return parse(text, unique_keys=True)
 
 
 class Table:
@@ -166,7 +124,7 @@ class Workload:
             cur.execute(query, params)
             if cur.description is None:
                 return []
-            return [parse(r[0]) for r in cur.fetchall()]
+            return [parse_event(r[0]) for r in cur.fetchall()]
 
     def one(self, query, params=None):
         rs = self.rows(query, params)
@@ -212,11 +170,6 @@ class Workload:
     def rollback(self):
         self.conn.rollback()
         self.pending = []
-
-
-def make_text(n, seed):
-    rnd = random.Random(seed)
-    return "".join(rnd.choice(string.ascii_letters + string.digits + " ") for _ in range(n))
 
 
 def run_workload(w, T):
@@ -362,7 +315,7 @@ def run_workload(w, T):
     # 17. oversize rows: sent as a reference, resolved with notifier.payload()
     w.begin("oversize insert")
     r = w.one("INSERT INTO big AS t VALUES (1, %s) RETURNING to_jsonb(t)::text",
-              (make_text(9000, 1),))
+              (text_of(9000, 1),))
     w.expect(big, "INSERT", r, oversize=True)
     w.commit()
     w.begin("small insert in big")
@@ -439,12 +392,12 @@ def check_event(ev, e, errors, where):
         if ev.get(k) != want:
             errors.append(f"{where}: {k} = {ev.get(k)!r}, expected {want!r}")
     if e.key is not None and canon(ev.get("key")) != canon(e.key):
-        errors.append(f"{where}: key = {short(ev.get('key'))}, expected {short(e.key)}")
+        errors.append(f"{where}: key = {short(ev.get('key'), SHORT)}, expected {short(e.key, SHORT)}")
     if e.row is not None and canon(ev.get("row")) != canon(e.row):
         errors.append(f"{where}: row differs\n      got:      {short(ev.get('row'), 600)}\n"
                       f"      expected: {short(e.row, 600)}")
     if e.old is not None and canon(ev.get("old")) != canon(e.old):
-        errors.append(f"{where}: old = {short(ev.get('old'))}, expected {short(e.old)}")
+        errors.append(f"{where}: old = {short(ev.get('old'), SHORT)}, expected {short(e.old, SHORT)}")
     if e.changed is not None and ev.get("changed") != e.changed:
         errors.append(f"{where}: changed = {ev.get('changed')!r}, expected {e.changed!r}")
     for part in ("key", "row", "old"):
@@ -474,40 +427,26 @@ def check_common(ev, errors, where, t_lo, t_hi):
             errors.append(f"{where}: ts {ts} is not within the test's run time ({t_lo} .. {t_hi})")
 
 
-def main():
-    signal.signal(signal.SIGALRM, on_alarm)
-    signal.alarm(TIMEOUT)
+TABLES = {
+    "items": Table("public", "items", key=["id"], exclude=["secret"]),
+    "nokey": Table("public", "nokey"),
+    "odd": Table("Mixed Schema", "Odd Table", key=["Id"]),
+    "big": Table("public", "big", key=["id"]),
+    "diffed": Table("public", "diffed", key=["id"], payload="diff",
+                    columns=["id", "a", "b", "c"]),
+    "fullt": Table("public", "fullt", key=["id"], payload="full"),
+    "keyst": Table("public", "keyst", key=["id"], payload="keys", channel="keys_only"),
+}
 
-    with psycopg.connect(autocommit=True) as admin:
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(DBNAME)))
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DBNAME)))
+
+def setup(ctx):
+    admin = ctx.connect("postgres")
+    new_database(admin, DBNAME)
     log(f"database {DBNAME} created")
 
-    ok = False
-    try:
-        ok = run(DBNAME)
-    finally:
-        if ok or os.environ.get("PG_NOTIFIER_TEST_KEEP_DB") is None:
-            with psycopg.connect(autocommit=True) as admin:
-                admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(DBNAME)))
-    return 0 if ok else 1
-
-
-def run(dbname):
-    T = {
-        "items": Table("public", "items", key=["id"], exclude=["secret"]),
-        "nokey": Table("public", "nokey"),
-        "odd": Table("Mixed Schema", "Odd Table", key=["Id"]),
-        "big": Table("public", "big", key=["id"]),
-        "diffed": Table("public", "diffed", key=["id"], payload="diff",
-                        columns=["id", "a", "b", "c"]),
-        "fullt": Table("public", "fullt", key=["id"], payload="full"),
-        "keyst": Table("public", "keyst", key=["id"], payload="keys", channel="keys_only"),
-    }
-
-    setup = psycopg.connect(dbname=dbname, autocommit=True)
-    setup.execute("CREATE EXTENSION IF NOT EXISTS pg_notifier")
-    setup.execute("""
+    ctx.db = db = ctx.connect(DBNAME)
+    db.execute("CREATE EXTENSION IF NOT EXISTS pg_notifier")
+    db.execute("""
         CREATE TABLE items (id int PRIMARY KEY, name text, qty int, price numeric(10,2),
                             tags text[], meta jsonb, secret text,
                             created timestamptz NOT NULL DEFAULT now(), flag boolean);
@@ -529,16 +468,31 @@ def run(dbname):
         ("SELECT notifier.watch('keyst', channel => 'keys_only', payload => 'keys')", "keys_only"),
     ]
     for q, want in watches:
-        got = setup.execute(q).fetchone()[0]
+        got = db.execute(q).fetchone()[0]
         if got != want:
             raise TestFailure(f"{q} returned channel {got!r}, expected {want!r}")
     log("tables created and watched")
 
-    listener = psycopg.connect(dbname=dbname, autocommit=True)
-    for ch in sorted({t.channel for t in T.values()} | {DONE_CHANNEL}):
-        listener.execute(sql.SQL("LISTEN {}").format(sql.Identifier(ch)))
 
-    work = psycopg.connect(dbname=dbname, autocommit=False)
+def cleanup(ctx):
+    """Drop the database (kept after a failure when PG_NOTIFIER_TEST_KEEP_DB is set)."""
+    if ctx.errors and os.environ.get("PG_NOTIFIER_TEST_KEEP_DB") is not None:
+        log(f"database {DBNAME} kept (PG_NOTIFIER_TEST_KEEP_DB is set)")
+        return []
+    return drop_databases(None, [DBNAME])
+
+
+def step_events(ctx):
+    T, setup = TABLES, ctx.db
+    lis = Listener(DBNAME, sorted({t.channel for t in T.values()} | {DONE_CHANNEL}))
+    try:
+        check_events(ctx, T, setup, lis)
+    finally:
+        lis.close()
+
+
+def check_events(ctx, T, setup, lis):
+    work = ctx.connect(DBNAME, autocommit=False)
     work_pid = work.info.backend_pid
     t_lo = setup.execute("SELECT clock_timestamp()").fetchone()[0]
 
@@ -549,13 +503,9 @@ def run(dbname):
     t_hi = setup.execute("SELECT clock_timestamp()").fetchone()[0]
     log(f"workload done: {len(w.xids)} transactions committed, {len(w.expected)} events expected")
 
-    received = []
-    for n in listener.notifies():
-        if n.channel == DONE_CHANNEL:
-            if n.payload == "END":
-                break
-            continue
-        received.append(n)
+    received = [n for n in lis.until(lambda ch, p: ch == DONE_CHANNEL and p == "END", 60,
+                                     f"END on {DONE_CHANNEL!r}")
+                if n.channel != DONE_CHANNEL]
     signal.alarm(TIMEOUT)  # fresh budget for the checks
     log(f"received {len(received)} notifications")
 
@@ -569,12 +519,12 @@ def run(dbname):
         if len(n.payload.encode()) >= NOTIFY_LIMIT:
             errors.append(f"{where}: payload of {len(n.payload.encode())} bytes (limit {NOTIFY_LIMIT})")
         try:
-            ev = parse(n.payload)
+            ev = parse_event(n.payload)
         except ValueError as ex:
-            errors.append(f"{where}: not JSON ({ex}): {short(n.payload)}")
+            errors.append(f"{where}: not JSON ({ex}): {short(n.payload, SHORT)}")
             continue
         if not isinstance(ev, dict):
-            errors.append(f"{where}: not a JSON object: {short(n.payload)}")
+            errors.append(f"{where}: not a JSON object: {short(n.payload, SHORT)}")
             continue
         t = by_table.get((ev.get("schema"), ev.get("table")))
         if t is not None and n.channel != t.channel:
@@ -640,12 +590,12 @@ def run(dbname):
                     if ev.get(k) != want:
                         errors.append(f"{where}: {k} = {ev.get(k)!r}, expected {want!r}")
                 if e.key is not None and canon(ev.get("key")) != canon(e.key):
-                    errors.append(f"{where}: key = {short(ev.get('key'))}, expected {short(e.key)}")
+                    errors.append(f"{where}: key = {short(ev.get('key'), SHORT)}, expected {short(e.key, SHORT)}")
                 if isinstance(ev.get("ref"), int):
                     refs.append((where, ev, e))
             else:
                 if "ref" in ev or "truncated" in ev:
-                    errors.append(f"{where}: small event sent as a reference: {short(ev)}")
+                    errors.append(f"{where}: small event sent as a reference: {short(ev, SHORT)}")
                     continue
                 check_event(ev, e, errors, where)
 
@@ -656,7 +606,7 @@ def run(dbname):
         except psycopg.Error as ex:
             errors.append(f"{where}: notifier.payload({env['ref']}) failed: {ex}")
             continue
-        full = parse(text)
+        full = parse_event(text)
         w2 = f"{where} -> notifier.payload({env['ref']})"
         if len(text.encode()) < NOTIFY_LIMIT:
             errors.append(f"{w2}: the full event is only {len(text.encode())} bytes, "
@@ -666,39 +616,28 @@ def run(dbname):
                 errors.append(f"{w2}: {k} = {full.get(k)!r}, envelope has {env[k]!r}")
         check_event(full, e, errors, w2)
 
-    signal.alarm(0)
-    for c in (listener, work, setup):
-        c.close()
-
     n_exp, n_got = len(w.expected), len(events)
     if n_got != n_exp:
         errors.insert(0, f"received {n_got} events, expected exactly {n_exp}")
+    for m in errors:
+        ctx.check(False, m)
     if errors:
-        print(f"FAIL {NAME}: {len(errors)} problem(s):", file=sys.stderr)
-        for m in errors:
-            print(f"  - {m}", file=sys.stderr)
         print(f"  (all {n_got} notifications received, in order:)", file=sys.stderr)
         for where, ev in events:
             print(f"    {short(ev, 240)}", file=sys.stderr)
         sys.stderr.flush()
-        return False
-    print(f"PASS {NAME}: {n_got} events in {len(exp_by_xid)} transactions as expected "
-          f"({len(refs)} oversize resolved with notifier.payload(), "
-          f"{len(w.xids) - len(exp_by_xid)} transactions correctly silent, "
-          f"rolled-back work never seen)", flush=True)
-    return True
+        return
+    ctx.result(f"{n_got} events in {len(exp_by_xid)} transactions as expected "
+               f"({len(refs)} oversize resolved with notifier.payload(), "
+               f"{len(w.xids) - len(exp_by_xid)} transactions correctly silent, "
+               f"rolled-back work never seen)")
+
+
+STEPS = [
+    Step("events", "a mixed workload: every NOTIFY payload checked against the event format",
+         step_events),
+]
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except TestFailure as ex:
-        print(f"FAIL {NAME}: {ex}", file=sys.stderr)
-        sys.exit(1)
-    except psycopg.Error as ex:
-        diag = getattr(ex, "diag", None)
-        extra = ""
-        if diag is not None and diag.message_hint:
-            extra = f"\n  HINT: {diag.message_hint}"
-        print(f"FAIL {NAME}: database error: {type(ex).__name__}: {ex}{extra}", file=sys.stderr)
-        sys.exit(1)
+    main(NAME, STEPS, Checks(), setup=setup, cleanup=cleanup, timeout=TIMEOUT)

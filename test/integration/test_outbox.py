@@ -54,25 +54,22 @@ Debian's python3 (psycopg 3.1).  Environment: PG_NOTIFIER_TEST_TIMEOUT
 import collections
 import datetime
 import os
-import signal
 import sys
 import time
 from decimal import Decimal
 
-import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from itlib import (Checks, Watchdog, arm_watchdog, Listener, TestFailure, Threads, auto_conf_settings, canon,  # noqa: E402
-                   connect, describe_error, ident, log, parse, report, restore_settings, short,
-                   text_of, wait_for)
+from itlib import (Checks, Listener, Step, TestFailure, Threads, canon, connect,  # noqa: E402
+                   drop_databases, expect_error, ident, log, main, new_database, parse,
+                   settings_to_restore, short, text_of, wait_for)
 
 NAME = "test_outbox"
 TIMEOUT = int(os.environ.get("PG_NOTIFIER_TEST_TIMEOUT", "200"))
 DB = os.environ.get("PG_NOTIFIER_TEST_DB", "pg_notifier_it_outbox")
 GUC = "pg_notifier.databases"
-WORKER_TYPE = "pg_notifier worker"
 RUNNING = ("listening", "forwarding")
 ARRIVE = 30          # seconds an event may take to reach the queue (generous: never a timing assertion)
 
@@ -82,6 +79,7 @@ class Ctx(Checks):
         super().__init__()
         self.db = None
         self.saved = None
+        self.worker_pid = None
 
     def status(self):
         cur = self.db.cursor(row_factory=dict_row)
@@ -157,23 +155,6 @@ def add_queue(db, channel, table=None):
     if table is None:
         return db.execute("SELECT notifier.add_queue(%s)", (channel,)).fetchone()[0]
     return db.execute("SELECT notifier.add_queue(%s, %s)", (channel, table)).fetchone()[0]
-
-
-def expect_error(ctx, conn, what, query, codes, need=()):
-    """query must fail with SQLSTATE in codes, a message that has one word of
-    each group in need."""
-    try:
-        conn.execute(query)
-    except psycopg.Error as ex:
-        d = ex.diag
-        text = " ".join(x for x in (d.message_primary, d.message_detail, d.message_hint) if x)
-        log(f"{what:44} -> {describe_error(ex)}")
-        ctx.check(d.sqlstate in codes, f"{what}: SQLSTATE {d.sqlstate}, expected one of {codes}")
-        for group in need:
-            ctx.check(any(w.lower() in text.lower() for w in group),
-                      f"{what}: the message does not say {' / '.join(group)!r}: {text!r}")
-        return
-    ctx.check(False, f"{what}: no error")
 
 
 # -------------------------------------------------------------------- steps
@@ -673,7 +654,7 @@ def step_stats(ctx):
 def step_bad(ctx):
     db = ctx.db
     db.execute("CREATE TABLE bad_t (id int PRIMARY KEY)")
-    E = lambda *a, **k: expect_error(ctx, db, *a, **k)   # noqa: E731
+    E = lambda what, q, codes, need=(): expect_error(ctx, db, what, q, need=need, codes=codes)  # noqa: E731
     E("watch(delivery => 'bogus')", "SELECT notifier.watch('bad_t', delivery => 'bogus')",
       ("22023",), need=[["delivery"], ["bogus"], ["notify"], ["outbox"]])
     E("watch(delivery => 'OUTBOX ')", "SELECT notifier.watch('bad_t', delivery => 'OUTBOX ')",
@@ -690,25 +671,22 @@ def step_bad(ctx):
 
 
 STEPS = [
-    ("equal", "notify vs outbox delivery of the same workload", step_equal),
-    ("rollback", "ROLLBACK / ROLLBACK TO SAVEPOINT", step_rollback),
-    ("notify", "notify => true with a queue route on the channel", step_notify),
-    ("waiting", "events waiting for a route", step_waiting),
-    ("long", "a long-running transaction holding outbox rows", step_long),
-    ("order", "delivery order", step_order),
-    ("stats", "capture_stats, notifier.stats, outbox_stats", step_stats),
-    ("bad", "bad watch() options", step_bad),
+    Step("equal", "notify vs outbox delivery of the same workload", step_equal),
+    Step("rollback", "ROLLBACK / ROLLBACK TO SAVEPOINT", step_rollback),
+    Step("notify", "notify => true with a queue route on the channel", step_notify),
+    Step("waiting", "events waiting for a route", step_waiting),
+    Step("long", "a long-running transaction holding outbox rows", step_long),
+    Step("order", "delivery order", step_order),
+    Step("stats", "capture_stats, notifier.stats, outbox_stats", step_stats),
+    Step("bad", "bad watch() options", step_bad),
 ]
 
 
-def setup(ctx, admin):
-    ctx.saved = auto_conf_settings(admin, [GUC])
-    if ctx.saved[GUC]:      # a previous run that did not clean up: never keep our database
-        dbs = [d.strip() for d in ctx.saved[GUC].split(",") if d.strip() and d.strip() != DB]
-        ctx.saved[GUC] = ", ".join(dbs) or None
-    admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident(DB)))
-    admin.execute(sql.SQL("CREATE DATABASE {}").format(ident(DB)))
-    ctx.db = connect(DB)
+def setup(ctx):
+    admin = ctx.connect("postgres")
+    ctx.saved = settings_to_restore(admin, [GUC], DB)
+    new_database(admin, DB)
+    ctx.db = ctx.connect(DB)
     ctx.db.execute("CREATE EXTENSION pg_notifier")
     ctx.db.execute("SET lock_timeout = '20s'")
     cur = [d.strip() for d in admin.execute(f"SHOW {GUC}").fetchone()[0].split(",") if d.strip()]
@@ -719,62 +697,18 @@ def setup(ctx, admin):
                        lambda: (lambda s: (s is not None and s["pid"] is not None
                                            and s["state"] in RUNNING, s))(ctx.status()), 30)
     log(f"{GUC} = '{new}'; worker of {DB}: pid {s['pid']}, state {s['state']!r} after {secs:.2f} s")
-    return s["pid"]
+    ctx.worker_pid = s["pid"]
+
+
+def finish(ctx):
+    s = ctx.status()
+    ctx.check(s["pid"] == ctx.worker_pid and s["last_error"] is None,
+              f"worker: pid {ctx.worker_pid} -> {s['pid']}, last_error {s['last_error']!r}")
 
 
 def cleanup(ctx):
-    errors = []
-    try:
-        with connect("postgres") as admin:
-            if ctx.saved is not None:
-                restore_settings(admin, ctx.saved)
-                t0 = time.monotonic()
-                while True:
-                    n = admin.execute("SELECT count(*) FROM pg_stat_activity WHERE backend_type = %s "
-                                      "AND datname = %s", (WORKER_TYPE, DB)).fetchone()[0]
-                    if n == 0 or time.monotonic() - t0 > 10:
-                        break
-                    time.sleep(0.1)
-                if n:
-                    errors.append(f"[cleanup] the worker of {DB} still runs 10 s after the "
-                                  "database left pg_notifier.databases")
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident(DB)))
-        log(f"{GUC} put back ({ctx.saved and ctx.saved[GUC]!r} in postgresql.auto.conf), "
-            f"database {DB} dropped")
-    except psycopg.Error as ex:
-        errors.append(f"[cleanup] {type(ex).__name__}: {ex}")
-    return errors
-
-
-def main():
-    arm_watchdog(NAME, TIMEOUT)
-    t_start = time.monotonic()
-    ctx = Ctx()
-    admin = connect("postgres")
-    try:
-        ctx.step = "setup"
-        wpid = setup(ctx, admin)
-        for tag, title, fn in STEPS:
-            ctx.run_step(tag, title, fn, ctx)
-        ctx.step = "end"
-        s = ctx.status()
-        ctx.check(s["pid"] == wpid and s["last_error"] is None,
-                  f"worker: pid {wpid} -> {s['pid']}, last_error {s['last_error']!r}")
-    except (TestFailure, psycopg.Error, Watchdog) as ex:
-        ctx.errors.append(f"[{ctx.step}] {type(ex).__name__}: {ex}")
-    finally:
-        signal.alarm(60)
-        for c in (ctx.db, admin):
-            try:
-                if c is not None:
-                    c.close()
-            except Exception:
-                pass
-        ctx.errors.extend(cleanup(ctx))
-        signal.alarm(0)
-    total = time.monotonic() - t_start
-    return report(NAME, ctx, total)
+    return drop_databases(ctx.saved, [DB])
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main(NAME, STEPS, Ctx(), setup=setup, finish=finish, cleanup=cleanup, timeout=TIMEOUT)

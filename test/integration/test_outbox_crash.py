@@ -55,8 +55,8 @@ import psycopg
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "lib"))
 sys.path.insert(0, HERE)
-from owncluster import (Cluster, TestFailure,  # noqa: E402
-                        forget_libpq_environment, log, poll)
+from itlib import Step, TestFailure, log  # noqa: E402
+from owncluster import ClusterTest, poll  # noqa: E402
 from recorder import Receiver  # noqa: E402
 
 NAME = "test_outbox_crash"
@@ -162,16 +162,12 @@ class Producers:
                 conn.close()
 
 
-class Test:
-    def __init__(self, cl, rcv):
-        self.cl = cl
-        self.rcv = rcv
-        self.killed = []
-        self.timings = []
-        self.summary = []
-
-    def timing(self, label, secs):
-        self.timings.append((label, secs))
+class Test(ClusterTest):
+    def __init__(self):
+        super().__init__(NAME, f"pg_notifier.databases = '{DB}'\n"
+                         "pg_notifier.retry_base_ms = 50\npg_notifier.retry_max_ms = 500",
+                         TIMEOUT, Receiver(delay=0.02))
+        self.rid = None
 
     def worker_pid(self):
         rows = self.cl.q("postgres", "SELECT pid FROM pg_stat_activity WHERE backend_type = %s "
@@ -304,7 +300,7 @@ class Test:
         secs, _ = self.wait_queue(phase, "ob_q", rows, 120)
         self.timing(f"kill9: all {rows} events in the queue after the producers finished", secs)
         self.check_queue(phase, "items", "ob_q", rows)
-        self.summary.append(f"kill -9 x{kills}: {rows} events exactly once")
+        self.result(f"kill -9 x{kills}: {rows} events exactly once")
         if kills < 3:
             raise TestFailure(f"only {kills} kills: the loop did not hit the worker enough")
 
@@ -333,12 +329,12 @@ class Test:
         secs, _ = self.wait_queue(phase, "ob_q", rows, 120)
         self.timing(f"immediate: all {rows} events in the queue after the producers finished", secs)
         self.check_queue(phase, "items", "ob_q", rows)
-        self.summary.append(f"restart -m immediate x{done}: {rows} events exactly once")
+        self.result(f"restart -m immediate x{done}: {rows} events exactly once")
 
     # -- 3. webhook receiver down -------------------------------------------------------
-    def phase_down(self, rid):
+    def phase_down(self):
         phase, n = "down", DOWN_EVENTS
-        cl, rcv = self.cl, self.rcv
+        cl, rcv, rid = self.cl, self.rcv, self.rid
         log(f"3. webhook receiver stopped while 2 producers commit {n} events, then back")
         prod = Producers(cl, "items_w", phase, n, 2, 3)
         prod.start()
@@ -419,16 +415,11 @@ class Test:
         log(f"   receiver: {len(reqs)} requests ({unanswered} cut before their answer), all "
             f"{len(committed)} events, {extra} duplicate deliveries (limit {limit}), "
             f"repeated webhook-ids: {sum(1 for c in wids.values() if c > 1)}")
-        self.summary.append(f"receiver down: {len(committed)} events, {extra} duplicates")
+        self.result(f"receiver down: {len(committed)} events, {extra} duplicates")
 
     # =================================================================================
-    def run(self):
+    def setup(self):
         cl, rcv = self.cl, self.rcv
-        t_all = time.monotonic()
-        log(f"server binaries: {cl.bin}; cluster in {cl.dir}")
-        cl.initdb()
-        cl.start()
-        rcv.start()
         cl.q("postgres", f"CREATE DATABASE {DB}")
         cl.q(DB, "CREATE EXTENSION pg_notifier")
         cols = ("phase text, n bigint, p int, t int, j int, x xid8 DEFAULT pg_current_xact_id(), "
@@ -437,64 +428,19 @@ class Test:
         cl.q(DB, "SELECT notifier.watch('items', channel => 'ob_q', delivery => 'outbox')")
         cl.q(DB, "SELECT notifier.watch('items_w', channel => 'ob_wh', delivery => 'outbox')")
         cl.q(DB, "SELECT notifier.add_queue('ob_q')")
-        rid = cl.one(DB, "SELECT notifier.add_webhook('ob_wh', %s, batch_size => %s, concurrency => %s, "
+        self.rid = cl.one(DB, "SELECT notifier.add_webhook('ob_wh', %s, batch_size => %s, concurrency => %s, "
                          "max_attempts => 100)", (rcv.url("/hook"), WH_BATCH, WH_CONCURRENCY))
         secs, pid = self.wait_worker(30)
         log(f"cluster on 127.0.0.1:{cl.port}, worker {pid} up {secs:.2f} s after CREATE EXTENSION; "
             f"receiver on 127.0.0.1:{rcv.port}")
 
-        t = time.monotonic()
-        self.phase_kill()
-        self.timing("phase 1 (kill -9 loop)", time.monotonic() - t)
-        t = time.monotonic()
-        self.phase_restart()
-        self.timing("phase 2 (restart -m immediate)", time.monotonic() - t)
-        t = time.monotonic()
-        self.phase_down(rid)
-        self.timing("phase 3 (receiver down)", time.monotonic() - t)
 
-        log("server log: crashes")
-        cl.check_crashes(set(self.killed))
-        cl.drop_all()
-        total = time.monotonic() - t_all
-        self.timing("whole test", total)
-        return total
-
-
-def main():
-    forget_libpq_environment()
-    cl = Cluster(NAME, f"pg_notifier.databases = '{DB}'\n"
-                 "pg_notifier.retry_base_ms = 50\npg_notifier.retry_max_ms = 500")
-    rcv = Receiver()
-    done = cl.guard(TIMEOUT)
-
-    t = Test(cl, rcv)
-    ok = False
-    try:
-        total = t.run()
-        ok = True
-    finally:
-        done.set()
-        if not ok:
-            print(f"---- server log tail ({cl.logfile})\n{cl.log_tail()}----", file=sys.stderr, flush=True)
-        try:
-            rcv.stop()
-        except Exception:
-            pass
-        cl.cleanup()
-    print("   timings:")
-    for label, secs in t.timings:
-        print(f"     {secs:7.2f}s  {label}")
-    print(f"PASS {NAME}: {'; '.join(t.summary)} ({total:.0f}s)", flush=True)
-    return 0
+STEPS = [
+    Step("kill9", "kill -9 of the worker in a loop while producers commit", Test.phase_kill),
+    Step("immediate", "pg_ctl restart -m immediate x3 while producers commit", Test.phase_restart),
+    Step("down", "webhook receiver down while producers commit, then back", Test.phase_down),
+]
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except TestFailure as ex:
-        print(f"FAIL {NAME}: {ex}", file=sys.stderr)
-        sys.exit(1)
-    except psycopg.Error as ex:
-        print(f"FAIL {NAME}: database error: {type(ex).__name__}: {ex}", file=sys.stderr)
-        sys.exit(1)
+    Test().run(STEPS)

@@ -77,18 +77,13 @@ Debian's python3 (psycopg 3.1).  Environment: PG_NOTIFIER_TEST_TIMEOUT
 import base64
 import collections
 import email.utils
-import hashlib
 import hmac
-import http.server
 import json
 import os
 import random
 import re
-import select
-import signal
 import socket
 import sys
-import threading
 import time
 from decimal import Decimal
 
@@ -97,14 +92,15 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from itlib import (Checks, Watchdog, arm_watchdog, TestFailure, as_event, canon, connect, describe_error,  # noqa: E402
-                   ident, log, parse, report, short, text_of, wait_for)
+from itlib import (Checks, Listener, Step, TestFailure, as_event, canon, connect,  # noqa: E402
+                   describe_error, drop_databases, expect_error, free_port, ident, log, main,
+                   new_database, parse, settings_to_restore, short, text_of, wait_for)
+from recorder import Receiver, always, expected_signature, fail_first, hang, ok  # noqa: E402
 
 NAME = "test_webhook"
 TIMEOUT = int(os.environ.get("PG_NOTIFIER_TEST_TIMEOUT", "240"))
 DB = os.environ.get("PG_NOTIFIER_WEBHOOK_TEST_DB", "pg_notifier_it_webhook")
 ROLE = "notifier_it_webhook_user"        # role names beginning pg_ are reserved
-WORKER_TYPE = "pg_notifier worker"
 RUNNING = ("listening", "forwarding")
 RETRY_BASE_MS = 50
 RETRY_MAX_MS = 500
@@ -130,252 +126,7 @@ def event_id(ev):
     return str(ev["id"]) if isinstance(ev, dict) and "id" in ev else None
 
 
-# -------------------------------------------------------------- HTTP receiver
-
-class Req:
-    """One request the receiver got."""
-    __slots__ = ("seq", "k", "path", "method", "hmap", "body", "t0", "t1", "wall", "conn",
-                 "status", "inflight", "sent")
-
-    def header(self, name):
-        v = self.hmap.get(name.lower())
-        return v[0] if v else None
-
-    @property
-    def wid(self):
-        return self.header("webhook-id")
-
-
-def ok(delay=0.0, status=200):
-    """Behaviour: answer status (200) after delay seconds."""
-    return lambda k, r: (status, [], delay)
-
-
-def fail_first(n, status=500, headers=(), delay=0.0):
-    """Behaviour: the first n requests of the path get status (+ headers), then 200."""
-    return lambda k, r: (status, list(headers), delay) if k < n else (200, [], delay)
-
-
-def always(status, headers=()):
-    return lambda k, r: (status, list(headers), 0.0)
-
-
-def hang(secs):
-    """Behaviour: answer 200 only after secs (longer than the route's timeout)."""
-    return lambda k, r: (200, [], secs)
-
-
-class _Server(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False
-    allow_reuse_address = True
-    request_queue_size = 128
-
-    def handle_error(self, request, client_address):
-        # a client that went away (timeout, crash): not worth a traceback
-        self.rcv.errors += 1
-
-
-class _Handler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"        # keep-alive
-    # TCP_NODELAY: the status line + headers and the body go out as two writes;
-    # with Nagle the second waits for the client's delayed ACK (~40 ms)
-    disable_nagle_algorithm = True
-    server_version = "pg-notifier-test-receiver"
-    sys_version = ""
-
-    def log_message(self, fmt, *args):
-        pass
-
-    def setup(self):
-        super().setup()
-        self.server.rcv._conn_open(self.connection)
-
-    def finish(self):
-        try:
-            super().finish()
-        finally:
-            self.server.rcv._conn_closed(self.connection)
-
-    def do_POST(self):
-        self.server.rcv._handle(self)
-
-    do_GET = do_PUT = do_PATCH = do_DELETE = do_POST
-
-
-class Receiver:
-    """An HTTP/1.1 server on 127.0.0.1 in a thread.  Behaviour per path:
-    fn(k, req) -> (status, [(header, value)], delay) where k counts the path's
-    requests from 0.  Every request is recorded."""
-
-    def __init__(self, name, port=0):
-        self.name = name
-        self.port = port
-        self.lock = threading.Lock()
-        self.reqs = []
-        self.script = {}
-        self.counts = collections.Counter()
-        self.inflight = collections.Counter()
-        self.max_inflight = collections.Counter()
-        self.conns = set()
-        self.conn_count = 0
-        self.errors = 0
-        self.server = None
-        self.thread = None
-
-    # -- control ---------------------------------------------------------
-    def start(self, bind_timeout=10.0):
-        t0 = time.monotonic()
-        while True:
-            try:
-                srv = _Server(("127.0.0.1", self.port), _Handler)
-                break
-            except OSError as ex:
-                if self.port == 0 or time.monotonic() - t0 > bind_timeout:
-                    raise TestFailure(f"receiver {self.name}: cannot listen on port "
-                                      f"{self.port}: {ex}")
-                time.sleep(0.1)
-        srv.rcv = self
-        self.port = srv.server_address[1]
-        self.server = srv
-        self.thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05},
-                                       daemon=True, name=f"receiver {self.name}")
-        self.thread.start()
-        return self
-
-    def stop(self):
-        """Stop listening and cut every open (keep-alive) connection."""
-        srv, self.server = self.server, None
-        if srv is None:
-            return
-        srv.shutdown()
-        srv.server_close()
-        with self.lock:
-            conns = list(self.conns)
-        for c in conns:
-            try:
-                c.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        if self.thread is not None:
-            self.thread.join(5)
-
-    def on(self, path, fn):
-        with self.lock:
-            self.script[path] = fn
-
-    def url(self, path):
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    def requests(self, path=None):
-        with self.lock:
-            return [r for r in self.reqs if path is None or r.path == path]
-
-    def count(self, path):
-        with self.lock:
-            return self.counts[path]
-
-    # -- server side -----------------------------------------------------
-    def _conn_open(self, sock):
-        with self.lock:
-            self.conns.add(sock)
-            self.conn_count += 1
-
-    def _conn_closed(self, sock):
-        with self.lock:
-            self.conns.discard(sock)
-
-    @staticmethod
-    def _read_body(h):
-        if "chunked" in (h.headers.get("Transfer-Encoding") or "").lower():
-            chunks = []
-            while True:
-                line = h.rfile.readline(65537)
-                if not line:
-                    raise ValueError("connection closed inside a chunked body")
-                size = int(line.split(b";")[0].strip(), 16)
-                if size == 0:
-                    while h.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
-                        pass
-                    return b"".join(chunks)
-                chunks.append(h.rfile.read(size))
-                h.rfile.readline()
-        n = int(h.headers.get("Content-Length") or 0)
-        return h.rfile.read(n) if n else b""
-
-    def _handle(self, h):
-        t0 = time.monotonic()
-        wall = time.time()
-        try:
-            body = self._read_body(h)
-        except (OSError, ValueError):
-            h.close_connection = True
-            return
-        r = Req()
-        r.path = h.path.split("?", 1)[0]
-        r.method = h.command
-        hmap = {}
-        for k, v in h.headers.items():
-            hmap.setdefault(k.lower(), []).append(v)
-        r.hmap = hmap
-        r.body = body
-        r.t0, r.wall, r.t1 = t0, wall, None
-        r.conn = h.client_address
-        r.status = None
-        r.sent = []
-        with self.lock:
-            r.seq = len(self.reqs)
-            r.k = self.counts[r.path]
-            self.counts[r.path] += 1
-            self.inflight[r.path] += 1
-            r.inflight = self.inflight[r.path]
-            self.max_inflight[r.path] = max(self.max_inflight[r.path], r.inflight)
-            self.reqs.append(r)
-            fn = self.script.get(r.path) or ok()
-        try:
-            status, hdrs, delay = fn(r.k, r)
-        except Exception as ex:       # a bug in a behaviour: answer 599, visible in the test
-            status, hdrs, delay = 599, [("X-Behaviour-Error", str(ex)[:100])], 0
-        if delay:
-            time.sleep(delay)
-        out = b"" if status in (204, 304) else json.dumps({"status": status}).encode()
-        r.sent = hdrs
-        # no longer "in flight" before the answer leaves: the client may send the
-        # next request (on another connection) as soon as it has it
-        with self.lock:
-            self.inflight[r.path] -= 1
-            r.t1 = time.monotonic()
-            r.status = status
-        try:
-            h.send_response(status)
-            for k, v in hdrs:
-                h.send_header(k, v)
-            if status not in (204, 304):
-                h.send_header("Content-Length", str(len(out)))
-            h.end_headers()
-            if out:
-                h.wfile.write(out)
-            h.wfile.flush()
-        except OSError:
-            h.close_connection = True
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def sig_key(secret):
-    if secret.startswith("whsec_"):
-        return base64.b64decode(secret[len("whsec_"):], validate=True)
-    return secret.encode("utf-8")
-
-
-def expected_signature(secret, wid, ts, body):
-    msg = wid.encode() + b"." + ts.encode() + b"." + body
-    return "v1," + base64.b64encode(hmac.new(sig_key(secret), msg, hashlib.sha256).digest()).decode()
-
+# ---------------------------------------------------------- request checks
 
 def request_problems(r, route):
     """What is wrong with the headers of request r of a webhook route (a dict of
@@ -442,47 +193,6 @@ def route_rows(conn, rid):
 def status_counts(conn, rid):
     return dict(conn.execute("SELECT status, count(*) FROM notifier.deliveries "
                              "WHERE route_id = %s GROUP BY 1", (rid,)).fetchall())
-
-
-class Listener:
-    """A plain LISTEN client.  Reads notifications straight from libpq with a
-    select() timeout (psycopg 3.1's notifies() has none)."""
-
-    def __init__(self, dbname, channels):
-        self.conn = connect(dbname)
-        for ch in channels:
-            self.conn.execute(sql.SQL("LISTEN {}").format(ident(ch)))
-        self.buf = collections.deque()
-
-    def _poll(self, timeout):
-        pg = self.conn.pgconn
-        r, _, _ = select.select([pg.socket], [], [], timeout)
-        if r:
-            pg.consume_input()
-        while True:
-            n = pg.notifies()
-            if n is None:
-                break
-            self.buf.append((n.relname.decode(), n.extra.decode()))
-
-    def until(self, stop, timeout, what):
-        """Notifications until stop(channel, payload) is true (that one included)."""
-        deadline = time.monotonic() + timeout
-        out = []
-        while True:
-            while self.buf:
-                n = self.buf.popleft()
-                out.append(n)
-                if stop(n[0], n[1]):
-                    return out
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TestFailure(f"LISTEN client: {what} not within {timeout}s "
-                                  f"({len(out)} notifications so far)")
-            self._poll(min(left, 0.5))
-
-    def close(self):
-        self.conn.close()
 
 
 def expected_events(conn, heard):
@@ -575,28 +285,6 @@ class Ctx(Checks):
                        for n, v in settings.items()), now
         wait_for(f"settings {settings} in effect", seen, 10, interval=0.05)
         time.sleep(0.3)    # the worker takes its SIGHUP at its next latch wake-up
-
-
-def expect_error(ctx, conn, what, query, params=None, need=(), codes=None):
-    """Run query, which must fail with a clear error: not an internal error,
-    sqlstate in codes (when given), and each group of words in need must have
-    one word in the message (primary + detail + hint, case-insensitive)."""
-    try:
-        conn.execute(query, params)
-    except psycopg.Error as ex:
-        d = ex.diag
-        text = " ".join(x for x in (d.message_primary, d.message_detail, d.message_hint) if x)
-        log(f"{what:46} -> {describe_error(ex)}")
-        ctx.check(d.sqlstate and not d.sqlstate.startswith(("XX", "58")),
-                  f"{what}: internal error {d.sqlstate}")
-        if codes:
-            ctx.check(d.sqlstate in codes, f"{what}: SQLSTATE {d.sqlstate}, expected one of {codes}")
-        for group in need:
-            ctx.check(any(w.lower() in text.lower() for w in group),
-                      f"{what}: the message does not say {' / '.join(group)!r}: {text!r}")
-        return ex
-    ctx.check(False, f"{what}: no error")
-    return None
 
 
 def watched_table(db, table, channel, cols="id int PRIMARY KEY, v text"):
@@ -953,7 +641,7 @@ def step_mixed(ctx, admin):
             c.execute("RESET pg_notifier.max_payload_bytes")
             c.execute("NOTIFY wh_mixed, 'END-mixed'")
             c.commit()
-        heard = [p for ch, p in lis.until(lambda ch, p: p == "END-mixed", 30, "END-mixed")]
+        heard = [n.payload for n in lis.until(lambda ch, p: p == "END-mixed", 30, "END-mixed")]
         t_prod = time.monotonic() - t0
         want = expected_events(db, heard)
         n = len(want)
@@ -1042,7 +730,7 @@ def step_batch(ctx, admin):
                 c.execute("INSERT INTO batch_t VALUES (%s, 'single')", (g,))
             c.execute("INSERT INTO batch_t SELECT g, 'w' FROM generate_series(61, 90) g")
             c.execute("NOTIFY wh_batch, 'END-batch'")
-        heard = [p for ch, p in lis.until(lambda ch, p: p == "END-batch", 30, "END-batch")]
+        heard = [n.payload for n in lis.until(lambda ch, p: p == "END-batch", 30, "END-batch")]
         want = expected_events(db, heard)
         n = len(want)
         index = {key(e): i for i, e in enumerate(want)}
@@ -1099,8 +787,8 @@ def step_ordered(ctx, admin):
                 if t % 4 == 3:
                     c.execute("UPDATE ord_t SET v = v + 1 WHERE id = %s", (t * 5,))
             c.execute("NOTIFY wh_ordered_end, 'END-ordered'")     # a channel without routes
-        heard = [p for ch, p in lis.until(lambda ch, p: p == "END-ordered", 30, "END-ordered")
-                 if ch == "wh_ordered"]
+        heard = [n.payload for n in lis.until(lambda ch, p: p == "END-ordered", 30, "END-ordered")
+                 if n.channel == "wh_ordered"]
         want = expected_events(db, heard)
         n = len(want)
         wids = [event_id(e) for e in want]
@@ -1623,35 +1311,34 @@ def step_stats(ctx, admin):
 
 
 STEPS = [
-    ("start", "worker of the test database", step_start, True),
-    ("bad", "bad arguments to add_webhook", step_bad, False),
-    ("role", "non-superuser, masked secrets", step_role, False),
-    ("mixed", "mixed workload to two routes = what a LISTEN client saw", step_mixed, False),
-    ("batch", "batch_size 10", step_batch, False),
-    ("ordered", "ordered routes under failures", step_ordered, False),
-    ("codes", "HTTP status codes: retried, dead, delivered", step_codes, False),
-    ("retry-after", "429 / 503 with Retry-After", step_retry_after, False),
-    ("timeout", "a receiver that hangs", step_timeout, False),
-    ("refused", "connection refused", step_refused, False),
-    ("down", "receiver down for a while, then back", step_down, False),
-    ("redeliver", "redeliver and redeliver_dead", step_redeliver, False),
-    ("stats", "notifier.stats", step_stats, False),
+    Step("start", "worker of the test database", step_start, needed=True),
+    Step("bad", "bad arguments to add_webhook", step_bad),
+    Step("role", "non-superuser, masked secrets", step_role),
+    Step("mixed", "mixed workload to two routes = what a LISTEN client saw", step_mixed),
+    Step("batch", "batch_size 10", step_batch),
+    Step("ordered", "ordered routes under failures", step_ordered),
+    Step("codes", "HTTP status codes: retried, dead, delivered", step_codes),
+    Step("retry-after", "429 / 503 with Retry-After", step_retry_after),
+    Step("timeout", "a receiver that hangs", step_timeout),
+    Step("refused", "connection refused", step_refused),
+    Step("down", "receiver down for a while, then back", step_down),
+    Step("redeliver", "redeliver and redeliver_dead", step_redeliver,
+         needs=("mixed", "codes", "timeout", "refused")),
+    Step("stats", "notifier.stats", step_stats),
 ]
 
 
-def saved_settings(admin):
-    """The values of GUCS in postgresql.auto.conf (None: not there)."""
-    rows = admin.execute("SELECT name, setting FROM pg_file_settings "
-                         "WHERE sourcefile LIKE '%%postgresql.auto.conf' AND name = ANY(%s) "
-                         "ORDER BY seqno", (list(GUCS),)).fetchall()
-    saved = dict.fromkeys(GUCS)
-    for name, setting in rows:
-        saved[name] = setting
-    if saved["pg_notifier.databases"]:
-        # a previous run that did not clean up: never keep our own database
-        dbs = [d.strip() for d in saved["pg_notifier.databases"].split(",") if d.strip() != DB]
-        saved["pg_notifier.databases"] = ", ".join(dbs) or None
-    return saved
+def setup(ctx):
+    admin = ctx.connect("postgres")
+    ctx.saved = settings_to_restore(admin, GUCS, DB)
+    admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(ident(ROLE)))
+    new_database(admin, DB)
+    ctx.db = ctx.connect(DB)
+    ctx.db.execute("CREATE EXTENSION pg_notifier")
+    ctx.db.execute("SET lock_timeout = '20s'")
+    ctx.rcv = Receiver("main").start()
+    log(f"database {DB} with the extension; HTTP receiver on 127.0.0.1:{ctx.rcv.port}")
+    return (admin,)
 
 
 def cleanup(ctx):
@@ -1662,73 +1349,8 @@ def cleanup(ctx):
                 r.stop()
             except Exception as ex:      # noqa: BLE001 -- cleanup goes on
                 errors.append(f"[cleanup] stopping a receiver: {ex}")
-    try:
-        with connect("postgres") as admin:
-            if ctx.saved is not None:
-                for name, value in ctx.saved.items():
-                    if value is None:
-                        admin.execute(sql.SQL("ALTER SYSTEM RESET {}").format(sql.SQL(name)))
-                    else:
-                        admin.execute(sql.SQL("ALTER SYSTEM SET {} = {}").format(
-                            sql.SQL(name), sql.Literal(value)))
-                admin.execute("SELECT pg_reload_conf()")
-                t0 = time.monotonic()
-                while True:
-                    n = admin.execute("SELECT count(*) FROM pg_stat_activity WHERE backend_type = %s "
-                                      "AND datname = %s", (WORKER_TYPE, DB)).fetchone()[0]
-                    if n == 0 or time.monotonic() - t0 > 10:
-                        break
-                    time.sleep(0.1)
-                if n:
-                    errors.append(f"[cleanup] the worker of {DB} still runs 10 s after the "
-                                  "database left pg_notifier.databases")
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident(DB)))
-            admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(ident(ROLE)))
-        log("settings put back (" + ", ".join(f"{k.split('.')[1]}={v!r}" for k, v in
-                                               (ctx.saved or {}).items()) + "), database and role dropped")
-    except psycopg.Error as ex:
-        errors.append(f"[cleanup] {type(ex).__name__}: {ex}")
-    return errors
-
-
-def main():
-    arm_watchdog(NAME, TIMEOUT)
-    t_start = time.monotonic()
-    ctx = Ctx()
-    fatal = None
-    admin = connect("postgres")
-    try:
-        ctx.saved = saved_settings(admin)
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident(DB)))
-        admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(ident(ROLE)))
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(ident(DB)))
-        ctx.db = connect(DB)
-        ctx.db.execute("CREATE EXTENSION pg_notifier")
-        ctx.db.execute("SET lock_timeout = '20s'")
-        ctx.rcv = Receiver("main").start()
-        log(f"database {DB} with the extension; HTTP receiver on 127.0.0.1:{ctx.rcv.port}")
-
-        for tag, title, fn, is_fatal in STEPS:
-            if not ctx.run_step(tag, title, fn, ctx, admin) and is_fatal:
-                fatal = tag
-                break
-    except Watchdog as ex:
-        ctx.errors.append(f"[{ctx.step}] {ex}")
-    finally:
-        for c in (ctx.db, admin):
-            try:
-                if c is not None:
-                    c.close()
-            except Exception:
-                pass
-        ctx.errors.extend(cleanup(ctx))
-        signal.alarm(0)
-
-    total = time.monotonic() - t_start
-    if fatal:
-        ctx.errors.append(f"stopped after step [{fatal}] (the later steps need it)")
-    return report(NAME, ctx, total)
+    return errors + drop_databases(ctx.saved, [DB], [ROLE])
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main(NAME, STEPS, Ctx(), setup=setup, cleanup=cleanup, timeout=TIMEOUT)

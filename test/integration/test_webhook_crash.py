@@ -44,19 +44,17 @@ the directory).
 
 import base64
 import collections
-import hashlib
 import hmac
 import os
 import signal
 import sys
 import time
 
-import psycopg
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from owncluster import (Cluster, TestFailure, forget_libpq_environment,  # noqa: E402
-                        log, poll)
-from recorder import Receiver  # noqa: E402
+from itlib import Step, TestFailure, log  # noqa: E402
+from owncluster import ClusterTest, poll  # noqa: E402
+from recorder import Receiver, expected_signature  # noqa: E402
 
 NAME = "test_webhook_crash"
 TIMEOUT = int(os.environ.get("PG_NOTIFIER_TEST_TIMEOUT", "240"))
@@ -76,26 +74,16 @@ ROUTES = {"/a": (8, 1), "/b": (2, 10)}
 def signature_ok(r):
     if r.wid is None or r.ts is None or r.sig is None:
         return False
-    key = base64.b64decode(SECRET[len("whsec_"):])
-    want = "v1," + base64.b64encode(hmac.new(key, f"{r.wid}.{r.ts}.".encode() + r.body,
-                                             hashlib.sha256).digest()).decode()
+    want = expected_signature(SECRET, r.wid, r.ts, r.body)
     return any(hmac.compare_digest(s, want) for s in r.sig.split())
 
 
-# ---------------------------------------------------------------------------
-# the server log, parsed into messages (log_line_prefix = '%m [%p] [%b] ')
-# ---------------------------------------------------------------------------
-class Test:
-    def __init__(self, cl, rcv):
-        self.cl = cl
-        self.rcv = rcv
+class Test(ClusterTest):
+    def __init__(self):
+        super().__init__(NAME, f"pg_notifier.databases = 'postgres, {DB}'\n"
+                         "pg_notifier.retry_base_ms = 50\npg_notifier.retry_max_ms = 500",
+                         TIMEOUT, Receiver(delay=DELAY))
         self.rid = {}
-        self.timings = []
-        self.killed = []
-        self.summary = []
-
-    def timing(self, label, secs):
-        self.timings.append((label, secs))
 
     def worker(self):
         rows = self.cl.q(DB, "SELECT pid, state, channels FROM notifier.status() "
@@ -245,7 +233,7 @@ class Test:
                        "ORDER BY 1, 2", (tag,))
         log(f"   rows with attempts <> 1 (route, attempts, rows): {att}")
         dups = self.analyse(tag, EVENTS, 1)
-        self.summary.append(f"{tag}: duplicates " + ", ".join(f"{p} {d}" for p, d in dups.items()))
+        self.result(f"{tag}: duplicates " + ", ".join(f"{p} {d}" for p, d in dups.items()))
 
     # -- disruptions ---------------------------------------------------------
     def kill9(self, pid):
@@ -258,13 +246,8 @@ class Test:
         return lambda pid: self.cl.restart(mode)
 
     # =======================================================================
-    def run(self):
+    def setup(self):
         cl, rcv = self.cl, self.rcv
-        t_all = time.monotonic()
-        log(f"server binaries: {cl.bin}; cluster in {cl.dir}")
-        cl.initdb()
-        cl.start()
-        rcv.start()
         log(f"cluster on 127.0.0.1:{cl.port} (pg_notifier.databases = 'postgres, {DB}', "
             f"retry 50..500 ms); receiver on 127.0.0.1:{rcv.port}, answering 200 after "
             f"{DELAY * 1000:.0f} ms")
@@ -283,7 +266,9 @@ class Test:
         secs, w = self.wait_listening(30)
         log(f"routes {self.rid}; worker {w[0]} listening {secs:.2f} s after CREATE EXTENSION")
 
-        # --- 0. warm-up --------------------------------------------------------
+    # --- 0. warm-up --------------------------------------------------------
+    def step_warm(self):
+        rcv = self.rcv
         log("0. warm-up: 50 events, each delivered exactly once")
         self.produce("warm", 50, parts=1)
         self.wait_delivered("warm", 50, 30)
@@ -294,12 +279,19 @@ class Test:
         if bad:
             raise TestFailure(f"{len(bad)} requests with a signature that does not verify: {bad[:3]}")
 
-        # --- 1..3. crashes and restarts mid-delivery ---------------------------
+    # --- 1..3. crashes and restarts mid-delivery ---------------------------
+    def step_kill9(self):
         self.crash_phase("kill9", "1. kill -9 of the worker", self.kill9)
+
+    def step_fast(self):
         self.crash_phase("fast", "2. pg_ctl restart -m fast", self.restart("fast"))
+
+    def step_immediate(self):
         self.crash_phase("immediate", "3. pg_ctl restart -m immediate", self.restart("immediate"))
 
-        # --- 4. receiver down (and a restart meanwhile), then back --------------
+    # --- 4. receiver down (and a restart meanwhile), then back --------------
+    def step_down(self):
+        cl, rcv = self.cl, self.rcv
         log(f"4. receiver down: {DOWN_EVENTS} events, pg_ctl restart -m fast meanwhile, "
             "then the receiver back on the same port")
         rcv.stop()
@@ -332,8 +324,11 @@ class Test:
         log(f"   receiver back after {t_up - t0:.1f} s down: all {DOWN_EVENTS} events delivered "
             f"{up:.2f} s later")
         dups = self.analyse("down", DOWN_EVENTS, 0)
-        self.summary.append("down: duplicates " + ", ".join(f"{p} {d}" for p, d in dups.items()))
+        self.result("down: duplicates " + ", ".join(f"{p} {d}" for p, d in dups.items()))
 
+    # --- at the end: every request --------------------------------------------
+    def finish(self):
+        rcv = self.rcv
         bad = [r.wid for r in rcv.requests() if r.path == "/a" and not signature_ok(r)]
         if bad:
             raise TestFailure(f"{len(bad)} requests with a signature that does not verify: {bad[:3]}")
@@ -341,56 +336,17 @@ class Test:
         if stray:
             raise TestFailure(f"requests to unknown paths: {stray}")
         log(f"   {len(rcv.requests())} requests in all, every signature of route /a verified")
-
-        log("server log: crashes")
-        self.cl.check_crashes(self.killed)
-        cl.drop_all()
-        total = time.monotonic() - t_all
-        self.timing("whole test", total)
-        return total
+        super().finish()
 
 
-def main():
-    forget_libpq_environment()
-    cl = Cluster(NAME, f"pg_notifier.databases = 'postgres, {DB}'\n"
-                 "pg_notifier.retry_base_ms = 50\npg_notifier.retry_max_ms = 500")
-    rcv = Receiver(DELAY)
-    done = cl.guard(TIMEOUT)
-
-    t = Test(cl, rcv)
-    ok = False
-    try:
-        total = t.run()
-        ok = True
-    finally:
-        done.set()
-        if not ok:
-            print(f"---- server log tail ({cl.logfile})\n{cl.log_tail()}----",
-                  file=sys.stderr, flush=True)
-        try:
-            rcv.stop()
-        except Exception:
-            pass
-        cl.cleanup()
-    print("   timings:")
-    for label, secs in t.timings:
-        print(f"     {secs:7.2f}s  {label}")
-    print(f"PASS {NAME}: kill -9, restart -m fast, restart -m immediate mid-delivery and a "
-          f"receiver outage across a restart: nothing lost, duplicates bounded and identifiable "
-          f"by webhook-id ({'; '.join(t.summary)}) ({total:.0f}s)", flush=True)
-    return 0
+STEPS = [
+    Step("warm", "warm-up: 50 events, each delivered exactly once", Test.step_warm, needed=True),
+    Step("kill9", "kill -9 of the worker mid-delivery", Test.step_kill9),
+    Step("fast", "pg_ctl restart -m fast mid-delivery", Test.step_fast),
+    Step("immediate", "pg_ctl restart -m immediate mid-delivery", Test.step_immediate),
+    Step("down", "receiver down, a restart meanwhile, then back", Test.step_down),
+]
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except TestFailure as ex:
-        print(f"FAIL {NAME}: {ex}", file=sys.stderr)
-        sys.exit(1)
-    except psycopg.Error as ex:
-        diag = getattr(ex, "diag", None)
-        extra = ""
-        if diag is not None and diag.message_hint:
-            extra = f"\n  HINT: {diag.message_hint}"
-        print(f"FAIL {NAME}: database error: {type(ex).__name__}: {ex}{extra}", file=sys.stderr)
-        sys.exit(1)
+    Test().run(STEPS)

@@ -45,7 +45,6 @@ Debian's python3 (psycopg 3.1).  Environment knobs: PG_NOTIFIER_TEST_TIMEOUT
 import json
 import os
 import random
-import signal
 import sys
 import threading
 import time
@@ -56,8 +55,9 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from itlib import (Checks, Watchdog, arm_watchdog, Listener, TestFailure, Threads, as_event, canon, connect,  # noqa: E402
-                   describe_error, ident, log, parse, report, short, text_of, wait_for)
+from itlib import (Checks, Listener, Step, TestFailure, Threads, as_event, canon, connect,  # noqa: E402
+                   describe_error, drop_databases, expect_error, ident, log, main, new_database,
+                   parse, short, text_of, wait_for)
 
 NAME = "test_worker"
 TIMEOUT = int(os.environ.get("PG_NOTIFIER_TEST_TIMEOUT", "260"))
@@ -88,6 +88,8 @@ class Ctx(Checks):
         self.expected = {}           # route id -> (channel, target, events sent to it)
         self.obs = None              # connection to DB_B: status() while DB has no extension
         self.db = None               # superuser connection to DB
+        # pg_notifier.databases, reset at the end (step [start] sets it)
+        self.saved = {"pg_notifier.databases": None}
 
     def status(self, dbname=DB):
         cur = self.obs.cursor(row_factory=dict_row)
@@ -259,30 +261,6 @@ BAD_TABLES = """
     CREATE TABLE bad_received (channel text, payload jsonb, received_at text);
     CREATE TABLE role_q (channel text, payload jsonb, received_at timestamptz DEFAULT now());
 """
-
-
-def expect_error(ctx, conn, what, query, params=None, need=(), codes=None, name=None):
-    """Run query, which must fail with a clear error: not an internal error,
-    sqlstate in codes (when given), and each group of words in need must have
-    one word in the message (primary + detail + hint, case-insensitive)."""
-    try:
-        conn.execute(query, params)
-    except psycopg.Error as ex:
-        d = ex.diag
-        text = " ".join(x for x in (d.message_primary, d.message_detail, d.message_hint) if x)
-        log(f"{what:42} -> {describe_error(ex)}")
-        ctx.check(d.sqlstate and not d.sqlstate.startswith(("XX", "58")),
-                  f"{what}: internal error {d.sqlstate}")
-        if codes:
-            ctx.check(d.sqlstate in codes, f"{what}: SQLSTATE {d.sqlstate}, expected one of {codes}")
-        for group in need:
-            ctx.check(any(w.lower() in text.lower() for w in group),
-                      f"{what}: the message does not say {' / '.join(group)!r}: {text!r}")
-        if name and name not in text:
-            ctx.note(f"{what}: the message does not name {name!r}: {d.message_primary!r}")
-        return ex
-    ctx.check(False, f"{what}: no error")
-    return None
 
 
 def step_bad(ctx, admin):
@@ -873,87 +851,36 @@ def step_stats(ctx, admin):
 
 
 STEPS = [
-    ("start", "worker starts, in status() and pg_stat_activity", step_start, True),
-    ("ext", "DROP / CREATE EXTENSION while the worker runs", step_ext, True),
-    ("bad", "bad inputs", step_bad, False),
-    ("live", "routes added and removed live; raw payloads", step_live, False),
-    ("two", "two routes on one channel = what a LISTEN client saw", step_two, False),
-    ("oversize", "oversize references resolved", step_oversize, False),
-    ("pop", f"notifier.pop with {POP_CONSUMERS} concurrent consumers", step_pop, False),
-    ("burst", f"{BURST}-event burst", step_burst, False),
-    ("stats", "notifier.stats", step_stats, False),
+    Step("start", "worker starts, in status() and pg_stat_activity", step_start, needed=True),
+    Step("ext", "DROP / CREATE EXTENSION while the worker runs", step_ext, needed=True),
+    Step("bad", "bad inputs", step_bad),
+    Step("live", "routes added and removed live; raw payloads", step_live),
+    Step("two", "two routes on one channel = what a LISTEN client saw", step_two),
+    Step("oversize", "oversize references resolved", step_oversize),
+    Step("pop", f"notifier.pop with {POP_CONSUMERS} concurrent consumers", step_pop),
+    Step("burst", f"{BURST}-event burst", step_burst),
+    Step("stats", "notifier.stats", step_stats),
 ]
 
 
 def cleanup(ctx):
-    errors = []
-    try:
-        with connect("postgres") as admin:
-            admin.execute("ALTER SYSTEM RESET pg_notifier.databases")
-            admin.execute("SELECT pg_reload_conf()")
-            # removed databases lose their workers (contract: within ~1 s)
-            t0 = time.monotonic()
-            while True:
-                n = admin.execute("SELECT count(*) FROM pg_stat_activity WHERE backend_type = %s "
-                                  "AND datname IN (%s, %s)", (WORKER_TYPE, DB, DB_B)).fetchone()[0]
-                if n == 0 or time.monotonic() - t0 > 10:
-                    break
-                time.sleep(0.1)
-            if n:
-                errors.append(f"[cleanup] {n} worker(s) still connected to the test databases "
-                              f"10 s after they were removed from pg_notifier.databases")
-            else:
-                log(f"workers gone {time.monotonic() - t0:.2f} s after the reset of pg_notifier.databases")
-            for d in (DB, DB_B):
-                admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident(d)))
-            admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(ident(ROLE)))
-        log("pg_notifier.databases reset, databases and role dropped")
-    except psycopg.Error as ex:
-        errors.append(f"[cleanup] {type(ex).__name__}: {ex}")
-    return errors
+    return drop_databases(ctx.saved, [DB, DB_B], [ROLE])
 
 
-def main():
-    arm_watchdog(NAME, TIMEOUT)
-    t_start = time.monotonic()
-    ctx = Ctx()
-    fatal = None
-    admin = connect("postgres")
-    try:
-        for d in (DB, DB_B):
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident(d)))
-        admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(ident(ROLE)))
-        for d in (DB, DB_B):
-            admin.execute(sql.SQL("CREATE DATABASE {}").format(ident(d)))
-        with connect(DB_B) as b:
-            b.execute("CREATE EXTENSION pg_notifier")
-        ctx.obs = connect(DB_B)
-        ctx.db = connect(DB)
-        # a worker that blocks DROP EXTENSION or DDL must show as an error, not a hang
-        ctx.db.execute("SET lock_timeout = '20s'")
-        log(f"databases {DB} (no extension yet) and {DB_B} (with the extension) created")
-
-        for tag, title, fn, is_fatal in STEPS:
-            if not ctx.run_step(tag, title, fn, ctx, admin) and is_fatal:
-                fatal = tag
-                break
-    except Watchdog as ex:
-        ctx.errors.append(f"[{ctx.step}] {ex}")
-    finally:
-        for c in (ctx.obs, ctx.db, admin):
-            try:
-                if c is not None:
-                    c.close()
-            except Exception:
-                pass
-        ctx.errors.extend(cleanup(ctx))
-        signal.alarm(0)
-
-    total = time.monotonic() - t_start
-    if fatal:
-        ctx.errors.append(f"stopped after step [{fatal}] (the later steps need it)")
-    return report(NAME, ctx, total)
+def setup(ctx):
+    admin = ctx.connect("postgres")
+    admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(ident(ROLE)))
+    for d in (DB, DB_B):
+        new_database(admin, d)
+    with connect(DB_B) as b:
+        b.execute("CREATE EXTENSION pg_notifier")
+    ctx.obs = ctx.connect(DB_B)
+    ctx.db = ctx.connect(DB)
+    # a worker that blocks DROP EXTENSION or DDL must show as an error, not a hang
+    ctx.db.execute("SET lock_timeout = '20s'")
+    log(f"databases {DB} (no extension yet) and {DB_B} (with the extension) created")
+    return (admin,)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main(NAME, STEPS, Ctx(), setup=setup, cleanup=cleanup, timeout=TIMEOUT)

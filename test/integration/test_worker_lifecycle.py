@@ -56,11 +56,10 @@ import signal
 import sys
 import time
 
-import psycopg
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from owncluster import (Cluster, TestFailure, forget_libpq_environment,  # noqa: E402
-                        log, poll, show_msgs)
+from itlib import Step, TestFailure, log  # noqa: E402
+from owncluster import ClusterTest, poll, show_msgs  # noqa: E402
 
 NAME = "test_worker_lifecycle"
 TIMEOUT = int(os.environ.get("PG_NOTIFIER_TEST_TIMEOUT", "280"))
@@ -71,18 +70,17 @@ WORKER = "pg_notifier worker"
 LAUNCHER = "pg_notifier launcher"
 WORKING_STATES = ("listening", "forwarding")
 STOP_LIMIT = 30.0   # generous bound for pg_ctl stop -m fast
+DBS = ("lc_one", "lc_two", "lc_missing")     # with the extension, from step [missing] on
 
 
 
-class Test:
-    def __init__(self, cl):
-        self.cl = cl
+class Test(ClusterTest):
+    def __init__(self):
+        super().__init__(NAME, "pg_notifier.databases = 'postgres, lc_one, lc_two'\n"
+                         "pg_notifier.payload_retention = 86400", TIMEOUT)
         self.expected = {}      # (db, tag) -> number of events
-        self.timings = []       # (label, seconds)
-        self.killed = []        # pids we kill -9'd
-
-    def timing(self, label, secs):
-        self.timings.append((label, secs))
+        self.pids = None        # database -> worker pid, at the end of step [dbs]
+        self.st1 = None         # notifier.status() then
 
     # -- status / processes -----------------------------------------------
     def status(self, via="lc_one"):
@@ -188,16 +186,13 @@ class Test:
             raise TestFailure(f"{where}: {db} has {n} routes for {CHANNEL!r}, expected 1")
 
     # =======================================================================
-    def run(self):
-        cl = self.cl
-        t_all = time.monotonic()
-        log(f"server binaries: {cl.bin}; cluster in {cl.dir}")
-        cl.initdb()
-        cl.start()
-        log(f"cluster started on 127.0.0.1:{cl.port} "
+    def setup(self):
+        log(f"cluster started on 127.0.0.1:{self.cl.port} "
             f"(pg_notifier.databases = 'postgres, lc_one, lc_two')")
 
-        # --- 1. two databases, each with its own worker --------------------
+    # --- 1. two databases, each with its own worker --------------------
+    def step_dbs(self):
+        cl = self.cl
         log("1. two databases with a worker each, same channel name")
         routes = {}
         for db in ("lc_one", "lc_two"):
@@ -255,7 +250,12 @@ class Test:
         self.timing("20 events into lc_one's queue", s1)
         log(f"   20 events of lc_one only in lc_one's queue ({s1:.2f}s), "
             f"30 of lc_two only in lc_two's ({s2:.2f}s)")
+        self.pids, self.st1 = pids, st
 
+    # --- 2. a missing database, 3. SIGHUP, 4. SIGTERM, 8. waiting without the
+    # extension: one step, so that their waits overlap
+    def step_missing(self):
+        cl, pids, st = self.cl, self.pids, self.st1
         # phase 8 starts here: the postgres worker waits for the extension
         p8_pid, p8_started = st["postgres"]["pid"], st["postgres"]["started_at"]
         p8_t0 = time.monotonic()
@@ -399,7 +399,7 @@ class Test:
             f"{about[0]['text'].splitlines()[0]!r}")
         t0 = time.monotonic()
         cl.q("postgres", "CREATE DATABASE lc_missing")
-        routes["lc_missing"] = self.setup_db("lc_missing")
+        self.setup_db("lc_missing")
         secs, row = self.wait_listening("lc_missing", timeout=20)
         secs = time.monotonic() - t0
         self.produce("lc_missing", "p2", 15)
@@ -409,9 +409,10 @@ class Test:
         log(f"   after CREATE DATABASE lc_missing + CREATE EXTENSION its worker {row['pid']} "
             f"listens within {secs:.1f}s (no reload) and forwards")
 
-        # --- 5. kill -9 of a worker ----------------------------------------------
+    # --- 5. kill -9 of a worker ----------------------------------------------
+    def step_kill9(self):
+        cl, dbs = self.cl, DBS
         log("5. kill -9 of lc_one's worker (the postmaster reinitialises)")
-        dbs = ("lc_one", "lc_two", "lc_missing")
         before = self.status()
         old_launcher = self.launchers()
         victim = before["lc_one"]["pid"]
@@ -446,7 +447,9 @@ class Test:
             + f"; all listening {secs:.1f}s after the kill; routes and queued events "
             "persisted; new events forwarded")
 
-        # --- 6. restart, stop ------------------------------------------------------
+    # --- 6. restart, stop ------------------------------------------------------
+    def step_restart(self):
+        cl, dbs = self.cl, DBS
         log("6. pg_ctl restart -m fast; pg_ctl stop -m fast + start")
         before = self.status()
         took = cl.restart()
@@ -474,7 +477,9 @@ class Test:
         for db in dbs:
             self.wait_listening(db, timeout=30)
 
-        # --- 7. fast shutdown while a worker is busy ----------------------------------
+    # --- 7. fast shutdown while a worker is busy ----------------------------------
+    def step_busy(self):
+        cl, dbs = self.cl, DBS
         log(f"7. pg_ctl stop -m fast while lc_one's worker drains {BURST} events")
         t0 = time.monotonic()
         cl.q("lc_one", "SELECT count(pg_notify(%s, '{\"burst\":' || g || '}')) "
@@ -508,51 +513,16 @@ class Test:
         log(f"   after the start: {n} of {BURST} burst events in the queue, none twice "
             "(the rest died with the NOTIFY queue, as designed); forwarding works")
 
-        # --- the server log ---------------------------------------------------------
-        log("server log: crashes")
-        self.cl.check_crashes(self.killed)
-        cl.drop_all()
-        total = time.monotonic() - t_all
-        self.timing("whole test", total)
-        return total
 
-
-def main():
-    forget_libpq_environment()
-    cl = Cluster(NAME, "pg_notifier.databases = 'postgres, lc_one, lc_two'\n"
-                 "pg_notifier.payload_retention = 86400")
-    done = cl.guard(TIMEOUT)
-
-    t = Test(cl)
-    ok = False
-    try:
-        total = t.run()
-        ok = True
-    finally:
-        done.set()
-        if not ok:
-            print(f"---- server log tail ({cl.logfile})\n{cl.log_tail()}----",
-                  file=sys.stderr, flush=True)
-        cl.cleanup()
-    print("   timings:")
-    for label, secs in t.timings:
-        print(f"     {secs:7.2f}s  {label}")
-    print(f"PASS {NAME}: two databases isolated, missing database logged once and picked up, "
-          f"SIGHUP + pruning, SIGTERM, kill -9, restart, stop while busy, quiet waiting, "
-          f"clean server log ({total:.0f}s)", flush=True)
-    return 0
+STEPS = [
+    Step("dbs", "1. two databases, a worker each", Test.step_dbs, needed=True),
+    Step("missing", "2. a missing database, 3. SIGHUP, 4. SIGTERM, 8. waiting without the "
+         "extension", Test.step_missing, needed=True),
+    Step("kill9", "5. kill -9 of a worker", Test.step_kill9),
+    Step("restart", "6. pg_ctl restart -m fast, stop -m fast + start", Test.step_restart),
+    Step("busy", "7. pg_ctl stop -m fast while a worker is busy", Test.step_busy),
+]
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except TestFailure as ex:
-        print(f"FAIL {NAME}: {ex}", file=sys.stderr)
-        sys.exit(1)
-    except psycopg.Error as ex:
-        diag = getattr(ex, "diag", None)
-        extra = ""
-        if diag is not None and diag.message_hint:
-            extra = f"\n  HINT: {diag.message_hint}"
-        print(f"FAIL {NAME}: database error: {type(ex).__name__}: {ex}{extra}", file=sys.stderr)
-        sys.exit(1)
+    Test().run(STEPS)

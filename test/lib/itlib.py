@@ -1,7 +1,8 @@
-"""Helpers shared by the integration tests that run against test/run's
-cluster (test_worker.py, test_webhook.py, test_outbox.py): strict JSON
-comparison of events, connections, error descriptions, polling, a LISTEN
-client, threads with a deadline, settings of postgresql.auto.conf.
+"""The harness of the integration tests (test/integration/*.py): the entry
+point main() that runs a test's steps (all, or those named on the command
+line), checks and the report, the watchdog, strict JSON comparison of events,
+connections, error descriptions, polling, a LISTEN client, threads with a
+deadline, settings of postgresql.auto.conf.
 
 Import it from test/integration/*.py with
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
@@ -13,6 +14,7 @@ import os
 import random
 import select
 import signal
+import socket
 import string
 import sys
 import threading
@@ -35,11 +37,23 @@ def _no_constants(name):
     raise ValueError(f"{name} is not JSON")
 
 
-def parse(text):
-    """Strict JSON -> Python, numbers exact; raises ValueError when not JSON."""
+def _unique_keys(pairs):
+    d = {}
+    for k, v in pairs:
+        if k in d:
+            raise ValueError(f"duplicate key {k!r} in JSON object")
+        d[k] = v
+    return d
+
+
+def parse(text, unique_keys=False):
+    """Strict JSON -> Python, numbers exact, objects keep their key order;
+    raises ValueError when not JSON (unique_keys: also when an object has a
+    key twice)."""
     if isinstance(text, (bytes, bytearray)):
         text = text.decode("utf-8")
-    return json.loads(text, parse_float=Decimal, parse_constant=_no_constants)
+    return json.loads(text, parse_float=Decimal, parse_constant=_no_constants,
+                      object_pairs_hook=_unique_keys if unique_keys else None)
 
 
 def canon(v):
@@ -81,6 +95,13 @@ def connect(dbname, **kw):
     return psycopg.connect(dbname=dbname, **kw)
 
 
+def free_port():
+    """A TCP port on 127.0.0.1 that nothing listens on (now)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def describe_error(ex):
     d = ex.diag
     parts = [f"ERROR {d.sqlstate}: {d.message_primary}"]
@@ -89,6 +110,31 @@ def describe_error(ex):
     if d.message_hint:
         parts.append(f"HINT: {d.message_hint}")
     return "  ".join(parts)
+
+
+def expect_error(ctx, conn, what, query, params=None, need=(), codes=None, name=None):
+    """Run query, which must fail with a clear error: not an internal error,
+    sqlstate in codes (when given), and each group of words in need must have
+    one word in the message (primary + detail + hint, case-insensitive); a
+    note when the message does not name name.  Returns the error."""
+    try:
+        conn.execute(query, params)
+    except psycopg.Error as ex:
+        d = ex.diag
+        text = " ".join(x for x in (d.message_primary, d.message_detail, d.message_hint) if x)
+        log(f"{what:46} -> {describe_error(ex)}")
+        ctx.check(d.sqlstate and not d.sqlstate.startswith(("XX", "58")),
+                  f"{what}: internal error {d.sqlstate}")
+        if codes:
+            ctx.check(d.sqlstate in codes, f"{what}: SQLSTATE {d.sqlstate}, expected one of {codes}")
+        for group in need:
+            ctx.check(any(w.lower() in text.lower() for w in group),
+                      f"{what}: the message does not say {' / '.join(group)!r}: {text!r}")
+        if name and name not in text:
+            ctx.note(f"{what}: the message does not name {name!r}: {d.message_primary!r}")
+        return ex
+    ctx.check(False, f"{what}: no error")
+    return None
 
 
 def ident(*names):
@@ -107,10 +153,13 @@ def wait_for(desc, fn, timeout, interval=0.05):
         time.sleep(interval)
 
 
+Notification = collections.namedtuple("Notification", "channel payload pid")
+
+
 class Listener:
     """A plain LISTEN client.  Reads notifications straight from libpq with a
     select() timeout (psycopg 3.1's notifies() has none).  Notifications are
-    (channel, payload, sender pid)."""
+    Notification(channel, payload, sender pid) tuples."""
 
     def __init__(self, dbname, channels):
         self.conn = connect(dbname)
@@ -128,7 +177,7 @@ class Listener:
             n = pg.notifies()
             if n is None:
                 break
-            self.buf.append((n.relname.decode(), n.extra.decode(), n.be_pid))
+            self.buf.append(Notification(n.relname.decode(), n.extra.decode(), n.be_pid))
 
     def until(self, stop, timeout, what):
         """Notifications until stop(channel, payload) is true (that one included)."""
@@ -205,6 +254,64 @@ def auto_conf_settings(admin, names):
     return saved
 
 
+def settings_to_restore(admin, names, db):
+    """auto_conf_settings() of a test that adds its database db to
+    pg_notifier.databases: db is taken out of the saved value (a previous run
+    that did not clean up left it there: never keep it)."""
+    saved = auto_conf_settings(admin, names)
+    guc = "pg_notifier.databases"
+    if saved.get(guc):
+        dbs = [d.strip() for d in saved[guc].split(",") if d.strip() and d.strip() != db]
+        saved[guc] = ", ".join(dbs) or None
+    return saved
+
+
+def workers_gone(admin, dbs, timeout=10):
+    """Wait until no pg_notifier worker is connected to the databases dbs (which
+    left pg_notifier.databases); returns (how many still are, seconds waited)."""
+    t0 = time.monotonic()
+    while True:
+        n = admin.execute("SELECT count(*) FROM pg_stat_activity WHERE backend_type = "
+                          "'pg_notifier worker' AND datname = ANY(%s)", (list(dbs),)).fetchone()[0]
+        if n == 0 or time.monotonic() - t0 > timeout:
+            return n, time.monotonic() - t0
+        time.sleep(0.1)
+
+
+def new_database(admin, db):
+    """db created afresh (dropped first, with whoever is connected)."""
+    admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident(db)))
+    admin.execute(sql.SQL("CREATE DATABASE {}").format(ident(db)))
+
+
+def drop_databases(saved, dbs, roles=()):
+    """The end of a test that put its databases dbs into pg_notifier.databases:
+    the settings saved put back (restore_settings; None: setup never got that
+    far), until the workers of dbs are gone (10 s at most), then dbs and
+    roles dropped.  Returns the errors."""
+    errors = []
+    try:
+        with connect("postgres") as admin:
+            if saved is not None:
+                restore_settings(admin, saved)
+                # databases removed lose their workers (contract: within ~1 s)
+                n, secs = workers_gone(admin, dbs)
+                if n:
+                    errors.append(f"[cleanup] {n} worker(s) still connected to {', '.join(dbs)} "
+                                  "10 s after they left pg_notifier.databases")
+                else:
+                    log(f"workers gone {secs:.2f} s after pg_notifier.databases was put back")
+            for d in dbs:
+                admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident(d)))
+            for r in roles:
+                admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(ident(r)))
+        log("settings put back (" + ", ".join(f"{k}={v!r}" for k, v in (saved or {}).items())
+            + f"), dropped: {', '.join(list(dbs) + list(roles))}")
+    except psycopg.Error as ex:
+        errors.append(f"[cleanup] {type(ex).__name__}: {ex}")
+    return errors
+
+
 def restore_settings(admin, saved):
     """ALTER SYSTEM SET / RESET back to saved (from auto_conf_settings), and reload."""
     for name, value in saved.items():
@@ -217,8 +324,8 @@ def restore_settings(admin, saved):
 
 
 def report(name, ctx, seconds):
-    """The end of a test: its notes, then PASS with ctx.timings, or FAIL with
-    ctx.errors; returns the exit status."""
+    """The end of a test: its notes, then PASS with ctx.results and
+    ctx.timings, or FAIL with ctx.errors; returns the exit status."""
     if ctx.notes:
         print("   notes (not failures):")
         for n in ctx.notes:
@@ -229,19 +336,23 @@ def report(name, ctx, seconds):
             print(f"  - {m}", file=sys.stderr)
         sys.stderr.flush()
         return 1
-    print(f"PASS {name} in {seconds:.0f} s: " + "; ".join(ctx.timings), flush=True)
+    print(f"PASS {name} in {seconds:.0f} s: " + "; ".join(ctx.results + ctx.timings), flush=True)
     return 0
 
 
 class Checks:
-    """What a test found: errors (failed checks), notes, timings, each
-    tagged with the step it happened in; report() prints them."""
+    """What a test found: errors (failed checks), notes, results and timings
+    (what its PASS line says), each tagged with the step it happened in;
+    report() prints them.  Also the connections it opened (connect()), which
+    main() closes at the end."""
 
     def __init__(self):
         self.errors = []
         self.notes = []
+        self.results = []
         self.timings = []
         self.step = None
+        self.conns = []
 
     def check(self, cond, msg):
         if not cond:
@@ -253,9 +364,30 @@ class Checks:
         self.notes.append(f"[{self.step}] {msg}")
         log(f"note: {msg}")
 
+    def result(self, msg):
+        self.results.append(msg)
+        log(msg)
+
     def timing(self, what, value):
+        """value: text, or seconds (a float)."""
+        if isinstance(value, float):
+            value = f"{value:.2f} s"
         self.timings.append(f"{what}: {value}")
         log(f"{what}: {value}")
+
+    def connect(self, dbname, **kw):
+        """connect(), closed by main() when the test ends."""
+        c = connect(dbname, **kw)
+        self.conns.append(c)
+        return c
+
+    def close_all(self):
+        for c in self.conns:
+            try:
+                c.close()
+            except Exception:       # noqa: BLE001 -- the end of the test goes on
+                pass
+        self.conns = []
 
     def run_step(self, tag, title, fn, *args):
         """Run one step fn(*args): a TestFailure or a psycopg error is a failed
@@ -272,6 +404,104 @@ class Checks:
             ok = self.check(False, f"unexpected {type(ex).__name__}: {ex}")
         log(f"[{tag}] done in {time.monotonic() - t0:.1f} s")
         return ok
+
+
+class Step(collections.namedtuple("Step", "tag title fn needed needs", defaults=(False, ()))):
+    """A step of a test: fn(ctx, *what setup returned), titled title, run by
+    the name tag.  needed: the later steps need it, so it runs whenever one
+    of them is chosen, and the test stops when it fails; needs: the tags of
+    earlier steps whose work this one uses (they run with it)."""
+
+
+def choose_steps(steps, names):
+    """The steps to run for the names given on the command line (all of them
+    for none): each name is a step's tag, or the beginning of exactly one
+    tag; with each step chosen come the needed steps before it and the steps
+    it needs.  Raises ValueError for a name that is no step."""
+    if not names:
+        return list(steps)
+    tags = [st.tag for st in steps]
+    want = set()
+    for name in names:
+        hits = [t for t in tags if t == name] or [t for t in tags if t.startswith(name)]
+        if len(hits) != 1:
+            raise ValueError(f"{'no' if not hits else 'more than one'} step {name!r}"
+                             f"{' (' + ', '.join(hits) + ')' if hits else ''}; "
+                             f"the steps: {' '.join(tags)}")
+        want.add(hits[0])
+    by_tag = {st.tag: st for st in steps}
+    todo = list(want)
+    while todo:
+        st = by_tag[todo.pop()]
+        for t in st.needs:
+            if t not in want:
+                want.add(t)
+                todo.append(t)
+    last = max(tags.index(t) for t in want)
+    return [st for i, st in enumerate(steps) if st.tag in want or (st.needed and i < last)]
+
+
+def main(name, steps, ctx=None, setup=None, finish=None, cleanup=None, timeout=None,
+         keep_going=True, argv=None):
+    """The entry point of an integration test: `python3 test_NAME.py [STEP...]`
+    runs every step of steps (a list of Step), or only the steps named (and
+    what they need, see choose_steps); `--list` lists them.  Exits with
+    report()'s status (2 for a bad command line).
+
+    ctx: the test's Checks (default: a new one).  setup(ctx) runs first; what
+    it returns (a tuple, or None) is passed to every step after ctx.
+    finish(ctx) runs after the steps, unless a step stopped the test.  A step
+    that fails stops the test when it is needed, or when keep_going is false.
+    Then main() closes the connections of ctx.connect() and runs cleanup(ctx),
+    always, which returns a list of errors.  timeout: seconds until the
+    watchdog (arm_watchdog) ends the steps; None for a test that has a
+    watchdog of its own."""
+    args = sys.argv[1:] if argv is None else argv
+    if args and args[0] in ("-h", "--help", "--list", "-l"):
+        print(f"usage: {os.path.basename(sys.argv[0])} [STEP...]   (a step: its name or "
+              "the beginning of it)\nsteps:")
+        for st in steps:
+            print(f"  {st.tag:12} {st.title}")
+        sys.exit(0)
+    try:
+        chosen = choose_steps(steps, args)
+    except ValueError as ex:
+        print(f"FAIL {name}: {ex}", file=sys.stderr, flush=True)
+        sys.exit(2)
+    if len(chosen) < len(steps):
+        log(f"steps: {' '.join(st.tag for st in chosen)} (of {len(steps)})")
+    ctx = Checks() if ctx is None else ctx
+    if timeout:
+        arm_watchdog(name, timeout)
+    t_start = time.monotonic()
+    stopped = None
+    try:
+        ctx.step = "setup"
+        extra = (setup(ctx) if setup else None) or ()
+        for st in chosen:
+            if not ctx.run_step(st.tag, st.title, st.fn, ctx, *extra) and (st.needed or not keep_going):
+                stopped = st
+                break
+        if finish and stopped is None:
+            ctx.step = "end"
+            finish(ctx)
+    except (TestFailure, psycopg.Error, Watchdog) as ex:
+        ctx.errors.append(f"[{ctx.step}] {type(ex).__name__}: {ex}")
+    finally:
+        if timeout:
+            signal.alarm(60)        # the cleanup's time (after a watchdog: see arm_watchdog)
+        try:
+            ctx.close_all()
+            if cleanup:
+                ctx.errors.extend(cleanup(ctx) or [])
+        except Watchdog as ex:
+            ctx.errors.append(f"[cleanup] {ex}")
+        finally:
+            if timeout:
+                signal.alarm(0)
+    if stopped is not None and stopped is not chosen[-1]:
+        ctx.errors.append(f"stopped after step [{stopped.tag}] (the later steps need it)")
+    sys.exit(report(name, ctx, time.monotonic() - t_start))
 
 
 class Watchdog(BaseException):

@@ -5,7 +5,8 @@ kill -9 a crash, so they cannot use test/run's cluster).
 initdb in a fresh temporary directory as the OS user postgres (via runuser
 when run as root), shared_preload_libraries = 'pg_notifier', a free loopback
 port; always stopped and removed by cleanup().  Also: the server log parsed
-into messages (log_line_prefix = '%m [%p] [%b] '), and poll().
+into messages (log_line_prefix = '%m [%p] [%b] '), and poll().  ClusterTest:
+the Checks of such a test, and its run() on itlib.main.
 
 Import it from test/integration/*.py with
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
@@ -16,7 +17,6 @@ import pwd
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,6 +24,8 @@ import threading
 import time
 
 import psycopg
+
+from itlib import Checks, TestFailure, free_port, log, main
 
 PG_OS_USER = os.environ.get("PG_OS_USER", "postgres")
 
@@ -34,14 +36,6 @@ def forget_libpq_environment():
     for k in list(os.environ):
         if re.fullmatch(r"PG[A-Z]+", k):
             del os.environ[k]
-
-
-class TestFailure(Exception):
-    pass
-
-
-def log(msg):
-    print(f"   {msg}", flush=True)
 
 
 def pg_bindir():
@@ -58,12 +52,6 @@ def pg_bindir():
     except (OSError, subprocess.SubprocessError):
         pass
     return fallback
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # ---------------------------------------------------------------------------
@@ -371,3 +359,63 @@ def crash_report(msgs, killed):
         if "all server processes terminated; reinitializing" in t:
             reinit += 1
     return problems, sig9, reinit
+
+
+class ClusterTest(Checks):
+    """The Checks of a test on a cluster of its own: self.cl (a Cluster with
+    the postgresql.conf lines settings, from start() on), self.rcv (a
+    receiver, or None), self.killed (the pids the test killed with kill -9)."""
+
+    def __init__(self, name, settings, timeout, rcv=None):
+        super().__init__()
+        self.name = name
+        self.settings = settings
+        self.timeout = timeout
+        self.cl = None
+        self.rcv = rcv
+        self.killed = []
+        self.done = None
+
+    def start(self):
+        """The cluster, its watchdog (Cluster.guard), initdb, the server, the receiver."""
+        self.cl = Cluster(self.name, self.settings)
+        self.done = self.cl.guard(self.timeout)
+        log(f"server binaries: {self.cl.bin}; cluster in {self.cl.dir}")
+        self.cl.initdb()
+        self.cl.start()
+        if self.rcv is not None:
+            self.rcv.start()
+
+    def setup(self):
+        """What the steps need once the cluster runs (a subclass's)."""
+
+    def finish(self):
+        """After the steps: the server log shows no crash but our kill -9s."""
+        log("server log: crashes")
+        self.cl.check_crashes(self.killed)
+        self.cl.drop_all()
+
+    def stop(self):
+        if self.cl is None:
+            return []
+        self.done.set()
+        if self.errors:
+            print(f"---- server log tail ({self.cl.logfile})\n{self.cl.log_tail()}----",
+                  file=sys.stderr, flush=True)
+        if self.rcv is not None:
+            try:
+                self.rcv.stop()
+            except Exception:       # noqa: BLE001 -- the cluster goes anyway
+                pass
+        self.cl.cleanup()
+        return []
+
+    def run(self, steps):
+        """itlib.main() of the test: it stops at the first step that fails."""
+        forget_libpq_environment()
+
+        def setup(ctx):
+            self.start()
+            self.setup()
+        main(self.name, steps, self, setup=setup, finish=lambda ctx: self.finish(),
+             cleanup=lambda ctx: self.stop(), keep_going=False)
