@@ -42,19 +42,10 @@ typedef struct WakeSlot
 static WakeSlot *wake_slots = NULL; /* [MAX_WAKE_SLOTS]; NULL: no segment */
 static WakeSlot *my_wake = NULL;	/* the worker's own slot */
 
-Size
-outbox_wake_shmem_size(void)
+static void
+outbox_wake_attach_shmem(void *mem, bool found)
 {
-	return mul_size(MAX_WAKE_SLOTS, sizeof(WakeSlot));
-}
-
-void
-outbox_wake_shmem_init(void)
-{
-	bool		found;
-
-	wake_slots = shmem_part("pg_notifier outbox wake-up", outbox_wake_shmem_size(),
-							&found);
+	wake_slots = mem;
 	if (found)
 		return;
 	for (int i = 0; i < MAX_WAKE_SLOTS; i++)
@@ -64,6 +55,12 @@ outbox_wake_shmem_init(void)
 		pg_atomic_init_u32(&wake_slots[i].pending, 0);
 	}
 }
+
+const ShmemPart outbox_wake_shmem = {
+	"pg_notifier outbox wake-up",
+	MAX_WAKE_SLOTS * sizeof(WakeSlot),
+	outbox_wake_attach_shmem
+};
 
 static void
 outbox_wake_disarm(int code, Datum arg)

@@ -11,8 +11,9 @@
 #ifndef NOTIFIER_OUTBOX_WAKE_H
 #define NOTIFIER_OUTBOX_WAKE_H
 
-extern Size outbox_wake_shmem_size(void);
-extern void outbox_wake_shmem_init(void);
+#include "common/shmem.h"
+
+extern const ShmemPart outbox_wake_shmem;
 
 /* a committing writer */
 extern void outbox_wake(Oid dboid);

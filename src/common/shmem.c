@@ -33,6 +33,12 @@
 
 static LWLock *lock = NULL;		/* NULL: no segment */
 
+static const ShmemPart *const parts[] = {
+	&registry_shmem,
+	&outbox_wake_shmem,
+	&stats_shmem,
+};
+
 #if PG_VERSION_NUM >= 150000
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 #endif
@@ -41,13 +47,16 @@ static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 static void
 notifier_shmem_request(void)
 {
+	Size		size = 0;
+
 #if PG_VERSION_NUM >= 150000
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
 #endif
-	RequestAddinShmemSpace(add_size(add_size(registry_shmem_size(),
-											 outbox_wake_shmem_size()),
-									stats_shmem_size()));
+
+	for (int i = 0; i < lengthof(parts); i++)
+		size = add_size(size, parts[i]->size);
+	RequestAddinShmemSpace(size);
 	RequestNamedLWLockTranche(TRANCHE_NAME, 1);
 }
 
@@ -59,9 +68,15 @@ notifier_shmem_startup(void)
 
 	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
 	lock = &(GetNamedLWLockTranche(TRANCHE_NAME))->lock;
-	registry_shmem_init();
-	outbox_wake_shmem_init();
-	stats_shmem_init();
+	for (int i = 0; i < lengthof(parts); i++)
+	{
+		bool		found;
+		void	   *mem = ShmemInitStruct(parts[i]->name, parts[i]->size, &found);
+
+		if (!found)
+			memset(mem, 0, parts[i]->size);
+		parts[i]->attach(mem, found);
+	}
 	LWLockRelease(AddinShmemInitLock);
 }
 
@@ -79,20 +94,6 @@ shmem_request(void)
 #endif
 	prev_shmem_startup_hook = shmem_startup_hook;
 	shmem_startup_hook = notifier_shmem_startup;
-}
-
-/*
- * A part's piece of the segment, zeroed the first time; caller holds
- * AddinShmemInitLock (it is a part's *_shmem_init()).
- */
-void *
-shmem_part(const char *name, Size size, bool *found)
-{
-	void	   *part = ShmemInitStruct(name, size, found);
-
-	if (!*found)
-		memset(part, 0, size);
-	return part;
 }
 
 bool

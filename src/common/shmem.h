@@ -13,10 +13,17 @@
 
 #include "storage/lwlock.h"
 
+/* a part of the segment: its size, and how its file finds it */
+typedef struct ShmemPart
+{
+	const char *name;			/* its ShmemInitStruct() name */
+	Size		size;
+	void		(*attach) (void *mem, bool found);	/* found: set up already */
+} ShmemPart;
+
 extern void shmem_request(void);
 extern bool shmem_available(void);
 extern void shmem_require(void);
 extern LWLock *shmem_lock(void);
-extern void *shmem_part(const char *name, Size size, bool *found);
 
 #endif							/* NOTIFIER_SHMEM_H */

@@ -63,26 +63,24 @@ typedef struct RouteSlot
 static pg_atomic_uint64 *capture_counters = NULL;	/* [NUM_CAPTURE_COUNTERS] */
 static RouteSlot *route_slots = NULL;	/* [MAX_ROUTE_SLOTS] */
 
-Size
-stats_shmem_size(void)
-{
-	return add_size(MAXALIGN(sizeof(pg_atomic_uint64) * NUM_CAPTURE_COUNTERS),
-					mul_size(MAX_ROUTE_SLOTS, sizeof(RouteSlot)));
-}
+#define COUNTERS_SIZE MAXALIGN(sizeof(pg_atomic_uint64) * NUM_CAPTURE_COUNTERS)
 
-void
-stats_shmem_init(void)
+static void
+stats_attach_shmem(void *mem, bool found)
 {
-	bool		found;
-	char	   *part = shmem_part("pg_notifier counters", stats_shmem_size(), &found);
-
-	capture_counters = (pg_atomic_uint64 *) part;
-	route_slots = (RouteSlot *) (part + MAXALIGN(sizeof(pg_atomic_uint64) * NUM_CAPTURE_COUNTERS));
+	capture_counters = (pg_atomic_uint64 *) mem;
+	route_slots = (RouteSlot *) ((char *) mem + COUNTERS_SIZE);
 	if (found)
 		return;
 	for (int i = 0; i < NUM_CAPTURE_COUNTERS; i++)
 		pg_atomic_init_u64(&capture_counters[i], 0);
 }
+
+const ShmemPart stats_shmem = {
+	"pg_notifier counters",
+	COUNTERS_SIZE + MAX_ROUTE_SLOTS * sizeof(RouteSlot),
+	stats_attach_shmem
+};
 
 void
 stats_count(CaptureCounter counter)

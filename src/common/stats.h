@@ -11,6 +11,7 @@
 #ifndef NOTIFIER_STATS_H
 #define NOTIFIER_STATS_H
 
+#include "common/shmem.h"
 #include "datatype/timestamp.h"
 
 typedef enum CaptureCounter
@@ -47,8 +48,7 @@ typedef struct RouteDelivery
 	int			nlatencies;
 } RouteDelivery;
 
-extern Size stats_shmem_size(void);
-extern void stats_shmem_init(void);
+extern const ShmemPart stats_shmem;
 
 /* the triggers */
 extern void stats_count(CaptureCounter counter);

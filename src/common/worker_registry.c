@@ -54,19 +54,17 @@ typedef struct WorkerSlot
 static WorkerSlot *slots = NULL;	/* [MAX_WORKER_SLOTS]; NULL: no segment */
 static WorkerSlot *my_slot = NULL;	/* a worker's own entry */
 
-Size
-registry_shmem_size(void)
+static void
+registry_attach_shmem(void *mem, bool found)
 {
-	return mul_size(MAX_WORKER_SLOTS, sizeof(WorkerSlot));
+	slots = mem;
 }
 
-void
-registry_shmem_init(void)
-{
-	bool		found;
-
-	slots = shmem_part("pg_notifier worker registry", registry_shmem_size(), &found);
-}
+const ShmemPart registry_shmem = {
+	"pg_notifier worker registry",
+	MAX_WORKER_SLOTS * sizeof(WorkerSlot),
+	registry_attach_shmem
+};
 
 /* Caller holds the lock. */
 static WorkerSlot *

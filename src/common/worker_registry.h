@@ -10,6 +10,7 @@
 #ifndef NOTIFIER_WORKER_REGISTRY_H
 #define NOTIFIER_WORKER_REGISTRY_H
 
+#include "common/shmem.h"
 #include "nodes/pg_list.h"
 
 /* what the worker of a database is doing; see worker_state_name() */
@@ -24,8 +25,7 @@ typedef enum WorkerState
 	WORKER_FORWARDING			/* writing events to routes */
 } WorkerState;
 
-extern Size registry_shmem_size(void);
-extern void registry_shmem_init(void);
+extern const ShmemPart registry_shmem;
 
 /* the launcher */
 extern void registry_configure(List *dbnames);
