@@ -15,3 +15,21 @@
 -- route would make the worker stop listening to it.
 ALTER TABLE notifier.routes
 	ADD CONSTRAINT routes_channel_reserved_check CHECK (channel <> 'pg_notifier_control');
+
+--
+-- pg_dump: what users' data the extension keeps is dumped with it (in a
+-- superuser's dump: routes with their secrets), and restored by CREATE
+-- EXTENSION plus the data: routes, events waiting in the outbox, deliveries
+-- not yet delivered, queued events and stored oversize events.  Delivered
+-- rows are history, not state: they stay out.
+--
+SELECT pg_catalog.pg_extension_config_dump('notifier.routes', '');
+SELECT pg_catalog.pg_extension_config_dump('notifier.routes_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('notifier.outbox', '');
+SELECT pg_catalog.pg_extension_config_dump('notifier.outbox_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('notifier.deliveries', 'WHERE status <> ''delivered''');
+SELECT pg_catalog.pg_extension_config_dump('notifier.deliveries_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('notifier.queue', '');
+SELECT pg_catalog.pg_extension_config_dump('notifier.queue_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('notifier.payloads', '');
+SELECT pg_catalog.pg_extension_config_dump('notifier.payloads_id_seq', '');
