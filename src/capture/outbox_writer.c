@@ -12,7 +12,7 @@
  * from notifier.outbox_id_seq, taken after the transaction has its xid --
  * the worker's reading of the outbox (outbox_relay.c) relies on that.
  *
- * The wake-up is a flag and a latch in shared memory (outbox_wake.c), set from
+ * The wake-up is a flag and a latch in shared memory (worker_wake.c), set from
  * the commit callback: no lock is shared by committing transactions, as
  * NOTIFY's is.  A transaction that rolls back wakes nobody; one that is
  * prepared (two-phase commit) does not wake the worker at COMMIT PREPARED,
@@ -45,8 +45,8 @@
 #include "common/extension.h"
 #include "capture/outbox_writer.h"
 #include "pg_notifier.h"
-#include "common/outbox_wake.h"
 #include "common/stats.h"
+#include "common/worker_wake.h"
 
 /* the columns of notifier.outbox, in order */
 static const Oid outbox_column_types[] = {
@@ -109,7 +109,7 @@ outbox_xact_callback(XactEvent event, void *arg)
 	{
 		case XACT_EVENT_COMMIT:
 			if (wake_at_commit)
-				outbox_wake(MyDatabaseId);
+				worker_wake(MyDatabaseId, WAKE_OUTBOX);
 			/* FALLTHROUGH */
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PREPARE:

@@ -6,8 +6,8 @@
  *
  * Three parts live there, each in its own file: the worker registry
  * (worker_registry.c: which databases have a worker, and its state), the
- * outbox wake-up (outbox_wake.c: how a committing writer sets the latch of
- * its database's worker) and the counters (stats.c).  This file only
+ * worker wake-up (worker_wake.c: how a committing backend sets the latch
+ * of its database's worker) and the counters (stats.c).  This file only
  * reserves their space and the one LWLock the registry and the route
  * counters share, and initialises each part once.
  *
@@ -24,10 +24,10 @@
 #include "storage/ipc.h"
 #include "storage/shmem.h"
 
-#include "common/outbox_wake.h"
 #include "common/shmem.h"
 #include "common/stats.h"
 #include "common/worker_registry.h"
+#include "common/worker_wake.h"
 
 #define TRANCHE_NAME "pg_notifier"
 
@@ -35,7 +35,7 @@ static LWLock *lock = NULL;		/* NULL: no segment */
 
 static const ShmemPart *const parts[] = {
 	&registry_shmem,
-	&outbox_wake_shmem,
+	&worker_wake_shmem,
 	&stats_shmem,
 };
 

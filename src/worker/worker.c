@@ -64,9 +64,9 @@
 #include "pg_notifier.h"
 #include "worker/prune.h"
 #include "worker/routes.h"
-#include "common/outbox_wake.h"
 #include "common/stats.h"
 #include "common/worker_registry.h"
+#include "common/worker_wake.h"
 #include "worker/worker_xact.h"
 
 /* seconds between checks that the extension is still there */
@@ -373,7 +373,7 @@ worker_loop(void)
 
 		if (notifyInterruptPending)
 			drain(inboxes);
-		if (outbox_wake_take() || outbox_due)
+		if (worker_wake_take(WAKE_OUTBOX) || outbox_due)
 		{
 			outbox_due = false;
 			relay_outbox();
@@ -445,7 +445,7 @@ notifier_worker_main(Datum main_arg)
 										 0);
 	pgstat_report_appname("pg_notifier worker");
 	pgstat_report_activity(STATE_IDLE, NULL);
-	outbox_wake_arm(slotno);
+	worker_wake_arm(slotno);
 
 	/* the control channel, whether or not the extension is there */
 	StartTransactionCommand();
