@@ -33,3 +33,30 @@ SELECT pg_catalog.pg_extension_config_dump('notifier.queue', '');
 SELECT pg_catalog.pg_extension_config_dump('notifier.queue_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('notifier.payloads', '');
 SELECT pg_catalog.pg_extension_config_dump('notifier.payloads_id_seq', '');
+
+--
+-- The worker processes hear of CREATE and DROP EXTENSION at once
+-- (api/lifecycle.c): with pg_notifier.databases = '*' (the default) a
+-- database gets its worker when the extension is created, and loses it when
+-- the extension is dropped.
+--
+CREATE FUNCTION notifier.worker_start()
+RETURNS void
+AS 'MODULE_PATHNAME', 'notifier_worker_start'
+LANGUAGE C VOLATILE;
+REVOKE ALL ON FUNCTION notifier.worker_start() FROM PUBLIC;
+
+COMMENT ON FUNCTION notifier.worker_start() IS
+'at commit, ask the launcher to start the worker of this database (the install script calls it)';
+
+CREATE FUNCTION notifier.extension_dropped()
+RETURNS event_trigger
+AS 'MODULE_PATHNAME', 'notifier_extension_dropped'
+LANGUAGE C;
+
+CREATE EVENT TRIGGER pg_notifier_extension_dropped ON ddl_command_start
+	WHEN TAG IN ('DROP EXTENSION', 'DROP SCHEMA', 'DROP OWNED')
+	EXECUTE FUNCTION notifier.extension_dropped();
+
+-- Keep this last: the worker starts once everything above is committed.
+SELECT notifier.worker_start();

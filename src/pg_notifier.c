@@ -22,6 +22,7 @@
 
 #include "worker/launcher.h"
 #include "pg_notifier.h"
+#include "common/database_list.h"
 #include "common/shmem.h"
 
 PG_MODULE_MAGIC;
@@ -46,7 +47,7 @@ check_databases(char **newval, void **extra, GucSource source)
 	if (!parse_database_list(*newval, &names))
 	{
 		GUC_check_errdetail("List syntax is invalid.");
-		GUC_check_errhint("Give a comma-separated list of database names; double-quote names with upper case letters or commas.");
+		GUC_check_errhint("Give '*' for every database with the extension, or a comma-separated list of database names; double-quote names with upper case letters or commas.");
 		return false;
 	}
 	if (list_length(names) > NOTIFIER_MAX_DATABASES)
@@ -85,9 +86,10 @@ _PG_init(void)
 
 	DefineCustomStringVariable("pg_notifier.databases",
 							   "Databases whose pg_notifier worker forwards events.",
-							   "A comma-separated list; each database gets one background worker.",
+							   "'*': every database where the extension is installed; or a "
+							   "comma-separated list, each database of which gets a worker.",
 							   &notifier_databases,
-							   "postgres",
+							   "*",
 							   PGC_SIGHUP,
 							   GUC_LIST_INPUT,
 							   check_databases, NULL, NULL);

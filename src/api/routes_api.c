@@ -17,6 +17,7 @@
 #include "postgres.h"
 
 #include "catalog/pg_type.h"
+#include "commands/dbcommands.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
@@ -26,10 +27,35 @@
 
 #include "api/routes_api.h"
 #include "common/channel.h"
+#include "common/database_list.h"
 #include "common/extension.h"
 #include "common/owner_switch.h"
 #include "common/queue_table.h"
+#include "common/shmem.h"
 #include "common/sqlutil.h"
+
+/*
+ * A route in a database no worker serves would never receive anything:
+ * say so, with what to change.
+ */
+void
+warn_if_no_worker(void)
+{
+	char	   *dbname = get_database_name(MyDatabaseId);
+
+	if (!shmem_available())
+		ereport(WARNING,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("no pg_notifier worker can deliver the events of this route"),
+				 errdetail("pg_notifier is not loaded through shared_preload_libraries."),
+				 errhint("Add pg_notifier to shared_preload_libraries and restart the server.")));
+	else if (!database_has_worker(dbname))
+		ereport(WARNING,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("no pg_notifier worker can deliver the events of this route"),
+				 errdetail("Database \"%s\" is not in pg_notifier.databases.", dbname),
+				 errhint("Set pg_notifier.databases to '*', or add the database to it, and reload the configuration.")));
+}
 
 /* The channel argument of a route function: what NOTIFY accepts. */
 void
@@ -108,6 +134,7 @@ notifier_add_queue(PG_FUNCTION_ARGS)
 
 	values[0] = PG_GETARG_DATUM(0);
 	values[1] = ObjectIdGetDatum(relid);
+	warn_if_no_worker();
 	routes_execute("INSERT INTO notifier.routes (channel, kind, queue_table)"
 				   " VALUES ($1, 'queue', $2::pg_catalog.regclass) RETURNING id",
 				   2, argtypes, values, NULL, SPI_OK_INSERT_RETURNING, &id);

@@ -16,5 +16,6 @@ extern uint64 routes_execute(const char *sql, int nargs, Oid *argtypes,
 							 Datum *values, const char *nulls,
 							 int expected_rc, int64 *returned_id);
 extern void check_channel_arg(FunctionCallInfo fcinfo, int argno);
+extern void warn_if_no_worker(void);
 
 #endif							/* NOTIFIER_ROUTES_API_H */

@@ -213,6 +213,7 @@ notifier_add_webhook(PG_FUNCTION_ARGS)
 	for (int i = 0; i < 9; i++)
 		values[i] = PG_ARGISNULL(i) ? (Datum) 0 : PG_GETARG_DATUM(i);
 	nulls[3] = PG_ARGISNULL(3) ? 'n' : ' ';
+	warn_if_no_worker();
 	routes_execute("INSERT INTO notifier.routes (channel, kind, url, headers, secret,"
 				   " batch_size, max_attempts, timeout_ms, concurrency, ordered)"
 				   " VALUES ($1, 'webhook', $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",

@@ -7,9 +7,14 @@
  *
  * The launcher owns the set of entries (registry_configure()) and records
  * why a database has no worker yet; each worker takes its database's entry
- * when it starts and gives it back when it exits.  Entries are short
- * copies under the shared lock (shmem.c); they are reset by a server
- * restart.
+ * when it starts and gives it back when it exits, saying why if it exited
+ * because its database has no extension.  Entries are short copies under
+ * the shared lock (shmem.c); they are reset by a server restart.
+ *
+ * A committing CREATE EXTENSION asks the launcher to start its database's
+ * worker at once (registry_request_start()): from a commit callback, so
+ * lock-free -- a few atomic request slots and the launcher's latch.  When
+ * the slots are full the launcher is asked to look at every database.
  *
  * Copyright (c) 2026, pg_notifier developers; PostgreSQL Licence (LICENSE)
  *
@@ -22,7 +27,10 @@
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "storage/ipc.h"
+#include "port/atomics.h"
+#include "storage/latch.h"
 #include "storage/lwlock.h"
+#include "storage/proc.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
@@ -34,6 +42,7 @@
 #include "pg_notifier.h"
 
 #define MAX_WORKER_SLOTS NOTIFIER_MAX_DATABASES
+#define MAX_START_REQUESTS 16
 #define ERROR_LEN 256
 #define CHANNELS_LEN 1024
 
@@ -51,20 +60,120 @@ typedef struct WorkerSlot
 	TimestampTz last_error_at;
 } WorkerSlot;
 
-static WorkerSlot *slots = NULL;	/* [MAX_WORKER_SLOTS]; NULL: no segment */
+/* what committing backends ask of the launcher */
+typedef struct LauncherRequests
+{
+	pg_atomic_uint32 procno;	/* the launcher's PGPROC number + 1; 0: none */
+	pg_atomic_uint32 rescan;	/* 1: look at every database */
+	pg_atomic_uint32 start[MAX_START_REQUESTS]; /* databases; 0: free */
+} LauncherRequests;
+
+typedef struct Registry
+{
+	LauncherRequests requests;
+	WorkerSlot	slots[MAX_WORKER_SLOTS];
+} Registry;
+
+static Registry *registry = NULL;	/* NULL: no segment */
+static WorkerSlot *slots = NULL;	/* registry->slots */
 static WorkerSlot *my_slot = NULL;	/* a worker's own entry */
 
 static void
 registry_attach_shmem(void *mem, bool found)
 {
-	slots = mem;
+	registry = mem;
+	slots = registry->slots;
+	if (found)
+		return;
+	pg_atomic_init_u32(&registry->requests.procno, 0);
+	pg_atomic_init_u32(&registry->requests.rescan, 0);
+	for (int i = 0; i < MAX_START_REQUESTS; i++)
+		pg_atomic_init_u32(&registry->requests.start[i], InvalidOid);
 }
 
 const ShmemPart registry_shmem = {
 	"pg_notifier worker registry",
-	MAX_WORKER_SLOTS * sizeof(WorkerSlot),
+	sizeof(Registry),
 	registry_attach_shmem
 };
+
+static void
+registry_launcher_disarm(int code, Datum arg)
+{
+	pg_atomic_write_u32(&registry->requests.procno, 0);
+}
+
+/* The launcher: from now on CREATE EXTENSION sets its latch. */
+void
+registry_launcher_arm(void)
+{
+	if (registry == NULL)
+		return;
+#if PG_VERSION_NUM >= 170000
+	pg_atomic_write_u32(&registry->requests.procno, MyProcNumber + 1);
+#else
+	pg_atomic_write_u32(&registry->requests.procno, MyProc->pgprocno + 1);
+#endif
+	on_shmem_exit(registry_launcher_disarm, (Datum) 0);
+}
+
+/*
+ * CREATE EXTENSION committed in database dboid: ask the launcher to start
+ * its worker now.  Called from a commit callback: takes no lock and cannot
+ * fail.
+ */
+void
+registry_request_start(Oid dboid)
+{
+	LauncherRequests *req;
+	uint32		procno;
+	int			i;
+
+	if (registry == NULL)
+		return;
+	req = &registry->requests;
+	for (i = 0; i < MAX_START_REQUESTS; i++)
+	{
+		uint32		expected = InvalidOid;
+
+		if (pg_atomic_read_u32(&req->start[i]) == dboid ||
+			pg_atomic_compare_exchange_u32(&req->start[i], &expected, dboid))
+			break;
+	}
+	if (i == MAX_START_REQUESTS)
+		pg_atomic_write_u32(&req->rescan, 1);
+	pg_memory_barrier();
+	procno = pg_atomic_read_u32(&req->procno);
+	if (procno != 0)
+		SetLatch(&GetPGProcByNumber(procno - 1)->procLatch);
+}
+
+/*
+ * The launcher: take the databases whose worker was asked for (at most
+ * max), and whether to look at every database.
+ */
+int
+registry_take_start_requests(Oid *dboids, int max, bool *rescan)
+{
+	int			n = 0;
+
+	*rescan = false;
+	if (registry == NULL)
+		return 0;
+	*rescan = pg_atomic_exchange_u32(&registry->requests.rescan, 0) != 0;
+	for (int i = 0; i < MAX_START_REQUESTS; i++)
+	{
+		Oid			dboid = pg_atomic_exchange_u32(&registry->requests.start[i], InvalidOid);
+
+		if (dboid == InvalidOid)
+			continue;
+		if (n < max)
+			dboids[n++] = dboid;
+		else
+			*rescan = true;
+	}
+	return n;
+}
 
 /* Caller holds the lock. */
 static WorkerSlot *
@@ -142,6 +251,23 @@ registry_database_state(const char *dbname, WorkerState state)
 	LWLockRelease(shmem_lock());
 }
 
+/* The launcher: the state of a database's entry (WORKER_STOPPED: none). */
+WorkerState
+registry_get_state(const char *dbname)
+{
+	WorkerSlot *slot;
+	WorkerState state = WORKER_STOPPED;
+
+	if (slots == NULL)
+		return state;
+	LWLockAcquire(shmem_lock(), LW_SHARED);
+	slot = find_slot(dbname);
+	if (slot != NULL)
+		state = slot->state;
+	LWLockRelease(shmem_lock());
+	return state;
+}
+
 static void
 registry_detach(int code, Datum arg)
 {
@@ -149,7 +275,9 @@ registry_detach(int code, Datum arg)
 	if (my_slot->in_use && my_slot->pid == MyProcPid)
 	{
 		my_slot->pid = 0;
-		my_slot->state = WORKER_STOPPED;
+		/* why it exited, for the launcher; else stopped */
+		if (my_slot->state != WORKER_NO_EXTENSION)
+			my_slot->state = WORKER_STOPPED;
 		my_slot->nchannels = my_slot->nshown = 0;
 	}
 	LWLockRelease(shmem_lock());
@@ -248,6 +376,8 @@ worker_state_name(WorkerState state)
 			return "listening";
 		case WORKER_FORWARDING:
 			return "forwarding";
+		case WORKER_NO_EXTENSION:
+			return "no extension";
 	}
 	return "unknown";
 }

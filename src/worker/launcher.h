@@ -16,6 +16,5 @@
 #define NOTIFIER_RESTART_SECONDS 5
 
 extern void launcher_register(void);
-extern bool parse_database_list(const char *value, List **dbnames);
 
 #endif							/* NOTIFIER_LAUNCHER_H */

@@ -8,9 +8,12 @@
  * pg_notifier.role.  Its life:
  *
  *	- It always listens to the control channel.  Without the extension it
- *	  waits: CREATE EXTENSION notifies the control channel, and the
- *	  extension is looked up again every CHECK_SECONDS (a catalog lookup,
- *	  not a query), which is also how DROP EXTENSION is noticed.
+ *	  exits when pg_notifier.databases is '*' (the launcher starts it again
+ *	  when CREATE EXTENSION commits), and waits in a listed database:
+ *	  CREATE EXTENSION notifies the control channel.  DROP EXTENSION (any
+ *	  extension's) wakes it through shared memory to look at once; the
+ *	  extension is also looked up every CHECK_SECONDS (a catalog lookup,
+ *	  not a query).
  *	- With the extension it loads notifier.routes and listens to their
  *	  channels.  A change of routes notifies the control channel: the
  *	  routes are loaded again and the channels listened to adjusted.
@@ -57,6 +60,7 @@
 
 #include "worker/sinks/webhook_delivery.h"
 #include "worker/sinks/webhook_http.h"
+#include "common/database_list.h"
 #include "common/extension.h"
 #include "worker/forward.h"
 #include "worker/listen.h"
@@ -161,6 +165,13 @@ refresh(void)
 	{
 		worker_xact_commit();
 		return;
+	}
+	if (!OidIsValid(ext) && databases_all(notifier_databases))
+	{
+		/* '*': no worker stays where there is no extension (launcher.c) */
+		worker_xact_commit();
+		registry_set_state(WORKER_NO_EXTENSION);
+		proc_exit(0);
 	}
 
 	if (OidIsValid(ext))
@@ -371,6 +382,8 @@ worker_loop(void)
 				deliveries_prune.oldest = 1;
 		}
 
+		if (worker_wake_take(WAKE_EXTENSION))
+			next_check = 0;		/* an extension was dropped: ours? */
 		if (notifyInterruptPending)
 			drain(inboxes);
 		if (worker_wake_take(WAKE_OUTBOX) || outbox_due)

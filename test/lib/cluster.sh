@@ -67,6 +67,10 @@ listen_addresses = '127.0.0.1'
 port = $port
 unix_socket_directories = '$dir'
 shared_preload_libraries = 'pg_notifier'
+# a worker in database postgres only: the regression suite's database has
+# none, so that its outbox and deliveries stay as the tests leave them (the
+# default, '*', is tested on clusters of their own)
+pg_notifier.databases = 'postgres'
 fsync = off
 synchronous_commit = off
 full_page_writes = off
