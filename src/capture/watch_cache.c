@@ -10,7 +10,8 @@
  *
  * Invalidation: any relcache invalidation of the firing or the watched
  * relation (ALTER TABLE, CREATE/DROP TRIGGER, index changes, renames) and
- * any change to a type marks entries invalid; the next call rebuilds them.
+ * any change to a type or a schema (events carry the schema's name) marks
+ * entries invalid; the next call rebuilds them.
  * The memory of a replaced entry is handed to the current transaction, not
  * freed, so a caller further up the stack that still uses it stays safe.
  *
@@ -72,8 +73,9 @@ relcache_callback(Datum arg, Oid relid)
 	invalidate_watches(relid);
 }
 
+/* a type or a schema changed (ALTER SCHEMA ... RENAME): every watch */
 static void
-type_callback(Datum arg, int cacheid, uint32 hashvalue)
+syscache_callback(Datum arg, int cacheid, uint32 hashvalue)
 {
 	invalidate_watches(InvalidOid);
 }
@@ -159,6 +161,7 @@ make_columns(Relation rel, List *attnums, MemoryContext cxt)
 		initStringInfo(&name);
 		escape_json(&name, NameStr(att->attname));
 		cols[i].attnum = att->attnum;
+		cols[i].typid = att->atttypid;
 		cols[i].typlen = att->attlen;
 		cols[i].typbyval = att->attbyval;
 		cols[i].json_name = name.data;
@@ -289,7 +292,8 @@ watch_lookup(TriggerData *trigdata)
 		watch_hash = hash_create("pg_notifier watches", 64, &ctl,
 								 HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 		CacheRegisterRelcacheCallback(relcache_callback, (Datum) 0);
-		CacheRegisterSyscacheCallback(TYPEOID, type_callback, (Datum) 0);
+		CacheRegisterSyscacheCallback(TYPEOID, syscache_callback, (Datum) 0);
+		CacheRegisterSyscacheCallback(NAMESPACEOID, syscache_callback, (Datum) 0);
 	}
 
 	entry = hash_search(watch_hash, &tgoid, HASH_FIND, &found);
