@@ -361,6 +361,7 @@ notifier_watch_options(PG_FUNCTION_ARGS)
 	int			nargs;
 	char	  **args;
 	WatchOptions opts;
+	List	   *exclude;
 	TupleDesc	tupdesc;
 	Datum		values[11];
 	bool		nulls[11] = {0};
@@ -375,8 +376,9 @@ notifier_watch_options(PG_FUNCTION_ARGS)
 	values[1] = CStringGetTextDatum(payload_mode_name(opts.payload));
 	values[2] = list_to_text_array(opts.columns);
 	nulls[2] = opts.columns == NIL;
-	values[3] = list_to_text_array(opts.exclude);
-	nulls[3] = opts.exclude == NIL;
+	exclude = watch_exclude_names(&opts, relid);
+	values[3] = list_to_text_array(exclude);
+	nulls[3] = exclude == NIL;
 	values[4] = list_to_text_array(watch_event_names(opts.events));
 	values[5] = opts.condition ? CStringGetTextDatum(opts.condition) : (Datum) 0;
 	nulls[5] = opts.condition == NULL;

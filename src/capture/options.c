@@ -14,6 +14,14 @@
  * others with double quotes).  The channel is taken verbatim, as NOTIFY
  * channel names are case-sensitive.
  *
+ * Excluded columns are tracked by attribute number: watch() writes
+ * 'exclude_attnums=3,5' next to 'exclude=card,cvv', so that a renamed
+ * column stays excluded.  A column that now carries one of the excluded
+ * names is excluded too (after RENAME card TO card_legacy; ADD COLUMN card,
+ * both are).  A trigger without exclude_attnums (0.1, or written by hand)
+ * matches by name only, and a missing name is an error: it may have been
+ * renamed.
+ *
  * Copyright (c) 2026, pg_notifier developers; PostgreSQL Licence (LICENSE)
  *
  *-------------------------------------------------------------------------
@@ -34,6 +42,7 @@
 
 #include "capture/options.h"
 #include "common/channel.h"
+#include "common/sqlutil.h"
 
 typedef struct NamedValue
 {
@@ -90,6 +99,7 @@ typedef enum OptionId
 	OPT_ON_OVERSIZE,
 	OPT_DELIVERY,
 	OPT_NOTIFY,
+	OPT_EXCLUDE_ATTNUMS,
 	NUM_OPTIONS
 } OptionId;
 
@@ -105,6 +115,7 @@ static const char *const option_names[NUM_OPTIONS] = {
 	[OPT_ON_OVERSIZE] = "on_oversize",
 	[OPT_DELIVERY] = "delivery",
 	[OPT_NOTIFY] = "notify",
+	[OPT_EXCLUDE_ATTNUMS] = "exclude_attnums",
 };
 
 /* "a, b, c" from a NamedValue table */
@@ -185,6 +196,32 @@ parse_list(const char *option, const char *value)
 				 errmsg("pg_notifier option \"%s\" must name at least one item", option),
 				 errhint("Leave the option out to mean \"all\".")));
 	return names;
+}
+
+/* a comma-separated list of attribute numbers */
+static List *
+parse_attnum_list(const char *option, const char *value)
+{
+	List	   *attnums = NIL;
+	const char *p = value;
+
+	for (;;)
+	{
+		char	   *end;
+		long		n = strtol(p, &end, 10);
+
+		if (end == p || n <= 0 || n > MaxAttrNumber || (*end != ',' && *end != '\0'))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid list in pg_notifier option \"%s\": \"%s\"",
+							option, clip_for_message(value)),
+					 errhint("notifier.watch() writes this option: call it again.")));
+		attnums = lappend_int(attnums, (int) n);
+		if (*end == '\0')
+			break;
+		p = end + 1;
+	}
+	return attnums;
 }
 
 /*
@@ -278,6 +315,9 @@ parse_watch_options(int nargs, char **args, WatchOptions *opts)
 			case OPT_NOTIFY:
 				opts->notify = parse_bool_option(name, value);
 				break;
+			case OPT_EXCLUDE_ATTNUMS:
+				opts->exclude_attnums = parse_attnum_list(name, value);
+				break;
 			case NUM_OPTIONS:
 				break;
 		}
@@ -342,18 +382,23 @@ column_attnum(Relation rel, const char *option, const char *colname, int elevel)
  * channel (the table's name) if none was given.  Returns the attribute
  * numbers of the columns that events carry.
  *
+ * Excluded columns: see the header comment.  The key and "columns" must
+ * not overlap them.  Sets opts->exclude_attnums from the names if it was
+ * not given (what watch() writes).
+ *
  * A column of "columns" that no longer exists is an error for watch() but
  * only a warning for a firing trigger (missing_elevel): leaving it out
- * shows less, never more, and a renamed column should not stop writes.  A
- * missing column of "exclude" is always an error: it may have been
- * renamed, and sending it under its new name would leak it.
+ * shows less, never more, and a renamed column should not stop writes.
  */
 Bitmapset *
 check_watch_options(WatchOptions *opts, Relation rel, int missing_elevel)
 {
 	TupleDesc	tupdesc = RelationGetDescr(rel);
 	Bitmapset  *wanted = NULL;
+	Bitmapset  *excluded = NULL;
 	Bitmapset  *result = NULL;
+	bool		by_attnum = opts->exclude_attnums != NIL;
+	int			attnum;
 	ListCell   *lc;
 
 	if (opts->channel == NULL)
@@ -367,10 +412,30 @@ check_watch_options(WatchOptions *opts, Relation rel, int missing_elevel)
 			wanted = bms_add_member(wanted, attnum);
 	}
 
+	/* excluded: by attribute number, and by name */
+	foreach(lc, opts->exclude_attnums)
+	{
+		AttrNumber	attnum = lfirst_int(lc);
+
+		if (attnum <= tupdesc->natts &&
+			!TupleDescAttr(tupdesc, attnum - 1)->attisdropped)
+			excluded = bms_add_member(excluded, attnum);
+	}
 	foreach(lc, opts->exclude)
 	{
-		const char *colname = lfirst(lc);
-		AttrNumber	attnum = column_attnum(rel, "exclude", colname, ERROR);
+		AttrNumber	attnum;
+
+		/* with attribute numbers, a name gone is a column renamed */
+		attnum = column_attnum(rel, "exclude", lfirst(lc),
+							   by_attnum ? DEBUG1 : ERROR);
+		if (attnum != InvalidAttrNumber)
+			excluded = bms_add_member(excluded, attnum);
+	}
+
+	attnum = -1;
+	while ((attnum = bms_next_member(excluded, attnum)) >= 0)
+	{
+		const char *colname = NameStr(TupleDescAttr(tupdesc, attnum - 1)->attname);
 
 		if (bms_is_member(attnum, wanted))
 			ereport(ERROR,
@@ -394,11 +459,48 @@ check_watch_options(WatchOptions *opts, Relation rel, int missing_elevel)
 			continue;
 		if (opts->columns != NIL && !bms_is_member(attnum, wanted))
 			continue;
+		if (bms_is_member(attnum, excluded))
+			continue;
 		result = bms_add_member(result, attnum);
 	}
-	foreach(lc, opts->exclude)
-		result = bms_del_member(result, attnameAttNum(rel, lfirst(lc), false));
+
+	/* what watch() writes: the attribute numbers of the names given */
+	if (!by_attnum)
+	{
+		attnum = -1;
+		while ((attnum = bms_next_member(excluded, attnum)) >= 0)
+			opts->exclude_attnums = lappend_int(opts->exclude_attnums, attnum);
+	}
 	return result;
+}
+
+/*
+ * The excluded columns by their names now: those of the attribute numbers
+ * (a dropped column has none) and the names given that exist.
+ */
+List *
+watch_exclude_names(const WatchOptions *opts, Oid relid)
+{
+	List	   *names = NIL;
+	ListCell   *lc;
+
+	if (opts->exclude_attnums == NIL)
+		return opts->exclude;
+	foreach(lc, opts->exclude_attnums)
+	{
+		char	   *name = get_attname(relid, lfirst_int(lc), true);
+
+		if (name != NULL)
+			names = lappend(names, name);
+	}
+	foreach(lc, opts->exclude)
+	{
+		AttrNumber	attnum = get_attnum(relid, lfirst(lc));
+
+		if (attnum > 0 && !list_member_int(opts->exclude_attnums, attnum))
+			names = lappend(names, lfirst(lc));
+	}
+	return names;
 }
 
 /* name=a,b,c -- the names quoted where SQL needs it */
@@ -446,6 +548,18 @@ watch_options_to_args(const WatchOptions *opts)
 		args = lappend(args, watch_list_arg("columns", opts->columns));
 	if (opts->exclude != NIL)
 		args = lappend(args, watch_list_arg("exclude", opts->exclude));
+	if (opts->exclude_attnums != NIL)
+	{
+		StringInfoData buf;
+		ListCell   *lc;
+
+		initStringInfo(&buf);
+		appendStringInfoString(&buf, "exclude_attnums=");
+		foreach(lc, opts->exclude_attnums)
+			appendStringInfo(&buf, "%s%d", lc == list_head(opts->exclude_attnums) ? "" : ",",
+							 lfirst_int(lc));
+		args = lappend(args, buf.data);
+	}
 	args = lappend(args, watch_list_arg("events", watch_event_names(opts->events)));
 	if (opts->condition != NULL)
 		args = lappend(args, psprintf("condition=%s", opts->condition));

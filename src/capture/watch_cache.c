@@ -197,6 +197,34 @@ columns_in_parent_order(Relation rel, Oid parentid, Bitmapset *columns)
 	return attnums;
 }
 
+/*
+ * Attribute numbers of the partitioned table that was watched, as the
+ * partition numbers the same columns (a column that is gone is left out).
+ */
+static List *
+attnums_in_partition(List *attnums, Oid parentid, Relation rel)
+{
+	List	   *result = NIL;
+	ListCell   *lc;
+
+	foreach(lc, attnums)
+	{
+		char	   *name = get_attname(parentid, lfirst_int(lc), true);
+		AttrNumber	attnum = name ? attnameAttNum(rel, name, false) : InvalidAttrNumber;
+
+		if (attnum > 0)
+			result = lappend_int(result, attnum);
+	}
+
+	/*
+	 * every one gone: still by attribute number, so that a missing name is
+	 * no error
+	 */
+	if (result == NIL && attnums != NIL)
+		result = list_make1_int(MaxAttrNumber);
+	return result;
+}
+
 static char *
 json_string(const char *str)
 {
@@ -235,6 +263,9 @@ watch_build(TriggerData *trigdata)
 	w->watched_relid = tg->tgisclone ? trigger_root_relid(tg->tgoid) : w->relid;
 
 	parse_watch_options(tg->tgnargs, tg->tgargs, &w->opts);
+	if (w->relid != w->watched_relid)
+		w->opts.exclude_attnums = attnums_in_partition(w->opts.exclude_attnums,
+													   w->watched_relid, rel);
 	if (w->opts.channel == NULL)
 		w->opts.channel = get_rel_name(w->watched_relid);
 	columns = check_watch_options(&w->opts, rel, WARNING);
