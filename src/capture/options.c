@@ -160,7 +160,8 @@ lookup_named_value(const NamedValue *table, const char *option, const char *valu
 			return nv->value;
 	ereport(ERROR,
 			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-			 errmsg("invalid value for pg_notifier option \"%s\": \"%s\"", option, value),
+			 errmsg("invalid value for pg_notifier option \"%s\": \"%s\"", option,
+						clip_for_message(value)),
 			 errhint("Valid values are: %s.", named_value_list(table))));
 	return 0;					/* keep compiler quiet */
 }
@@ -173,7 +174,8 @@ parse_bool_option(const char *option, const char *value)
 	if (!parse_bool(value, &result))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid value for pg_notifier option \"%s\": \"%s\"", option, value),
+				 errmsg("invalid value for pg_notifier option \"%s\": \"%s\"", option,
+						clip_for_message(value)),
 				 errhint("Use true or false.")));
 	return result;
 }
@@ -188,7 +190,8 @@ parse_list(const char *option, const char *value)
 	if (!SplitIdentifierString(copy, ',', &names))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid list in pg_notifier option \"%s\": \"%s\"", option, value),
+				 errmsg("invalid list in pg_notifier option \"%s\": \"%s\"", option,
+						clip_for_message(value)),
 				 errhint("Separate names with commas; double-quote names with commas, quotes or upper case.")));
 	if (names == NIL)
 		ereport(ERROR,
@@ -252,7 +255,7 @@ parse_watch_options(int nargs, char **args, WatchOptions *opts)
 		if (eq == NULL || eq == arg)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("malformed pg_notifier option \"%s\"", arg),
+					 errmsg("malformed pg_notifier option \"%s\"", clip_for_message(arg)),
 					 errhint("Options are written name=value, for example 'channel=orders'.")));
 		name = pnstrdup(arg, eq - arg);
 		value = eq + 1;
@@ -263,7 +266,7 @@ parse_watch_options(int nargs, char **args, WatchOptions *opts)
 		if (id == NUM_OPTIONS)
 			ereport(ERROR,
 					(errcode(ERRCODE_UNDEFINED_OBJECT),
-					 errmsg("unknown pg_notifier option \"%s\"", name),
+					 errmsg("unknown pg_notifier option \"%s\"", clip_for_message(name)),
 					 errhint("Valid options are: %s.", option_name_list())));
 		if (seen[id])
 			ereport(ERROR,
@@ -368,7 +371,7 @@ column_attnum(Relation rel, const char *option, const char *colname, int elevel)
 		ereport(elevel,
 				(errcode(ERRCODE_UNDEFINED_COLUMN),
 				 errmsg("column \"%s\" of table \"%s\" does not exist",
-						colname, RelationGetRelationName(rel)),
+						clip_for_message(colname), RelationGetRelationName(rel)),
 				 errdetail("The pg_notifier option \"%s\" names it.", option),
 				 errhint("If the column was renamed, call notifier.watch() again with its new name.")));
 		return InvalidAttrNumber;
@@ -378,9 +381,10 @@ column_attnum(Relation rel, const char *option, const char *colname, int elevel)
 
 /*
  * Check opts against the table: the columns exist, no key column is
- * excluded, no column is both wanted and excluded.  Fills in the default
- * channel (the table's name) if none was given.  Returns the attribute
- * numbers of the columns that events carry.
+ * excluded, no column is both wanted and excluded, payload=keys has a key
+ * (watch() and a firing trigger refuse a keyless table alike).  Fills in
+ * the default channel (the table's name) if none was given.  Returns the
+ * attribute numbers of the columns that events carry.
  *
  * Excluded columns: see the header comment.  The key and "columns" must
  * not overlap them.  Sets opts->exclude_attnums from the names if it was
@@ -464,6 +468,13 @@ check_watch_options(WatchOptions *opts, Relation rel, int missing_elevel)
 		result = bms_add_member(result, attnum);
 	}
 
+	if (opts->payload == PAYLOAD_KEYS && relation_key_attnums(rel) == NIL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("payload=keys needs a key, and table \"%s\" has none",
+						RelationGetRelationName(rel)),
+				 errhint("Add a primary key or a replica identity index, or use payload => 'row'.")));
+
 	/* what watch() writes: the attribute numbers of the names given */
 	if (!by_attnum)
 	{
@@ -472,6 +483,20 @@ check_watch_options(WatchOptions *opts, Relation rel, int missing_elevel)
 			opts->exclude_attnums = lappend_int(opts->exclude_attnums, attnum);
 	}
 	return result;
+}
+
+/*
+ * The channel named in trigger arguments, NULL if none: read without
+ * parsing the other arguments, so that a trigger whose arguments are bad
+ * can still be found (by unwatch(), by the notifier.watches view).
+ */
+const char *
+watch_args_channel(int nargs, char **args)
+{
+	for (int i = 0; i < nargs; i++)
+		if (strncmp(args[i], "channel=", strlen("channel=")) == 0)
+			return args[i] + strlen("channel=");
+	return NULL;
 }
 
 /*

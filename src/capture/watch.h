@@ -51,6 +51,6 @@ typedef struct Watch
 } Watch;
 
 extern void trigger_catalog_lookup(Oid tgoid, Oid *relid, Oid *parentid,
-								   int *nargs, char ***args);
+								   Oid *fnoid, int *nargs, char ***args);
 
 #endif							/* NOTIFIER_WATCH_H */

@@ -84,7 +84,7 @@ syscache_callback(Datum arg, int cacheid, uint32 hashvalue)
  * Read one pg_trigger row: its relation, parent trigger and arguments.
  */
 void
-trigger_catalog_lookup(Oid tgoid, Oid *relid, Oid *parentid,
+trigger_catalog_lookup(Oid tgoid, Oid *relid, Oid *parentid, Oid *fnoid,
 					   int *nargs, char ***args)
 {
 	Relation	tgrel;
@@ -106,6 +106,7 @@ trigger_catalog_lookup(Oid tgoid, Oid *relid, Oid *parentid,
 	form = (Form_pg_trigger) GETSTRUCT(tuple);
 	*relid = form->tgrelid;
 	*parentid = form->tgparentid;
+	*fnoid = form->tgfoid;
 	*nargs = form->tgnargs;
 	*args = palloc0(sizeof(char *) * Max(form->tgnargs, 1));
 	if (form->tgnargs > 0)
@@ -136,11 +137,12 @@ trigger_root_relid(Oid tgoid)
 {
 	Oid			relid;
 	Oid			parentid = tgoid;
+	Oid			fnoid;
 	int			nargs;
 	char	  **args;
 
 	do
-		trigger_catalog_lookup(parentid, &relid, &parentid, &nargs, &args);
+		trigger_catalog_lookup(parentid, &relid, &parentid, &fnoid, &nargs, &args);
 	while (OidIsValid(parentid));
 	return relid;
 }
