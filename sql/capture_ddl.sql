@@ -198,3 +198,15 @@ INSERT INTO sch2.r VALUES (2);
 ALTER TABLE sch2.r RENAME TO r2;
 INSERT INTO sch2.r2 VALUES (3);
 SELECT * FROM ev;
+
+-- a column added with a default before the transaction: held rows written
+-- before it read as the default, as the table reads them (0.1: null)
+CREATE TABLE miss (id int PRIMARY KEY, s text);
+INSERT INTO miss VALUES (1, 'a');
+ALTER TABLE miss ADD COLUMN m int DEFAULT 3;
+SELECT notifier.watch('miss', channel => 'ddl_diff', payload => 'diff');
+SELECT notifier.watch('miss', channel => 'ddl_full', payload => 'full');
+BEGIN;
+UPDATE miss SET s = 'b';
+COMMIT;
+SELECT * FROM ev;

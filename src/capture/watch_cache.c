@@ -293,7 +293,8 @@ watch_build(TriggerData *trigdata)
 	w->ncolumns = list_length(attnums);
 	w->columns = make_columns(rel, attnums, cxt);
 
-	w->tupdesc = CreateTupleDescCopy(RelationGetDescr(rel));
+	/* with the missing values of columns added since a row was written */
+	w->tupdesc = CreateTupleDescCopyConstr(RelationGetDescr(rel));
 	keys = relation_key_attnums(rel);
 	w->nkeys = list_length(keys);
 	w->keys = make_columns(rel, keys, cxt);
