@@ -34,9 +34,9 @@ typedef struct ChangeEvent
 	TimestampTz ts;				/* start of the statement that made it */
 
 	/*
-	 * How to read the Watch's columns and key from each slot, entry by
-	 * entry (attnum 0: that row's version has no such column); NULL: as the
-	 * Watch says.  Set by event_frame() for rows of another table version.
+	 * How to read the Watch's columns and key from each slot, entry by entry
+	 * (attnum 0: that row's version has no such column); NULL: as the Watch
+	 * says.  Set by event_frame() for rows of another table version.
 	 */
 	const WatchColumn *oldcols;
 	const WatchColumn *newcols;

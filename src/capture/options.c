@@ -161,7 +161,7 @@ lookup_named_value(const NamedValue *table, const char *option, const char *valu
 	ereport(ERROR,
 			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 			 errmsg("invalid value for pg_notifier option \"%s\": \"%s\"", option,
-						clip_for_message(value)),
+					clip_for_message(value)),
 			 errhint("Valid values are: %s.", named_value_list(table))));
 	return 0;					/* keep compiler quiet */
 }

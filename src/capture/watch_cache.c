@@ -219,8 +219,8 @@ attnums_in_partition(List *attnums, Oid parentid, Relation rel)
 	}
 
 	/*
-	 * every one gone: still by attribute number, so that a missing name is
-	 * no error
+	 * every one gone: still by attribute number, so that a missing name is no
+	 * error
 	 */
 	if (result == NIL && attnums != NIL)
 		result = list_make1_int(MaxAttrNumber);
