@@ -11,6 +11,17 @@
 --
 SELECT listen('ddl_full', 'ddl_diff', 'ddl_row', 'ord', 'ord_stmt', 'ord_raw',
 			  'ex', 'sch_r');
+-- run statements as one transaction
+CREATE PROCEDURE xact(VARIADIC stmts text[]) LANGUAGE plpgsql AS $$
+DECLARE
+	stmt text;
+BEGIN
+	FOREACH stmt IN ARRAY stmts LOOP
+		EXECUTE stmt;
+	END LOOP;
+	COMMIT;
+END
+$$;
 CREATE TABLE ddl (id int PRIMARY KEY, s text, n int, secret text);
 INSERT INTO ddl VALUES (1, 'one', 5, 'x');
 SELECT notifier.watch('ddl', channel => 'ddl_full', payload => 'full', exclude => ARRAY['secret']);
@@ -18,65 +29,49 @@ SELECT notifier.watch('ddl', channel => 'ddl_diff', payload => 'diff', exclude =
 SELECT notifier.watch('ddl', channel => 'ddl_row', exclude => ARRAY['secret']);
 
 -- ALTER ... TYPE int -> text between two changes of a held row
-BEGIN;
-UPDATE ddl SET s = 'two' WHERE id = 1;
-ALTER TABLE ddl ALTER n TYPE text;
-UPDATE ddl SET n = 'hello world' WHERE id = 1;
-COMMIT;
+CALL xact($$UPDATE ddl SET s = 'two' WHERE id = 1$$,
+		  $$ALTER TABLE ddl ALTER n TYPE text$$,
+		  $$UPDATE ddl SET n = 'hello world' WHERE id = 1$$);
 SELECT * FROM ev;
 
 -- ALTER ... TYPE text -> int
-BEGIN;
-UPDATE ddl SET s = 'three' WHERE id = 1;
-ALTER TABLE ddl ALTER n TYPE int USING 7;
-UPDATE ddl SET n = 8 WHERE id = 1;
-COMMIT;
+CALL xact($$UPDATE ddl SET s = 'three' WHERE id = 1$$,
+		  $$ALTER TABLE ddl ALTER n TYPE int USING 7$$,
+		  $$UPDATE ddl SET n = 8 WHERE id = 1$$);
 SELECT * FROM ev;
 
 -- a type change alone is a change (int -> bigint, same value)
-BEGIN;
-UPDATE ddl SET s = 'four' WHERE id = 1;
-ALTER TABLE ddl ALTER n TYPE bigint;
-UPDATE ddl SET s = 'five' WHERE id = 1;
-COMMIT;
+CALL xact($$UPDATE ddl SET s = 'four' WHERE id = 1$$,
+		  $$ALTER TABLE ddl ALTER n TYPE bigint$$,
+		  $$UPDATE ddl SET s = 'five' WHERE id = 1$$);
 SELECT * FROM ev;
 
 -- DROP COLUMN: the column is in no object of the event
-BEGIN;
-UPDATE ddl SET n = 9 WHERE id = 1;
-ALTER TABLE ddl DROP COLUMN n;
-UPDATE ddl SET s = 'six' WHERE id = 1;
-COMMIT;
+CALL xact($$UPDATE ddl SET n = 9 WHERE id = 1$$,
+		  $$ALTER TABLE ddl DROP COLUMN n$$,
+		  $$UPDATE ddl SET s = 'six' WHERE id = 1$$);
 SELECT * FROM ev;
 
 -- ADD COLUMN: in "row", not in "old", changed
-BEGIN;
-UPDATE ddl SET s = 'seven' WHERE id = 1;
-ALTER TABLE ddl ADD COLUMN m int DEFAULT 3;
-UPDATE ddl SET s = 'eight' WHERE id = 1;
-COMMIT;
+CALL xact($$UPDATE ddl SET s = 'seven' WHERE id = 1$$,
+		  $$ALTER TABLE ddl ADD COLUMN m int DEFAULT 3$$,
+		  $$UPDATE ddl SET s = 'eight' WHERE id = 1$$);
 SELECT * FROM ev;
 
 -- RENAME COLUMN: the new name in both objects; the excluded column renamed
 -- stays excluded
-BEGIN;
-UPDATE ddl SET s = 'nine' WHERE id = 1;
-ALTER TABLE ddl RENAME s TO title;
-ALTER TABLE ddl RENAME secret TO hidden;
-UPDATE ddl SET title = 'ten', hidden = 'y' WHERE id = 1;
-COMMIT;
+CALL xact($$UPDATE ddl SET s = 'nine' WHERE id = 1$$,
+		  $$ALTER TABLE ddl RENAME s TO title$$,
+		  $$ALTER TABLE ddl RENAME secret TO hidden$$,
+		  $$UPDATE ddl SET title = 'ten', hidden = 'y' WHERE id = 1$$);
 SELECT * FROM ev;
 
 -- a DELETE after DDL: the old row read with its own version
-BEGIN;
-INSERT INTO ddl VALUES (2, 'two', 'z', 4);
-COMMIT;
+CALL xact($$INSERT INTO ddl VALUES (2, 'two', 'z', 4)$$);
 SELECT count(*) FROM ev;
-BEGIN;
-UPDATE ddl SET m = 5 WHERE id = 2;
-ALTER TABLE ddl ALTER m TYPE text;
-DELETE FROM ddl WHERE id = 2;
-COMMIT;
+CALL xact($$UPDATE ddl SET m = 5 WHERE id = 2$$,
+		  $$ALTER TABLE ddl ALTER m TYPE text$$,
+		  $$DELETE FROM ddl WHERE id = 2$$);
 SELECT * FROM ev;
 
 -- the same in outbox mode
@@ -134,26 +129,20 @@ CREATE TABLE ord_nokey (v text);
 SELECT notifier.watch('ord');
 SELECT notifier.watch('ord', channel => 'ord_stmt', level => 'statement');
 SELECT notifier.watch('ord_nokey', channel => 'ord_raw');
-BEGIN;
-INSERT INTO ord VALUES (1, 'a');
-TRUNCATE ord;
-COMMIT;
+CALL xact($$INSERT INTO ord VALUES (1, 'a')$$,
+		  $$TRUNCATE ord$$);
 SELECT * FROM ev;
 -- a row changed after a TRUNCATE is not merged with its state before it
-BEGIN;
-INSERT INTO ord VALUES (1, 'a');
-TRUNCATE ord;
-INSERT INTO ord VALUES (1, 'b');
-UPDATE ord SET v = 'c' WHERE id = 1;
-COMMIT;
+CALL xact($$INSERT INTO ord VALUES (1, 'a')$$,
+		  $$TRUNCATE ord$$,
+		  $$INSERT INTO ord VALUES (1, 'b')$$,
+		  $$UPDATE ord SET v = 'c' WHERE id = 1$$);
 SELECT * FROM ev;
 -- changes that are not coalesced keep their place behind held ones
-BEGIN;
-INSERT INTO ord VALUES (2, 'a');
-INSERT INTO ord_nokey VALUES ('x');
-INSERT INTO ord VALUES (3, 'a');
-UPDATE ord SET v = 'b' WHERE id = 2;
-COMMIT;
+CALL xact($$INSERT INTO ord VALUES (2, 'a')$$,
+		  $$INSERT INTO ord_nokey VALUES ('x')$$,
+		  $$INSERT INTO ord VALUES (3, 'a')$$,
+		  $$UPDATE ord SET v = 'b' WHERE id = 2$$);
 SELECT * FROM ev;
 -- a TRUNCATE rolled back to a savepoint leaves nothing
 BEGIN;
@@ -166,23 +155,19 @@ COMMIT;
 SELECT * FROM ev;
 -- the cap: what is held goes out first
 SET pg_notifier.max_coalesce_events = 1;
-BEGIN;
-UPDATE ord SET v = 'x' WHERE id = 4;
-UPDATE ord SET v = 'x' WHERE id = 5;
-UPDATE ord SET v = 'y' WHERE id = 4;
-COMMIT;
+CALL xact($$UPDATE ord SET v = 'x' WHERE id = 4$$,
+		  $$UPDATE ord SET v = 'x' WHERE id = 5$$,
+		  $$UPDATE ord SET v = 'y' WHERE id = 4$$);
 RESET pg_notifier.max_coalesce_events;
 SELECT * FROM ev;
 -- outbox mode
 SELECT notifier.unwatch('ord', 'ord_stmt');
 SELECT notifier.watch('ord', delivery => 'outbox');
 SELECT notifier.watch('ord_nokey', channel => 'ord_raw', delivery => 'outbox');
-BEGIN;
-INSERT INTO ord VALUES (6, 'a');
-INSERT INTO ord_nokey VALUES ('y');
-TRUNCATE ord;
-INSERT INTO ord VALUES (6, 'b');
-COMMIT;
+CALL xact($$INSERT INTO ord VALUES (6, 'a')$$,
+		  $$INSERT INTO ord_nokey VALUES ('y')$$,
+		  $$TRUNCATE ord$$,
+		  $$INSERT INTO ord VALUES (6, 'b')$$);
 SELECT * FROM outbox_ddl;
 TRUNCATE notifier.outbox;
 
@@ -206,7 +191,5 @@ INSERT INTO miss VALUES (1, 'a');
 ALTER TABLE miss ADD COLUMN m int DEFAULT 3;
 SELECT notifier.watch('miss', channel => 'ddl_diff', payload => 'diff');
 SELECT notifier.watch('miss', channel => 'ddl_full', payload => 'full');
-BEGIN;
-UPDATE miss SET s = 'b';
-COMMIT;
+CALL xact($$UPDATE miss SET s = 'b'$$);
 SELECT * FROM ev;
