@@ -112,6 +112,14 @@ ALTER TABLE ex DROP COLUMN card;
 SELECT channel, exclude FROM notifier.watches WHERE "table" = 'ex'::regclass;
 UPDATE ex SET card_legacy = '4666', note = 'd' WHERE id = 2;
 SELECT * FROM ev;
+-- on a partition whose columns are in another order, the same column
+CREATE TABLE exp (id int PRIMARY KEY, card text, note text) PARTITION BY RANGE (id);
+CREATE TABLE exp1 (note text, id int NOT NULL, card text);
+ALTER TABLE exp ATTACH PARTITION exp1 FOR VALUES FROM (0) TO (100);
+SELECT notifier.watch('exp', channel => 'ex', exclude => ARRAY['card']);
+ALTER TABLE exp RENAME card TO card_legacy;
+INSERT INTO exp VALUES (1, '4777', 'e');
+SELECT * FROM ev;
 -- a trigger of 0.1 (names only) still works, by name
 CREATE TABLE ex01 (id int PRIMARY KEY, card text);
 CREATE TRIGGER notifier_ex AFTER INSERT ON ex01 FOR EACH ROW
