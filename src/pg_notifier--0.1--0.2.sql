@@ -71,3 +71,25 @@ SELECT t.tgrelid::pg_catalog.regclass AS "table",
  GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 15;
 
 GRANT SELECT ON notifier.watches TO PUBLIC;
+
+-- Excluded columns are tracked by attribute number from 0.2 on: watch()
+-- writes exclude_attnums.  Triggers made by 0.1's watch() still match by
+-- name (a renamed column then stops writes; a column added under the old
+-- name is excluded, the renamed one is not): say so, watch() again fixes it.
+DO $$
+DECLARE
+	n int;
+BEGIN
+	SELECT pg_catalog.count(*) INTO n
+	  FROM pg_catalog.pg_trigger t
+	 WHERE t.tgfoid OPERATOR(pg_catalog.=) 'notifier.notify_change()'::pg_catalog.regprocedure
+	   AND t.tgparentid OPERATOR(pg_catalog.=) 0
+	   AND pg_catalog.strpos(pg_catalog.encode(t.tgargs, 'escape'), 'exclude=') OPERATOR(pg_catalog.>) 0
+	   AND pg_catalog.strpos(pg_catalog.encode(t.tgargs, 'escape'), 'exclude_attnums=') OPERATOR(pg_catalog.=) 0;
+	IF n OPERATOR(pg_catalog.>) 0 THEN
+		RAISE WARNING '% pg_notifier triggers match excluded columns by name', n
+			USING DETAIL = 'A column renamed after watch() would no longer be excluded, were a new column given its old name.',
+				  HINT = 'Call notifier.watch() again for the watches of notifier.watches with an exclude list: it records the columns themselves.';
+	END IF;
+END
+$$;
