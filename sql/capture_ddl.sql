@@ -112,6 +112,8 @@ ALTER TABLE ex DROP COLUMN card;
 SELECT channel, exclude FROM notifier.watches WHERE "table" = 'ex'::regclass;
 UPDATE ex SET card_legacy = '4666', note = 'd' WHERE id = 2;
 SELECT * FROM ev;
+ALTER TABLE ex DROP COLUMN card_legacy;
+SELECT channel, exclude FROM notifier.watches WHERE "table" = 'ex'::regclass;
 -- on a partition whose columns are in another order, the same column
 CREATE TABLE exp (id int PRIMARY KEY, card text, note text) PARTITION BY RANGE (id);
 CREATE TABLE exp1 (note text, id int NOT NULL, card text);

@@ -29,6 +29,7 @@
 #include "postgres.h"
 
 #include "access/genam.h"
+#include "access/htup_details.h"
 #include "access/relation.h"
 #include "catalog/pg_index.h"
 #include "lib/stringinfo.h"
@@ -37,6 +38,7 @@
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
+#include "utils/syscache.h"
 #include "utils/relcache.h"
 #include "utils/varlena.h"
 
@@ -499,6 +501,22 @@ watch_args_channel(int nargs, char **args)
 	return NULL;
 }
 
+/* the name of a column now; NULL if it does not exist or was dropped */
+char *
+column_name_now(Oid relid, AttrNumber attnum)
+{
+	HeapTuple	tuple;
+	char	   *name = NULL;
+
+	tuple = SearchSysCache2(ATTNUM, ObjectIdGetDatum(relid), Int16GetDatum(attnum));
+	if (!HeapTupleIsValid(tuple))
+		return NULL;
+	if (!((Form_pg_attribute) GETSTRUCT(tuple))->attisdropped)
+		name = pstrdup(NameStr(((Form_pg_attribute) GETSTRUCT(tuple))->attname));
+	ReleaseSysCache(tuple);
+	return name;
+}
+
 /*
  * The excluded columns by their names now: those of the attribute numbers
  * (a dropped column has none) and the names given that exist.
@@ -513,7 +531,7 @@ watch_exclude_names(const WatchOptions *opts, Oid relid)
 		return opts->exclude;
 	foreach(lc, opts->exclude_attnums)
 	{
-		char	   *name = get_attname(relid, lfirst_int(lc), true);
+		char	   *name = column_name_now(relid, lfirst_int(lc));
 
 		if (name != NULL)
 			names = lappend(names, name);

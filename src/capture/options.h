@@ -78,6 +78,7 @@ extern const char *watch_level_name(WatchLevel level);
 extern const char *delivery_mode_name(DeliveryMode mode);
 extern List *watch_event_names(int events);
 extern List *relation_key_attnums(Relation rel);
+extern char *column_name_now(Oid relid, AttrNumber attnum);
 extern const char *watch_args_channel(int nargs, char **args);
 extern List *watch_exclude_names(const WatchOptions *opts, Oid relid);
 

@@ -211,7 +211,7 @@ attnums_in_partition(List *attnums, Oid parentid, Relation rel)
 
 	foreach(lc, attnums)
 	{
-		char	   *name = get_attname(parentid, lfirst_int(lc), true);
+		char	   *name = column_name_now(parentid, lfirst_int(lc));
 		AttrNumber	attnum = name ? attnameAttNum(rel, name, false) : InvalidAttrNumber;
 
 		if (attnum > 0)
