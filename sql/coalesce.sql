@@ -173,14 +173,15 @@ SELECT length(note) FROM acct WHERE id = 31;
 UPDATE acct SET note = NULL WHERE id = 31;
 SELECT * FROM ev;
 
--- the cap: past pg_notifier.max_coalesce_events held rows, new rows go out at once
+-- the cap: past pg_notifier.max_coalesce_events held rows, what is held is
+-- sent, in order, then the new row, and holding starts again
 SET pg_notifier.max_coalesce_events = 2;
 BEGIN;
 UPDATE acct SET balance = 1000 WHERE id = 20;		-- held
 UPDATE acct SET balance = 1000 WHERE id = 21;		-- held
-UPDATE acct SET balance = 1000 WHERE id = 31;		-- over the cap: sent at once
-UPDATE acct SET balance = 1001 WHERE id = 31;		-- sent at once too
-UPDATE acct SET balance = 1001 WHERE id = 20;		-- merged with the held one
+UPDATE acct SET balance = 1000 WHERE id = 31;		-- over the cap: 20, 21, 31 sent
+UPDATE acct SET balance = 1001 WHERE id = 31;		-- held
+UPDATE acct SET balance = 1001 WHERE id = 20;		-- held
 COMMIT;
 SELECT * FROM ev;
 SET pg_notifier.max_coalesce_events = 0;		-- no coalescing at all

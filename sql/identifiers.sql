@@ -33,8 +33,7 @@ ALTER TABLE "My Schema"."Odd ""Table""" RENAME TO plain;
 INSERT INTO "My Schema".plain VALUES (2, 'x', 'y', 'z', 1, 'n');
 SELECT * FROM ev;
 
--- an excluded column renamed: writes stop with a clear error rather than
--- send it under its new name
+-- an excluded column renamed stays excluded (tracked by attribute number)
 SELECT notifier.watch('"My Schema".plain', channel => 'odd.channel', exclude => ARRAY['UPPER']);
 ALTER TABLE "My Schema".plain RENAME COLUMN "UPPER" TO upper2;
 INSERT INTO "My Schema".plain VALUES (5, 'x', 'y', 'z', 1, 'n');

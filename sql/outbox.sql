@@ -86,7 +86,8 @@ SELECT * FROM ev;
 SELECT notifier.unwatch('ob', 'ob_notify');
 
 -- with on_oversize => 'error', the NOTIFY of notify => true is refused
--- (uncoalesced: at once, where try() sees it)
+-- (uncoalesced, but held behind the event the watch of channel 'ob' holds,
+-- to keep its place: the COMMIT fails)
 SELECT notifier.watch('ob', channel => 'ob_notify', delivery => 'outbox',
 		notify => true, on_oversize => 'error', "coalesce" => false);
 SELECT try($$UPDATE ob SET status = 'larger' WHERE id = 20$$);

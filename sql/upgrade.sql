@@ -12,6 +12,9 @@ RESET client_min_messages;
 CREATE TABLE upg (id int PRIMARY KEY, v text);
 SELECT notifier.watch('upg', delivery => 'outbox');
 INSERT INTO upg VALUES (1, 'kept');
+-- a trigger as 0.1's watch() made it, excluding by name: the update warns
+CREATE TRIGGER notifier_upg_ex AFTER INSERT ON upg FOR EACH ROW
+	EXECUTE FUNCTION notifier.notify_change('channel=upg_ex', 'exclude=v');
 SELECT notifier.add_queue('upg_q') > 0 AS queue_route;
 SELECT notifier.add_webhook('upg_w', 'http://127.0.0.1:9/', secret => 'whsec_c2VjcmV0') > 0 AS webhook_route;
 INSERT INTO notifier.queue (channel, payload) VALUES ('upg_q', '{"a":1}');

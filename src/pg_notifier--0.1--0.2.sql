@@ -17,6 +17,84 @@ ALTER TABLE notifier.routes
 	ADD CONSTRAINT routes_channel_reserved_check CHECK (channel <> 'pg_notifier_control');
 
 --
+-- Capture and the watch API (issue 13): watch_options() says whether a
+-- trigger's arguments are valid, and notifier.watches shows a trigger whose
+-- arguments are not (one written by hand) as invalid, with the reason,
+-- instead of failing for everyone.  watch_options() of a trigger that is not
+-- a notify_change trigger is an error.
+--
+DROP VIEW notifier.watches;
+DROP FUNCTION notifier.watch_options(oid);
+
+CREATE FUNCTION notifier.watch_options(
+	trigger_oid oid,
+	OUT channel text,
+	OUT payload text,
+	OUT columns text[],
+	OUT exclude text[],
+	OUT events text[],
+	OUT condition text,
+	OUT "coalesce" boolean,
+	OUT level text,
+	OUT on_oversize text,
+	OUT delivery text,
+	OUT notify boolean,
+	OUT valid boolean,
+	OUT error text)
+RETURNS record
+AS 'MODULE_PATHNAME', 'notifier_watch_options'
+LANGUAGE C STRICT STABLE;
+
+COMMENT ON FUNCTION notifier.watch_options(oid) IS
+'the options of a notify_change trigger, defaults filled in; valid is false, with the reason in error, when its arguments are not valid';
+
+CREATE VIEW notifier.watches AS
+SELECT t.tgrelid::pg_catalog.regclass AS "table",
+	   o.channel,
+	   o.payload,
+	   o.columns,
+	   o.exclude,
+	   o.events,
+	   o.condition,
+	   o."coalesce",
+	   o.level,
+	   o.on_oversize,
+	   o.delivery,
+	   o.notify,
+	   pg_catalog.array_agg(t.tgname::text ORDER BY t.tgname) AS triggers,
+	   o.valid,
+	   o.error
+  FROM pg_catalog.pg_trigger t,
+	   LATERAL notifier.watch_options(t.oid) o
+ WHERE t.tgfoid = 'notifier.notify_change()'::pg_catalog.regprocedure
+   AND t.tgparentid OPERATOR(pg_catalog.=) 0
+ GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 15;
+
+GRANT SELECT ON notifier.watches TO PUBLIC;
+
+-- Excluded columns are tracked by attribute number from 0.2 on: watch()
+-- writes exclude_attnums.  Triggers made by 0.1's watch() still match by
+-- name (a renamed column then stops writes; a column added under the old
+-- name is excluded, the renamed one is not): say so, watch() again fixes it.
+DO $$
+DECLARE
+	n int;
+BEGIN
+	SELECT pg_catalog.count(*) INTO n
+	  FROM pg_catalog.pg_trigger t
+	 WHERE t.tgfoid OPERATOR(pg_catalog.=) 'notifier.notify_change()'::pg_catalog.regprocedure
+	   AND t.tgparentid OPERATOR(pg_catalog.=) 0
+	   AND pg_catalog.strpos(pg_catalog.encode(t.tgargs, 'escape'), 'exclude=') OPERATOR(pg_catalog.>) 0
+	   AND pg_catalog.strpos(pg_catalog.encode(t.tgargs, 'escape'), 'exclude_attnums=') OPERATOR(pg_catalog.=) 0;
+	IF n OPERATOR(pg_catalog.>) 0 THEN
+		RAISE WARNING '% pg_notifier triggers match excluded columns by name', n
+			USING DETAIL = 'A column renamed after watch() would no longer be excluded, were a new column given its old name.',
+				  HINT = 'Call notifier.watch() again for the watches of notifier.watches with an exclude list: it records the columns themselves.';
+	END IF;
+END
+$$;
+
+--
 -- pg_dump: what users' data the extension keeps is dumped with it (in a
 -- superuser's dump: routes with their secrets), and restored by CREATE
 -- EXTENSION plus the data: routes, events waiting in the outbox, deliveries

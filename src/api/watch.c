@@ -8,14 +8,19 @@
  * the triggers of that (table, channel) pair, so calling it again with
  * other options changes the watch.  It creates at most two triggers:
  *
- *	notifier_<channel>			 AFTER INSERT OR UPDATE OR DELETE FOR EACH ROW
+ *	notifier:row:<channel>		 AFTER INSERT OR UPDATE OR DELETE FOR EACH ROW
  *								 [WHEN (condition)]
- *	notifier_<channel>_truncate  AFTER TRUNCATE FOR EACH STATEMENT
+ *	notifier:truncate:<channel>  AFTER TRUNCATE FOR EACH STATEMENT
  *
  * both with the same canonical 'name=value' arguments, which is what the
- * notifier.watches view reads back.  On a partitioned table PostgreSQL
- * clones the row trigger onto every partition; events name the partitioned
- * table.
+ * notifier.watches view reads back.  The kind comes before the channel, so
+ * no two (kind, channel) pairs share a name (0.1's notifier_<channel> and
+ * notifier_<channel>_truncate did: channels "orders" and "orders_truncate"),
+ * and no 0.1 name (they begin "notifier_") is taken.  Triggers are found by
+ * function and channel, never by name, so 0.1's are still replaced and
+ * dropped.  On a partitioned table PostgreSQL clones the row trigger onto
+ * every partition; events name the partitioned table.  Inheritance children
+ * are not watched: watch() warns.
  *
  * Copyright (c) 2026, pg_notifier developers; PostgreSQL Licence (LICENSE)
  *
@@ -27,8 +32,10 @@
 #include "access/htup_details.h"
 #include "access/relation.h"
 #include "access/table.h"
+#include "access/xact.h"
 #include "catalog/catalog.h"
 #include "catalog/indexing.h"
+#include "catalog/pg_inherits.h"
 #include "catalog/pg_trigger.h"
 #include "commands/trigger.h"
 #include "common/hashfn.h"
@@ -45,11 +52,15 @@
 #include "utils/fmgroids.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
+#include "utils/resowner.h"
 
 #include "capture/options.h"
 #include "common/sqlutil.h"
 #include "pg_notifier.h"
 #include "capture/watch.h"
+
+/* the longest condition an error shows whole, with the error's position */
+#define CONDITION_ECHO_BYTES 1024
 
 static Oid
 notify_change_oid(void)
@@ -60,44 +71,88 @@ notify_change_oid(void)
 }
 
 /*
- * Trigger names: notifier_<channel>[_truncate], cut to fit in a name; a cut
- * name ends in a hash of the channel so that different channels stay
- * apart.
+ * Trigger names: notifier:<kind>:<channel>; a channel too long for a name is
+ * cut and ends in a hash of it, and only channels 9 bytes shorter than
+ * the room left are used whole, so that a cut name never equals a whole
+ * one.
  */
 static char *
-watch_trigger_name(const char *channel, const char *suffix)
+watch_trigger_name(const char *kind, const char *channel)
 {
-	int			room = NAMEDATALEN - 1 - strlen("notifier_") - strlen(suffix);
+	int			room = NAMEDATALEN - 1 - strlen("notifier::") - strlen(kind);
 	int			len = strlen(channel);
 
-	if (len <= room)
-		return psprintf("notifier_%s%s", channel, suffix);
+	if (len <= room - 9)
+		return psprintf("notifier:%s:%s", kind, channel);
 	len = pg_mbcliplen(channel, len, room - 9);
-	return psprintf("notifier_%.*s_%08x%s", len, channel,
-					hash_bytes((const unsigned char *) channel, strlen(channel)),
-					suffix);
+	return psprintf("notifier:%s:%.*s_%08x", kind, len, channel,
+					hash_bytes((const unsigned char *) channel, strlen(channel)));
 }
 
 /*
- * The channel a notify_change trigger sends on.
+ * The channel a notify_change trigger sends on, read without parsing its
+ * other arguments (which may be bad, in a trigger written by hand).
  */
-static char *
+static const char *
 trigger_channel(Trigger *tg, Relation rel)
 {
-	WatchOptions opts;
+	const char *channel = watch_args_channel(tg->tgnargs, tg->tgargs);
 
-	parse_watch_options(tg->tgnargs, tg->tgargs, &opts);
-	return opts.channel ? opts.channel : RelationGetRelationName(rel);
+	return channel ? channel : RelationGetRelationName(rel);
 }
 
+/*
+ * Run a CREATE/DROP TRIGGER built here.  SPI puts the statement in the
+ * context of its errors, and the statement holds the condition, of any
+ * length: an error of a long one keeps only the error itself.
+ */
 static void
 run_ddl(const char *sql)
 {
+	MemoryContext cxt = CurrentMemoryContext;
+
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	if (SPI_execute(sql, false, 0) != SPI_OK_UTILITY)
-		elog(ERROR, "could not run: %s", sql);
+	PG_TRY();
+	{
+		if (SPI_execute(sql, false, 0) != SPI_OK_UTILITY)
+			elog(ERROR, "could not run: %s", clip_for_message(sql));
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		if (strlen(sql) <= CONDITION_ECHO_BYTES)
+			PG_RE_THROW();
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		edata->context = pstrdup("CREATE TRIGGER or DROP TRIGGER run by pg_notifier");
+		edata->internalquery = NULL;
+		edata->internalpos = 0;
+		edata->cursorpos = 0;
+		ReThrowError(edata);
+	}
+	PG_END_TRY();
 	SPI_finish();
+}
+
+/* the watches of rel: its notify_change triggers, not clones */
+static List *
+watch_triggers(Relation rel)
+{
+	TriggerDesc *trigdesc = rel->trigdesc;
+	Oid			fnoid = notify_change_oid();
+	List	   *triggers = NIL;
+
+	for (int i = 0; trigdesc != NULL && i < trigdesc->numtriggers; i++)
+	{
+		Trigger    *tg = &trigdesc->triggers[i];
+
+		if (tg->tgfoid == fnoid && !tg->tgisclone)
+			triggers = lappend(triggers, tg);
+	}
+	return triggers;
 }
 
 /*
@@ -106,17 +161,14 @@ run_ddl(const char *sql)
 static int
 drop_watch_triggers(Relation rel, const char *channel)
 {
-	TriggerDesc *trigdesc = rel->trigdesc;
-	Oid			fnoid = notify_change_oid();
 	List	   *names = NIL;
 	ListCell   *lc;
 
-	for (int i = 0; trigdesc != NULL && i < trigdesc->numtriggers; i++)
+	foreach(lc, watch_triggers(rel))
 	{
-		Trigger    *tg = &trigdesc->triggers[i];
+		Trigger    *tg = lfirst(lc);
 
-		if (tg->tgfoid == fnoid && !tg->tgisclone &&
-			strcmp(trigger_channel(tg, rel), channel) == 0)
+		if (strcmp(trigger_channel(tg, rel), channel) == 0)
 			names = lappend(names, pstrdup(tg->tgname));
 	}
 
@@ -129,6 +181,37 @@ drop_watch_triggers(Relation rel, const char *channel)
 	return list_length(names);
 }
 
+/*
+ * The channel unwatch(table) means when it is not given: the table's name,
+ * if the table is watched on it; else, the table being renamed since
+ * watch() (which wrote the name it had then), its only watch's channel.
+ */
+static const char *
+default_unwatch_channel(Relation rel)
+{
+	List	   *channels = NIL;
+	ListCell   *lc;
+
+	foreach(lc, watch_triggers(rel))
+	{
+		const char *channel = trigger_channel(lfirst(lc), rel);
+
+		if (strcmp(channel, RelationGetRelationName(rel)) == 0)
+			return channel;
+		if (!list_member(channels, makeString((char *) channel)))
+			channels = lappend(channels, makeString((char *) channel));
+	}
+	if (list_length(channels) > 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_AMBIGUOUS_PARAMETER),
+				 errmsg("table \"%s\" is watched on %d channels, none named after it",
+						RelationGetRelationName(rel), list_length(channels)),
+				 errhint("Name the channel: notifier.unwatch(table, channel).  SELECT * FROM notifier.watches lists them.")));
+	if (channels != NIL)
+		return strVal(linitial(channels));
+	return RelationGetRelationName(rel);
+}
+
 /* errcontext for the condition check: point into the condition */
 static void
 condition_error_callback(void *arg)
@@ -136,11 +219,15 @@ condition_error_callback(void *arg)
 	const char *query = (const char *) arg;
 	int			pos = geterrposition();
 
+	/* the condition is shown with the position only if it is short */
 	if (pos > 0)
 	{
 		errposition(0);
-		internalerrposition(pos);
-		internalerrquery(query);
+		if (strlen(query) <= CONDITION_ECHO_BYTES)
+		{
+			internalerrposition(pos);
+			internalerrquery(query);
+		}
 	}
 	errcontext("pg_notifier condition");
 }
@@ -186,33 +273,60 @@ check_condition_syntax(const char *condition)
 		stmt->valuesLists)
 		ereport(ERROR,
 				(errcode(ERRCODE_SYNTAX_ERROR),
-				 errmsg("pg_notifier condition is not a single expression: %s", condition),
+				 errmsg("pg_notifier condition is not a single expression: %s",
+						clip_for_message(condition)),
 				 errhint("Write a boolean expression over OLD and NEW, such as NEW.status <> OLD.status.")));
 }
 
-/* open the table to watch or unwatch, refusing what cannot be watched */
+/*
+ * Open the table to watch or unwatch, refusing what cannot be watched.
+ * unwatch() of a table that can never be watched (a catalog, one of ours)
+ * is not an error: it is not watched; NULL then.
+ */
 static Relation
-open_watched_table(FunctionCallInfo fcinfo)
+open_watched_table(FunctionCallInfo fcinfo, bool unwatch)
 {
 	Relation	rel;
 	Oid			relid;
 
-	require_arg(fcinfo, 0, "table", "Pass the table to watch, for example 'public.orders'.");
+	require_arg(fcinfo, 0, "table", unwatch ?
+				"Pass the table to unwatch, for example 'public.orders'." :
+				"Pass the table to watch, for example 'public.orders'.");
 	relid = PG_GETARG_OID(0);
 
-	/* the lock CREATE TRIGGER takes */
-	rel = relation_open(relid, ShareRowExclusiveLock);
+	/* the lock CREATE TRIGGER takes; a regclass may name no relation */
+	rel = try_relation_open(relid, ShareRowExclusiveLock);
+	if (rel == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("relation with OID %u does not exist", relid),
+				 errhint("Name the table, for example 'public.orders'; it may have been dropped.")));
 
-	require_table(rel, "Only tables and partitioned tables can be watched; views, sequences, foreign tables and materialized views cannot.");
+	require_table(rel, unwatch ?
+				  "Only tables and partitioned tables are ever watched." :
+				  "Only tables and partitioned tables can be watched; views, sequences, foreign tables and materialized views cannot.");
 	if (IsCatalogRelation(rel) ||
 		RelationGetNamespace(rel) == get_namespace_oid(NOTIFIER_SCHEMA, false))
+	{
+		if (unwatch)
+		{
+			ereport(NOTICE,
+					(errmsg("table \"%s\" is not watched, skipping",
+							RelationGetRelationName(rel)),
+					 errdetail("System catalogs and pg_notifier's own tables are never watched.")));
+			relation_close(rel, ShareRowExclusiveLock);
+			return NULL;
+		}
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 				 errmsg("cannot watch table \"%s\"", RelationGetRelationName(rel)),
 				 errdetail("System catalogs and pg_notifier's own tables cannot be watched.")));
+	}
 	if (pg_class_aclcheck(relid, GetUserId(), ACL_TRIGGER) != ACLCHECK_OK)
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 unwatch ?
+				 errmsg("permission denied to unwatch table \"%s\"", RelationGetRelationName(rel)) :
 				 errmsg("permission denied to watch table \"%s\"", RelationGetRelationName(rel)),
 				 errhint("Watching a table needs the TRIGGER privilege on it, as CREATE TRIGGER does.")));
 	return rel;
@@ -230,7 +344,7 @@ PG_FUNCTION_INFO_V1(notifier_watch);
 Datum
 notifier_watch(PG_FUNCTION_ARGS)
 {
-	Relation	rel = open_watched_table(fcinfo);
+	Relation	rel = open_watched_table(fcinfo, false);
 	List	   *args = NIL;
 	WatchOptions opts;
 	char	  **argv;
@@ -268,14 +382,17 @@ notifier_watch(PG_FUNCTION_ARGS)
 		argv[i++] = lfirst(lc);
 	parse_watch_options(i, argv, &opts);
 	check_watch_options(&opts, rel, ERROR);
-	if (opts.payload == PAYLOAD_KEYS && relation_key_attnums(rel) == NIL)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("payload=keys needs a key, and table \"%s\" has none",
-						RelationGetRelationName(rel)),
-				 errhint("Add a primary key or a replica identity index, or use payload => 'row'.")));
 	if (opts.condition != NULL)
 		check_condition_syntax(opts.condition);
+
+	/* rows of inheritance children do not fire the parent's triggers */
+	if (rel->rd_rel->relkind == RELKIND_RELATION &&
+		find_inheritance_children(RelationGetRelid(rel), NoLock) != NIL)
+		ereport(WARNING,
+				(errmsg("changes of the inheritance children of table \"%s\" are not reported",
+						RelationGetRelationName(rel)),
+				 errdetail("Triggers of a table do not fire for rows of its inheritance children, even when they are changed through it."),
+				 errhint("Watch each child table as well, or use declarative partitioning, whose partitions are watched with their table.")));
 
 	/* replace whatever watched this (table, channel) before */
 	drop_watch_triggers(rel, opts.channel);
@@ -302,7 +419,7 @@ notifier_watch(PG_FUNCTION_ARGS)
 
 		initStringInfo(&sql);
 		appendStringInfo(&sql, "CREATE TRIGGER %s AFTER ",
-						 quote_identifier(watch_trigger_name(opts.channel, "")));
+						 quote_identifier(watch_trigger_name("row", opts.channel)));
 		foreach(lc, ops)
 			appendStringInfo(&sql, "%s%s", lc == list_head(ops) ? "" : " OR ",
 							 (char *) lfirst(lc));
@@ -314,7 +431,7 @@ notifier_watch(PG_FUNCTION_ARGS)
 	}
 	if (opts.events & WATCH_TRUNCATE)
 		run_ddl(psprintf("CREATE TRIGGER %s AFTER TRUNCATE ON %s FOR EACH STATEMENT EXECUTE FUNCTION notifier.notify_change(%s)",
-						 quote_identifier(watch_trigger_name(opts.channel, "_truncate")),
+						 quote_identifier(watch_trigger_name("truncate", opts.channel)),
 						 table, tgargs.data));
 
 	relation_close(rel, NoLock);
@@ -325,32 +442,75 @@ PG_FUNCTION_INFO_V1(notifier_unwatch);
 
 /*
  * notifier.unwatch(relation, channel) -> whether anything was watched
+ *
+ * Without a channel: the table's name, or, the table having been renamed,
+ * its only watch (see default_unwatch_channel()).
  */
 Datum
 notifier_unwatch(PG_FUNCTION_ARGS)
 {
-	Relation	rel = open_watched_table(fcinfo);
-	char	   *channel;
+	Relation	rel = open_watched_table(fcinfo, true);
+	const char *channel;
 	int			dropped;
 
-	channel = PG_ARGISNULL(1) ? pstrdup(RelationGetRelationName(rel))
+	if (rel == NULL)
+		PG_RETURN_BOOL(false);
+	channel = PG_ARGISNULL(1) ? default_unwatch_channel(rel)
 		: text_to_cstring(PG_GETARG_TEXT_PP(1));
 	dropped = drop_watch_triggers(rel, channel);
 	if (dropped == 0)
 		ereport(NOTICE,
 				(errmsg("table \"%s\" is not watched on channel \"%s\", skipping",
-						RelationGetRelationName(rel), channel),
+						RelationGetRelationName(rel), clip_for_message(channel)),
 				 errhint("SELECT * FROM notifier.watches lists what is watched.")));
 	relation_close(rel, NoLock);
 	PG_RETURN_BOOL(dropped > 0);
 }
 
+/*
+ * Parse trigger arguments; on an error, its message instead (NULL if none).
+ * The parse runs in a subtransaction, as PL/pgSQL runs an exception block,
+ * so that the view over every trigger survives one written by hand.
+ */
+static char *
+try_parse_watch_options(int nargs, char **args, WatchOptions *opts)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	char	   *error = NULL;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		parse_watch_options(nargs, args, opts);
+		ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		error = edata->message;
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(cxt);
+	CurrentResourceOwner = owner;
+	return error;
+}
+
 PG_FUNCTION_INFO_V1(notifier_watch_options);
 
 /*
- * notifier.watch_options(trigger oid) -> (channel, payload, columns, ...)
+ * notifier.watch_options(trigger oid) -> (channel, payload, columns, ...,
+ *										   valid, error)
  *
- * The effective options of a notify_change trigger, defaults filled in.
+ * The effective options of a notify_change trigger, defaults filled in, and
+ * whether its arguments are valid.  For a trigger whose arguments are not,
+ * only the channel (as unwatch() finds it), valid = false and the reason.
  */
 Datum
 notifier_watch_options(PG_FUNCTION_ARGS)
@@ -358,25 +518,46 @@ notifier_watch_options(PG_FUNCTION_ARGS)
 	Oid			tgoid = PG_GETARG_OID(0);
 	Oid			relid;
 	Oid			parentid;
+	Oid			fnoid;
 	int			nargs;
 	char	  **args;
 	WatchOptions opts;
+	const char *channel;
+	char	   *error;
+	List	   *exclude;
 	TupleDesc	tupdesc;
-	Datum		values[11];
-	bool		nulls[11] = {0};
+	Datum		values[13];
+	bool		nulls[13] = {0};
 
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
 
-	trigger_catalog_lookup(tgoid, &relid, &parentid, &nargs, &args);
-	parse_watch_options(nargs, args, &opts);
+	trigger_catalog_lookup(tgoid, &relid, &parentid, &fnoid, &nargs, &args);
+	if (fnoid != notify_change_oid())
+		ereport(ERROR,
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("trigger with OID %u is not a pg_notifier trigger", tgoid),
+				 errdetail("It does not execute notifier.notify_change()."),
+				 errhint("SELECT * FROM notifier.watches lists the watches and their triggers.")));
 
-	values[0] = CStringGetTextDatum(opts.channel ? opts.channel : get_rel_name(relid));
+	channel = watch_args_channel(nargs, args);
+	values[0] = CStringGetTextDatum(channel ? channel : get_rel_name(relid));
+	error = try_parse_watch_options(nargs, args, &opts);
+	if (error != NULL)
+	{
+		for (int i = 1; i < 11; i++)
+			nulls[i] = true;
+		values[11] = BoolGetDatum(false);
+		values[12] = CStringGetTextDatum(error);
+		PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
+	}
+
 	values[1] = CStringGetTextDatum(payload_mode_name(opts.payload));
 	values[2] = list_to_text_array(opts.columns);
 	nulls[2] = opts.columns == NIL;
-	values[3] = list_to_text_array(opts.exclude);
-	nulls[3] = opts.exclude == NIL;
+	exclude = watch_exclude_names(&opts, relid);
+	values[3] = list_to_text_array(exclude);
+	nulls[3] = exclude == NIL;
 	values[4] = list_to_text_array(watch_event_names(opts.events));
 	values[5] = opts.condition ? CStringGetTextDatum(opts.condition) : (Datum) 0;
 	nulls[5] = opts.condition == NULL;
@@ -386,6 +567,8 @@ notifier_watch_options(PG_FUNCTION_ARGS)
 	values[9] = CStringGetTextDatum(delivery_mode_name(opts.delivery));
 	/* do LISTEN clients see the events? */
 	values[10] = BoolGetDatum(opts.delivery == DELIVERY_NOTIFY || opts.notify);
+	values[11] = BoolGetDatum(true);
+	nulls[12] = true;
 
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
 }

@@ -34,6 +34,12 @@
 #define MAX_TIMEOUT_MS 600000
 #define MAX_CONCURRENCY 100
 
+/*
+ * The longest URL accepted: browsers and servers commonly stop at 8 KB, and
+ * a route's URL is shown in notifier.routes and notifier.stats.
+ */
+#define MAX_URL_BYTES 2048
+
 /* headers pg_notifier sets itself */
 static const char *const reserved_headers[] = {
 	"content-type", "content-length", "user-agent", "host", "transfer-encoding",
@@ -83,11 +89,18 @@ check_url(const char *url)
 	char	   *host = NULL;
 	char	   *problem = NULL;
 
+	if (strlen(url) > MAX_URL_BYTES)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("url is too long"),
+				 errdetail("It is %zu bytes; the limit is %d bytes.", strlen(url), MAX_URL_BYTES),
+				 errhint("Give a shorter URL; pass large tokens in headers.")));
 	for (const char *p = url; *p; p++)
 		if ((unsigned char) *p <= ' ' || *p == 0x7f)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("url \"%s\" contains a space or a control character", url),
+					 errmsg("url \"%s\" contains a space or a control character",
+							clip_for_message(url)),
 					 errhint("Percent-encode it (%%20).")));
 
 	u = curl_url();
@@ -95,15 +108,17 @@ check_url(const char *url)
 		elog(ERROR, "out of memory");
 	rc = curl_url_set(u, CURLUPART_URL, url, 0);
 	if (rc != CURLUE_OK)
-		problem = psprintf("url \"%s\" is not a valid URL: %s", url, curl_url_strerror(rc));
+		problem = psprintf("url \"%s\" is not a valid URL: %s", clip_for_message(url),
+						   curl_url_strerror(rc));
 	else if (curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
 			 (pg_strcasecmp(scheme, "http") != 0 && pg_strcasecmp(scheme, "https") != 0))
-		problem = psprintf("url \"%s\" is not an http or https URL", url);
+		problem = psprintf("url \"%s\" is not an http or https URL", clip_for_message(url));
 	else if (curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK || host[0] == '\0' ||
 			 strstr(url, ":///") != NULL)
-		problem = psprintf("url \"%s\" has no host", url);
+		problem = psprintf("url \"%s\" has no host", clip_for_message(url));
 	else if (!host_allowed(host))
-		problem = psprintf("host \"%s\" is not in pg_notifier.allowed_hosts", host);
+		problem = psprintf("host \"%s\" is not in pg_notifier.allowed_hosts",
+						   clip_for_message(host));
 	curl_free(scheme);
 	curl_free(host);
 	curl_url_cleanup(u);
@@ -155,13 +170,13 @@ check_headers(Jsonb *headers)
 			if (!is_token(v.val.string.val, v.val.string.len))
 				ereport(ERROR,
 						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-						 errmsg("\"%s\" is not a valid HTTP header name", name),
+						 errmsg("\"%s\" is not a valid HTTP header name", clip_for_message(name)),
 						 errhint("A header name is letters, digits and !#$%%&'*+-.^_`|~.")));
 			for (int i = 0; reserved_headers[i] != NULL; i++)
 				if (pg_strcasecmp(name, reserved_headers[i]) == 0)
 					ereport(ERROR,
 							(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-							 errmsg("header \"%s\" is set by pg_notifier", name),
+							 errmsg("header \"%s\" is set by pg_notifier", clip_for_message(name)),
 							 errhint("Leave out Content-Type, Content-Length, User-Agent, Host, Transfer-Encoding and webhook-*.")));
 		}
 		else if (r == WJB_VALUE)
@@ -169,13 +184,13 @@ check_headers(Jsonb *headers)
 			if (v.type != jbvString)
 				ereport(ERROR,
 						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-						 errmsg("the value of header \"%s\" is not a string", name)));
+						 errmsg("the value of header \"%s\" is not a string", clip_for_message(name))));
 			for (int i = 0; i < v.val.string.len; i++)
 				if (v.val.string.val[i] == '\r' || v.val.string.val[i] == '\n' ||
 					v.val.string.val[i] == '\0')
 					ereport(ERROR,
 							(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-							 errmsg("the value of header \"%s\" contains a line break", name)));
+							 errmsg("the value of header \"%s\" contains a line break", clip_for_message(name))));
 		}
 	}
 }

@@ -21,13 +21,31 @@
  * its parent's, at subabort thrown away.  Events come out in the order of
  * each row's first change.
  *
- * Memory is bounded by pg_notifier.max_coalesce_events, the number of row
- * states held in the transaction (all levels): past it, a change to a row
- * that is not held at the current level is emitted at once, uncoalesced.
- * (A row held by an outer savepoint level and changed again past the cap
- * may then be reported before its held event.)
+ * Order.  The events of a transaction keep the order of the changes: while
+ * anything is held, a change that is not coalesced (TRUNCATE, a table
+ * without a key, "coalesce" => false) is held too, as it is, in its place
+ * (PENDING_EVENT).  A TRUNCATE is a barrier: it starts a new generation,
+ * and a row changed after it is never merged with its state from before
+ * (an INSERT merged across a TRUNCATE would be reported before it).
  *
- * Statement level: one count per (watch, operation), no row kept at all.
+ * Table versions.  Each held row keeps the Watch it was formed with (its
+ * tuple descriptor, the columns of that version): DDL in the same
+ * transaction (ALTER TABLE ... TYPE, DROP/ADD/RENAME COLUMN) may change the
+ * table between two changes of a row.  An invalidated Watch stays alive
+ * until the end of the transaction (watch_cache.c).  The event is built
+ * with the Watch of the row's last change (names, columns, key), and each
+ * row is read with its own descriptor, columns matched by attribute
+ * number (event_frame(), event.c).
+ *
+ * Memory is bounded by pg_notifier.max_coalesce_events, the number of row
+ * states held in the transaction (all levels).  Past it, at the top level,
+ * everything held is sent, in order, and the change goes out at once; then
+ * holding starts again.  Inside a savepoint the outer levels' events cannot
+ * be sent (a rollback to the savepoint would take them along): there the
+ * change goes out at once, possibly before events held by outer levels.
+ *
+ * Statement level: one count per (watch, operation, generation), no row
+ * kept at all.
  *
  * Events are emitted at XACT_EVENT_PRE_COMMIT, before PostgreSQL queues
  * the transaction's notifications (PreCommit_Notify), where an error still
@@ -55,23 +73,32 @@
 #include "pg_notifier.h"
 #include "common/stats.h"
 
+/* PendingKey.op besides a ChangeOp (statement level) */
+#define PENDING_ROW		(-1)	/* a row's coalesced state */
+#define PENDING_EVENT	(-2)	/* one change, held as it is to keep its place */
+
 typedef struct PendingKey
 {
 	Oid			tgoid;			/* the watch */
-	int			op;				/* statement level: the ChangeOp; row: -1 */
-	char	   *key;			/* row level: the event's ,"key":{...} */
+	int			op;				/* a ChangeOp, PENDING_ROW or PENDING_EVENT */
+	uint32		generation;		/* TRUNCATEs before the change */
+	uint64		seq;			/* PENDING_EVENT: its order; else 0 */
+	char	   *key;			/* PENDING_ROW: the event's ,"key":{...} */
 } PendingKey;
 
 typedef struct Pending
 {
 	PendingKey	k;				/* hash key, first */
 	uint64		order;			/* first change's position in the xact */
-	const Watch *watch;
+	const Watch *watch;			/* of the last change: names, columns, key */
 	TimestampTz ts;				/* statement time of the last change */
-	bool		existed;		/* row level: the row existed before */
-	bool		exists;			/* row level: the row exists after */
+	ChangeOp	op;				/* PENDING_EVENT: the change */
+	bool		existed;		/* row: the row existed before */
+	bool		exists;			/* row: the row exists after */
 	HeapTuple	oldtuple;		/* if existed: the row before the first change */
+	const Watch *oldwatch;		/* the version oldtuple was formed with */
 	HeapTuple	newtuple;		/* if exists: the row after the last change */
+	const Watch *newwatch;		/* the version newtuple was formed with */
 	int64		count;			/* statement level: rows affected */
 } Pending;
 
@@ -81,6 +108,7 @@ static HTAB **levels = NULL;	/* by transaction nest level, from 1 */
 static int	nlevels = 0;		/* allocated length of levels */
 static int	held = 0;			/* row states held, all levels */
 static uint64 next_order = 0;
+static uint32 generation = 0;	/* TRUNCATEs seen in the transaction */
 static bool flushed = false;	/* the events went out; emit late ones at once */
 static bool callbacks_registered = false;
 
@@ -89,6 +117,9 @@ pending_hash(const void *key, Size keysize)
 {
 	const PendingKey *k = key;
 	uint32		h = hash_bytes_uint32(k->tgoid) ^ (uint32) k->op;
+
+	h = hash_combine(h, hash_bytes_uint32(k->generation));
+	h = hash_combine(h, hash_bytes_uint32((uint32) k->seq));
 
 	if (k->key)
 		h = hash_combine(h, hash_bytes((const unsigned char *) k->key, strlen(k->key)));
@@ -101,7 +132,8 @@ pending_match(const void *key1, const void *key2, Size keysize)
 	const PendingKey *a = key1;
 	const PendingKey *b = key2;
 
-	if (a->tgoid != b->tgoid || a->op != b->op)
+	if (a->tgoid != b->tgoid || a->op != b->op ||
+		a->generation != b->generation || a->seq != b->seq)
 		return 1;
 	if (a->key == NULL || b->key == NULL)
 		return a->key != b->key;
@@ -190,16 +222,45 @@ pending_init(Pending *p, const Watch *w)
 }
 
 /*
- * Compose a later state (exists, newtuple) onto p; takes ownership of
- * newtuple.
+ * Compose a later state (exists, newtuple formed with newwatch) onto p;
+ * takes ownership of newtuple.
  */
 static void
-compose(Pending *p, bool exists, HeapTuple newtuple)
+compose(Pending *p, bool exists, HeapTuple newtuple, const Watch *newwatch)
 {
 	if (p->newtuple)
 		heap_freetuple(p->newtuple);
 	p->exists = exists;
 	p->newtuple = newtuple;
+	p->newwatch = newtuple ? newwatch : NULL;
+}
+
+/* is any event held, at any level? */
+static bool
+anything_held(void)
+{
+	for (int i = 1; levels != NULL && i < nlevels; i++)
+		if (levels[i] != NULL && hash_get_num_entries(levels[i]) > 0)
+			return true;
+	return false;
+}
+
+static void emit_held(HTAB *map);
+static void free_level(int nest);
+
+/*
+ * Past the cap: may the change go out now without overtaking a held
+ * event?  At the top level, yes once everything held has been sent.
+ */
+static void
+make_room(void)
+{
+	if (GetCurrentTransactionNestLevel() == 1 && levels != NULL &&
+		nlevels > 1 && levels[1] != NULL)
+	{
+		emit_held(levels[1]);
+		free_level(1);
+	}
 }
 
 /*
@@ -226,14 +287,17 @@ coalesce_change(const Watch *w, const ChangeEvent *ev)
 	/* the key, built in the caller's (per-row) context */
 	initStringInfo(&key);
 	event_append_key(&key, w, ev);
+	memset(&k, 0, sizeof(k));
 	k.tgoid = w->tgoid;
-	k.op = -1;
+	k.op = PENDING_ROW;
+	k.generation = generation;
 	k.key = key.data;
 
 	p = hash_search(map, &k, HASH_FIND, &found);
 	if (!found && held >= notifier_max_coalesce_events)
 	{
-		/* over the cap: this one goes out now */
+		/* over the cap: this one goes out now, after what is held */
+		make_room();
 		emit_event(w, ev);
 		return;
 	}
@@ -246,12 +310,60 @@ coalesce_change(const Watch *w, const ChangeEvent *ev)
 		pending_init(p, w);
 		p->existed = ev->op != OP_INSERT;
 		p->oldtuple = copy_row(ev->oldslot);
+		p->oldwatch = p->oldtuple ? w : NULL;
 		held++;
 	}
 
-	compose(p, ev->op != OP_DELETE, copy_row(ev->newslot));
+	compose(p, ev->op != OP_DELETE, copy_row(ev->newslot), w);
+	p->watch = w;
 	p->ts = ev->ts;
 	MemoryContextSwitchTo(oldcxt);
+}
+
+/*
+ * A change that is not coalesced: sent at once when nothing is held, else
+ * held as it is, behind what is held, so that it cannot overtake it.
+ */
+void
+coalesce_in_order(const Watch *w, const ChangeEvent *ev)
+{
+	HTAB	   *map;
+	MemoryContext oldcxt;
+	PendingKey	k;
+	Pending    *p;
+
+	if (flushed || !anything_held())
+		emit_event(w, ev);
+	else if (held >= notifier_max_coalesce_events)
+	{
+		make_room();
+		emit_event(w, ev);
+	}
+	else
+	{
+		map = current_level();
+		memset(&k, 0, sizeof(k));
+		k.tgoid = w->tgoid;
+		k.op = PENDING_EVENT;
+		k.generation = generation;
+		k.seq = next_order + 1; /* unique, never 0 */
+
+		oldcxt = MemoryContextSwitchTo(coalesce_cxt);
+		p = hash_search(map, &k, HASH_ENTER, NULL);
+		pending_init(p, w);
+		p->op = ev->op;
+		p->ts = ev->ts;
+		p->existed = ev->oldslot != NULL;
+		p->oldtuple = copy_row(ev->oldslot);
+		p->oldwatch = p->oldtuple ? w : NULL;
+		compose(p, ev->newslot != NULL, copy_row(ev->newslot), w);
+		held++;
+		MemoryContextSwitchTo(oldcxt);
+	}
+
+	/* a row changed after a TRUNCATE is not merged with its state before */
+	if (ev->op == OP_TRUNCATE)
+		generation++;
 }
 
 /*
@@ -261,10 +373,12 @@ void
 coalesce_count(const Watch *w, ChangeOp op, TimestampTz ts)
 {
 	HTAB	   *map = current_level();
-	PendingKey	k = {w->tgoid, op, NULL};
+	PendingKey	k = {w->tgoid, op, generation, 0, NULL};
 	Pending    *p;
 	bool		found;
 
+	if (op == OP_TRUNCATE)
+		generation++;
 	if (flushed)
 	{
 		emit_statement_event(w, op, 1, ts);
@@ -326,9 +440,10 @@ merge_level(int nest)
 			p->count += child->count;
 		else
 		{
-			compose(p, child->exists, child->newtuple);
+			compose(p, child->exists, child->newtuple, child->newwatch);
 			held--;
 		}
+		p->watch = child->watch;
 		p->ts = child->ts;
 		child->newtuple = NULL; /* moved to p, or never set */
 		pending_free(child);
@@ -338,10 +453,10 @@ merge_level(int nest)
 }
 
 /*
- * Subabort: forget the level's states.
+ * Subabort (or sent): forget the level's states.
  */
 static void
-drop_level(int nest)
+free_level(int nest)
 {
 	HASH_SEQ_STATUS status;
 	Pending    *p;
@@ -366,6 +481,18 @@ pending_order_cmp(const void *a, const void *b)
 	return pa->order < pb->order ? -1 : pa->order > pb->order ? 1 : 0;
 }
 
+/* a held row in a slot of the table version it was formed with */
+static TupleTableSlot *
+held_row_slot(HeapTuple tuple, const Watch *version)
+{
+	TupleTableSlot *slot = MakeSingleTupleTableSlot(version->tupdesc,
+													&TTSOpsHeapTuple);
+
+	ExecStoreHeapTuple(tuple, slot, false);
+	slot_getallattrs(slot);
+	return slot;
+}
+
 /* emit one held row state as the event it amounts to */
 static void
 emit_pending_row(Pending *p)
@@ -374,22 +501,26 @@ emit_pending_row(Pending *p)
 	ChangeEvent ev = {0};
 	bool		send = true;
 
+	if (p->k.op == PENDING_EVENT && p->op == OP_TRUNCATE)
+	{
+		ev.op = OP_TRUNCATE;
+		ev.ts = p->ts;
+		emit_event(w, &ev);
+		return;
+	}
 	if (!p->existed && !p->exists)
 		return;					/* INSERT ... DELETE */
 
 	ev.ts = p->ts;
 	if (p->existed)
-	{
-		ev.oldslot = MakeSingleTupleTableSlot(w->tupdesc, &TTSOpsHeapTuple);
-		ExecStoreHeapTuple(p->oldtuple, ev.oldslot, false);
-		slot_getallattrs(ev.oldslot);
-	}
+		ev.oldslot = held_row_slot(p->oldtuple, p->oldwatch);
 	if (p->exists)
-	{
-		ev.newslot = MakeSingleTupleTableSlot(w->tupdesc, &TTSOpsHeapTuple);
-		ExecStoreHeapTuple(p->newtuple, ev.newslot, false);
-		slot_getallattrs(ev.newslot);
-	}
+		ev.newslot = held_row_slot(p->newtuple, p->newwatch);
+
+	/* DDL between the changes: read each row as its version had it */
+	if ((p->existed && p->oldwatch != w) || (p->exists && p->newwatch != w))
+		w = event_frame(w, p->existed ? p->oldwatch : NULL,
+						p->exists ? p->newwatch : NULL, &ev);
 
 	if (!p->existed)
 		ev.op = OP_INSERT;
@@ -399,8 +530,10 @@ emit_pending_row(Pending *p)
 	{
 		ev.op = OP_UPDATE;
 		ev.changed = palloc(sizeof(bool) * Max(w->ncolumns, 1));
-		if (!event_columns_differ(w->columns, w->ncolumns, ev.oldslot,
-								  ev.newslot, ev.changed))
+		if (!event_columns_differ(ev.oldcols ? ev.oldcols : w->columns,
+								  ev.newcols ? ev.newcols : w->columns,
+								  w->ncolumns, ev.oldslot, ev.newslot,
+								  ev.changed))
 		{
 			stats_count(COUNT_NOOP_UPDATES);	/* ended as it began */
 			send = false;
@@ -416,26 +549,19 @@ emit_pending_row(Pending *p)
 }
 
 /*
- * Pre-commit: send everything held, in the order of first changes.
+ * Send everything held in map (the top level's), in the order of first
+ * changes.  The caller has a snapshot active: output functions may run
+ * queries.
  */
 static void
-flush_pending(void)
+emit_held(HTAB *map)
 {
-	HTAB	   *map;
 	HASH_SEQ_STATUS status;
 	Pending    *p;
 	Pending   **all;
 	long		n = 0;
 	MemoryContext cxt;
 	MemoryContext oldcxt;
-
-	if (levels == NULL || levels[1] == NULL)
-		return;
-	map = levels[1];
-	flushed = true;
-
-	/* output functions may run queries; nothing is active at pre-commit */
-	PushActiveSnapshot(GetTransactionSnapshot());
 
 	all = MemoryContextAlloc(coalesce_cxt, sizeof(Pending *) * Max(hash_get_num_entries(map), 1));
 	hash_seq_init(&status, map);
@@ -459,6 +585,22 @@ flush_pending(void)
 	outbox_batch_end();
 	MemoryContextSwitchTo(oldcxt);
 	MemoryContextDelete(cxt);
+	pfree(all);
+}
+
+/*
+ * Pre-commit: send everything held, in the order of first changes.
+ */
+static void
+flush_pending(void)
+{
+	if (levels == NULL || levels[1] == NULL)
+		return;
+	flushed = true;
+
+	/* nothing is active at pre-commit */
+	PushActiveSnapshot(GetTransactionSnapshot());
+	emit_held(levels[1]);
 	PopActiveSnapshot();
 }
 
@@ -471,6 +613,7 @@ reset_state(void)
 	nlevels = 0;
 	held = 0;
 	next_order = 0;
+	generation = 0;
 	flushed = false;
 }
 
@@ -513,5 +656,5 @@ coalesce_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 	if (event == SUBXACT_EVENT_PRE_COMMIT_SUB)
 		merge_level(nest);
 	else if (event == SUBXACT_EVENT_ABORT_SUB)
-		drop_level(nest);
+		free_level(nest);
 }

@@ -14,6 +14,7 @@
 #include "capture/event.h"
 
 extern void coalesce_change(const Watch *w, const ChangeEvent *ev);
+extern void coalesce_in_order(const Watch *w, const ChangeEvent *ev);
 extern void coalesce_count(const Watch *w, ChangeOp op, TimestampTz ts);
 
 #endif							/* NOTIFIER_COALESCE_H */

@@ -109,29 +109,36 @@ event_append_envelope(StringInfo buf, const Watch *w, ChangeOp op,
 }
 
 /*
- * Do the old and new rows differ in any of the given columns?  With
- * "changed", mark each column that differs; without, stop at the first.
- * Values are compared by their binary image, so 1.0 -> 1.00 is a change
- * (to_jsonb() shows it) while rewriting a value to itself is not.
+ * Do the old and new rows differ in any of the given columns?  oldcols and
+ * newcols say how to read each column from each row (they differ only
+ * when DDL came between the rows, see event_frame()).  With "changed",
+ * mark each column that differs; without, stop at the first.  Values are
+ * compared by their binary image, so 1.0 -> 1.00 is a change (to_jsonb()
+ * shows it) while rewriting a value to itself is not; a column that only
+ * one row has, or whose type changed in between, differs.
  */
 bool
-event_columns_differ(const WatchColumn *cols, int ncols,
-					 TupleTableSlot *oldslot, TupleTableSlot *newslot,
-					 bool *changed)
+event_columns_differ(const WatchColumn *oldcols, const WatchColumn *newcols,
+					 int ncols, TupleTableSlot *oldslot,
+					 TupleTableSlot *newslot, bool *changed)
 {
 	bool		any = false;
 
 	for (int i = 0; i < ncols; i++)
 	{
-		int			off = cols[i].attnum - 1;
+		int			oldoff = oldcols[i].attnum - 1;
+		int			newoff = newcols[i].attnum - 1;
 		bool		differ;
 
-		if (oldslot->tts_isnull[off] || newslot->tts_isnull[off])
-			differ = oldslot->tts_isnull[off] != newslot->tts_isnull[off];
+		if (oldoff < 0 || newoff < 0 || oldcols[i].typid != newcols[i].typid)
+			differ = oldoff >= 0 || newoff >= 0 ||
+				oldcols[i].typid != newcols[i].typid;
+		else if (oldslot->tts_isnull[oldoff] || newslot->tts_isnull[newoff])
+			differ = oldslot->tts_isnull[oldoff] != newslot->tts_isnull[newoff];
 		else
-			differ = !datum_image_eq(oldslot->tts_values[off],
-									 newslot->tts_values[off],
-									 cols[i].typbyval, cols[i].typlen);
+			differ = !datum_image_eq(oldslot->tts_values[oldoff],
+									 newslot->tts_values[newoff],
+									 newcols[i].typbyval, newcols[i].typlen);
 		if (changed != NULL)
 			changed[i] = differ;
 		else if (differ)
@@ -142,25 +149,30 @@ event_columns_differ(const WatchColumn *cols, int ncols,
 }
 
 /*
- * "name":value,... for the given columns of a slot, or only those marked in
- * "only" when it is not NULL.
+ * "name":value,... for the given columns (names from cols, values read
+ * from the slot as "read" says; NULL: as cols says), or only those marked
+ * in "only" when it is not NULL.  A column the row's version does not have
+ * is left out.
  */
 static void
-append_columns(StringInfo buf, const WatchColumn *cols, int ncols,
+append_columns(StringInfo buf, const WatchColumn *cols,
+			   const WatchColumn *read, int ncols,
 			   TupleTableSlot *slot, const bool *only)
 {
 	bool		first = true;
 
+	if (read == NULL)
+		read = cols;
 	for (int i = 0; i < ncols; i++)
 	{
-		const WatchColumn *col = &cols[i];
+		const WatchColumn *col = &read[i];
 
-		if (only != NULL && !only[i])
+		if ((only != NULL && !only[i]) || col->attnum == InvalidAttrNumber)
 			continue;
 		if (!first)
 			appendStringInfoChar(buf, ',');
 		first = false;
-		appendStringInfoString(buf, col->json_name);
+		appendStringInfoString(buf, cols[i].json_name);
 		appendStringInfoChar(buf, ':');
 		json_append_value(buf, slot->tts_values[col->attnum - 1],
 						  slot->tts_isnull[col->attnum - 1], col->type);
@@ -169,11 +181,104 @@ append_columns(StringInfo buf, const WatchColumn *cols, int ncols,
 
 static void
 append_object(StringInfo buf, const char *name, const Watch *w,
-			  TupleTableSlot *slot, const bool *only)
+			  TupleTableSlot *slot, const WatchColumn *read, const bool *only)
 {
 	appendStringInfo(buf, ",\"%s\":{", name);
-	append_columns(buf, w->columns, w->ncolumns, slot, only);
+	append_columns(buf, w->columns, read, w->ncolumns, slot, only);
 	appendStringInfoChar(buf, '}');
+}
+
+/* does the table version have column attnum, not dropped? */
+static bool
+version_has_column(const Watch *version, AttrNumber attnum)
+{
+	return attnum <= version->tupdesc->natts &&
+		!TupleDescAttr(version->tupdesc, attnum - 1)->attisdropped;
+}
+
+/* the column attnum as the version reads it; NULL if it does not send it */
+static const WatchColumn *
+version_column(const WatchColumn *cols, int ncols, AttrNumber attnum)
+{
+	for (int i = 0; i < ncols; i++)
+		if (cols[i].attnum == attnum)
+			return &cols[i];
+	return NULL;
+}
+
+/* how to read cols (of the frame) from a row of the given version */
+static WatchColumn *
+columns_in_version(const WatchColumn *cols, int ncols, const Watch *version)
+{
+	WatchColumn *read = palloc0(sizeof(WatchColumn) * Max(ncols, 1));
+
+	for (int i = 0; i < ncols; i++)
+	{
+		const WatchColumn *c = version_column(version->keys, version->nkeys,
+											  cols[i].attnum);
+
+		if (c == NULL)
+			c = version_column(version->columns, version->ncolumns,
+							   cols[i].attnum);
+		if (c != NULL)
+			read[i] = *c;		/* else attnum 0: left out */
+	}
+	return read;
+}
+
+/*
+ * The rows of a held change were formed with other versions of the table
+ * than the frame w (the Watch of the change's last event): DDL came in
+ * between.  The event is that of the frame -- its names, its columns, its
+ * key -- with each row read with its own version, columns matched by
+ * attribute number:
+ *
+ *	- a column that a row's version has but does not send (excluded, or
+ *	  not in "columns" then) is left out of the whole event;
+ *	- a column that a row's version does not have (added since, dropped
+ *	  before) is left out of that row's object only, and counts as changed;
+ *	- a column whose type changed counts as changed, each value shown as
+ *	  its own type shows it.
+ *
+ * Returns the frame to build the event with (a copy in the current memory
+ * context) and sets ev's reading instructions.
+ */
+const Watch *
+event_frame(const Watch *w, const Watch *oldversion,
+			const Watch *newversion, ChangeEvent *ev)
+{
+	Watch	   *f = palloc(sizeof(Watch));
+	WatchColumn *cols = palloc0(sizeof(WatchColumn) * Max(w->ncolumns, 1));
+	const Watch *versions[2] = {oldversion, newversion};
+
+	*f = *w;
+	f->ncolumns = 0;
+	for (int i = 0; i < w->ncolumns; i++)
+	{
+		AttrNumber	attnum = w->columns[i].attnum;
+		bool		hidden = false;
+
+		for (int v = 0; v < 2; v++)
+			if (versions[v] != NULL && version_has_column(versions[v], attnum) &&
+				version_column(versions[v]->columns, versions[v]->ncolumns,
+							   attnum) == NULL)
+				hidden = true;
+		if (!hidden)
+			cols[f->ncolumns++] = w->columns[i];
+	}
+	f->columns = cols;
+
+	if (oldversion != NULL)
+	{
+		ev->oldcols = columns_in_version(f->columns, f->ncolumns, oldversion);
+		ev->oldkeys = columns_in_version(f->keys, f->nkeys, oldversion);
+	}
+	if (newversion != NULL)
+	{
+		ev->newcols = columns_in_version(f->columns, f->ncolumns, newversion);
+		ev->newkeys = columns_in_version(f->keys, f->nkeys, newversion);
+	}
+	return f;
 }
 
 /*
@@ -183,12 +288,13 @@ append_object(StringInfo buf, const char *name, const Watch *w,
 void
 event_append_key(StringInfo buf, const Watch *w, const ChangeEvent *ev)
 {
-	TupleTableSlot *slot = ev->op == OP_DELETE ? ev->oldslot : ev->newslot;
+	bool		old = ev->op == OP_DELETE;
 
 	if (w->nkeys == 0 || ev->op == OP_TRUNCATE)
 		return;
 	appendBinaryStringInfo(buf, ",\"key\":{", 8);
-	append_columns(buf, w->keys, w->nkeys, slot, NULL);
+	append_columns(buf, w->keys, old ? ev->oldkeys : ev->newkeys, w->nkeys,
+				   old ? ev->oldslot : ev->newslot, NULL);
 	appendStringInfoChar(buf, '}');
 }
 
@@ -206,8 +312,10 @@ event_append_body(StringInfo buf, const Watch *w, const ChangeEvent *ev)
 
 	if (ev->op != OP_UPDATE)
 	{
-		append_object(buf, "row", w,
-					  ev->op == OP_DELETE ? ev->oldslot : ev->newslot, NULL);
+		if (ev->op == OP_DELETE)
+			append_object(buf, "row", w, ev->oldslot, ev->oldcols, NULL);
+		else
+			append_object(buf, "row", w, ev->newslot, ev->newcols, NULL);
 		return;
 	}
 
@@ -215,8 +323,8 @@ event_append_body(StringInfo buf, const Watch *w, const ChangeEvent *ev)
 	{
 		bool		first = true;
 
-		append_object(buf, "row", w, ev->newslot, ev->changed);
-		append_object(buf, "old", w, ev->oldslot, ev->changed);
+		append_object(buf, "row", w, ev->newslot, ev->newcols, ev->changed);
+		append_object(buf, "old", w, ev->oldslot, ev->oldcols, ev->changed);
 		appendBinaryStringInfo(buf, ",\"changed\":[", 12);
 		for (int i = 0; i < w->ncolumns; i++)
 		{
@@ -231,7 +339,7 @@ event_append_body(StringInfo buf, const Watch *w, const ChangeEvent *ev)
 		return;
 	}
 
-	append_object(buf, "row", w, ev->newslot, NULL);
+	append_object(buf, "row", w, ev->newslot, ev->newcols, NULL);
 	if (mode == PAYLOAD_FULL)
-		append_object(buf, "old", w, ev->oldslot, NULL);
+		append_object(buf, "old", w, ev->oldslot, ev->oldcols, NULL);
 }

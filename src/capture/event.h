@@ -32,11 +32,24 @@ typedef struct ChangeEvent
 	TupleTableSlot *newslot;	/* INSERT, UPDATE */
 	bool	   *changed;		/* UPDATE: per Watch.columns entry */
 	TimestampTz ts;				/* start of the statement that made it */
+
+	/*
+	 * How to read the Watch's columns and key from each slot, entry by entry
+	 * (attnum 0: that row's version has no such column); NULL: as the Watch
+	 * says.  Set by event_frame() for rows of another table version.
+	 */
+	const WatchColumn *oldcols;
+	const WatchColumn *newcols;
+	const WatchColumn *oldkeys;
+	const WatchColumn *newkeys;
 } ChangeEvent;
 
-extern bool event_columns_differ(const WatchColumn *cols, int ncols,
+extern bool event_columns_differ(const WatchColumn *oldcols,
+								 const WatchColumn *newcols, int ncols,
 								 TupleTableSlot *oldslot, TupleTableSlot *newslot,
 								 bool *changed);
+extern const Watch *event_frame(const Watch *w, const Watch *oldversion,
+								const Watch *newversion, ChangeEvent *ev);
 extern void event_append_envelope(StringInfo buf, const Watch *w, ChangeOp op,
 								  TimestampTz ts);
 extern void event_append_key(StringInfo buf, const Watch *w,

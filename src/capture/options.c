@@ -14,6 +14,14 @@
  * others with double quotes).  The channel is taken verbatim, as NOTIFY
  * channel names are case-sensitive.
  *
+ * Excluded columns are tracked by attribute number: watch() writes
+ * 'exclude_attnums=3,5' next to 'exclude=card,cvv', so that a renamed
+ * column stays excluded.  A column that now carries one of the excluded
+ * names is excluded too (after RENAME card TO card_legacy; ADD COLUMN card,
+ * both are).  A trigger without exclude_attnums (0.1, or written by hand)
+ * matches by name only, and a missing name is an error: it may have been
+ * renamed.
+ *
  * Copyright (c) 2026, pg_notifier developers; PostgreSQL Licence (LICENSE)
  *
  *-------------------------------------------------------------------------
@@ -21,6 +29,7 @@
 #include "postgres.h"
 
 #include "access/genam.h"
+#include "access/htup_details.h"
 #include "access/relation.h"
 #include "catalog/pg_index.h"
 #include "lib/stringinfo.h"
@@ -29,11 +38,13 @@
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
+#include "utils/syscache.h"
 #include "utils/relcache.h"
 #include "utils/varlena.h"
 
 #include "capture/options.h"
 #include "common/channel.h"
+#include "common/sqlutil.h"
 
 typedef struct NamedValue
 {
@@ -90,6 +101,7 @@ typedef enum OptionId
 	OPT_ON_OVERSIZE,
 	OPT_DELIVERY,
 	OPT_NOTIFY,
+	OPT_EXCLUDE_ATTNUMS,
 	NUM_OPTIONS
 } OptionId;
 
@@ -105,6 +117,7 @@ static const char *const option_names[NUM_OPTIONS] = {
 	[OPT_ON_OVERSIZE] = "on_oversize",
 	[OPT_DELIVERY] = "delivery",
 	[OPT_NOTIFY] = "notify",
+	[OPT_EXCLUDE_ATTNUMS] = "exclude_attnums",
 };
 
 /* "a, b, c" from a NamedValue table */
@@ -149,7 +162,8 @@ lookup_named_value(const NamedValue *table, const char *option, const char *valu
 			return nv->value;
 	ereport(ERROR,
 			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-			 errmsg("invalid value for pg_notifier option \"%s\": \"%s\"", option, value),
+			 errmsg("invalid value for pg_notifier option \"%s\": \"%s\"", option,
+					clip_for_message(value)),
 			 errhint("Valid values are: %s.", named_value_list(table))));
 	return 0;					/* keep compiler quiet */
 }
@@ -162,7 +176,8 @@ parse_bool_option(const char *option, const char *value)
 	if (!parse_bool(value, &result))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid value for pg_notifier option \"%s\": \"%s\"", option, value),
+				 errmsg("invalid value for pg_notifier option \"%s\": \"%s\"", option,
+						clip_for_message(value)),
 				 errhint("Use true or false.")));
 	return result;
 }
@@ -177,7 +192,8 @@ parse_list(const char *option, const char *value)
 	if (!SplitIdentifierString(copy, ',', &names))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid list in pg_notifier option \"%s\": \"%s\"", option, value),
+				 errmsg("invalid list in pg_notifier option \"%s\": \"%s\"", option,
+						clip_for_message(value)),
 				 errhint("Separate names with commas; double-quote names with commas, quotes or upper case.")));
 	if (names == NIL)
 		ereport(ERROR,
@@ -185,6 +201,32 @@ parse_list(const char *option, const char *value)
 				 errmsg("pg_notifier option \"%s\" must name at least one item", option),
 				 errhint("Leave the option out to mean \"all\".")));
 	return names;
+}
+
+/* a comma-separated list of attribute numbers */
+static List *
+parse_attnum_list(const char *option, const char *value)
+{
+	List	   *attnums = NIL;
+	const char *p = value;
+
+	for (;;)
+	{
+		char	   *end;
+		long		n = strtol(p, &end, 10);
+
+		if (end == p || n <= 0 || n > MaxAttrNumber || (*end != ',' && *end != '\0'))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid list in pg_notifier option \"%s\": \"%s\"",
+							option, clip_for_message(value)),
+					 errhint("notifier.watch() writes this option: call it again.")));
+		attnums = lappend_int(attnums, (int) n);
+		if (*end == '\0')
+			break;
+		p = end + 1;
+	}
+	return attnums;
 }
 
 /*
@@ -215,7 +257,7 @@ parse_watch_options(int nargs, char **args, WatchOptions *opts)
 		if (eq == NULL || eq == arg)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("malformed pg_notifier option \"%s\"", arg),
+					 errmsg("malformed pg_notifier option \"%s\"", clip_for_message(arg)),
 					 errhint("Options are written name=value, for example 'channel=orders'.")));
 		name = pnstrdup(arg, eq - arg);
 		value = eq + 1;
@@ -226,7 +268,7 @@ parse_watch_options(int nargs, char **args, WatchOptions *opts)
 		if (id == NUM_OPTIONS)
 			ereport(ERROR,
 					(errcode(ERRCODE_UNDEFINED_OBJECT),
-					 errmsg("unknown pg_notifier option \"%s\"", name),
+					 errmsg("unknown pg_notifier option \"%s\"", clip_for_message(name)),
 					 errhint("Valid options are: %s.", option_name_list())));
 		if (seen[id])
 			ereport(ERROR,
@@ -278,6 +320,9 @@ parse_watch_options(int nargs, char **args, WatchOptions *opts)
 			case OPT_NOTIFY:
 				opts->notify = parse_bool_option(name, value);
 				break;
+			case OPT_EXCLUDE_ATTNUMS:
+				opts->exclude_attnums = parse_attnum_list(name, value);
+				break;
 			case NUM_OPTIONS:
 				break;
 		}
@@ -328,7 +373,7 @@ column_attnum(Relation rel, const char *option, const char *colname, int elevel)
 		ereport(elevel,
 				(errcode(ERRCODE_UNDEFINED_COLUMN),
 				 errmsg("column \"%s\" of table \"%s\" does not exist",
-						colname, RelationGetRelationName(rel)),
+						clip_for_message(colname), RelationGetRelationName(rel)),
 				 errdetail("The pg_notifier option \"%s\" names it.", option),
 				 errhint("If the column was renamed, call notifier.watch() again with its new name.")));
 		return InvalidAttrNumber;
@@ -338,22 +383,28 @@ column_attnum(Relation rel, const char *option, const char *colname, int elevel)
 
 /*
  * Check opts against the table: the columns exist, no key column is
- * excluded, no column is both wanted and excluded.  Fills in the default
- * channel (the table's name) if none was given.  Returns the attribute
- * numbers of the columns that events carry.
+ * excluded, no column is both wanted and excluded, payload=keys has a key
+ * (watch() and a firing trigger refuse a keyless table alike).  Fills in
+ * the default channel (the table's name) if none was given.  Returns the
+ * attribute numbers of the columns that events carry.
+ *
+ * Excluded columns: see the header comment.  The key and "columns" must
+ * not overlap them.  Sets opts->exclude_attnums from the names if it was
+ * not given (what watch() writes).
  *
  * A column of "columns" that no longer exists is an error for watch() but
  * only a warning for a firing trigger (missing_elevel): leaving it out
- * shows less, never more, and a renamed column should not stop writes.  A
- * missing column of "exclude" is always an error: it may have been
- * renamed, and sending it under its new name would leak it.
+ * shows less, never more, and a renamed column should not stop writes.
  */
 Bitmapset *
 check_watch_options(WatchOptions *opts, Relation rel, int missing_elevel)
 {
 	TupleDesc	tupdesc = RelationGetDescr(rel);
 	Bitmapset  *wanted = NULL;
+	Bitmapset  *excluded = NULL;
 	Bitmapset  *result = NULL;
+	bool		by_attnum = opts->exclude_attnums != NIL;
+	int			attnum;
 	ListCell   *lc;
 
 	if (opts->channel == NULL)
@@ -367,10 +418,30 @@ check_watch_options(WatchOptions *opts, Relation rel, int missing_elevel)
 			wanted = bms_add_member(wanted, attnum);
 	}
 
+	/* excluded: by attribute number, and by name */
+	foreach(lc, opts->exclude_attnums)
+	{
+		AttrNumber	attnum = lfirst_int(lc);
+
+		if (attnum <= tupdesc->natts &&
+			!TupleDescAttr(tupdesc, attnum - 1)->attisdropped)
+			excluded = bms_add_member(excluded, attnum);
+	}
 	foreach(lc, opts->exclude)
 	{
-		const char *colname = lfirst(lc);
-		AttrNumber	attnum = column_attnum(rel, "exclude", colname, ERROR);
+		AttrNumber	attnum;
+
+		/* with attribute numbers, a name gone is a column renamed */
+		attnum = column_attnum(rel, "exclude", lfirst(lc),
+							   by_attnum ? DEBUG1 : ERROR);
+		if (attnum != InvalidAttrNumber)
+			excluded = bms_add_member(excluded, attnum);
+	}
+
+	attnum = -1;
+	while ((attnum = bms_next_member(excluded, attnum)) >= 0)
+	{
+		const char *colname = NameStr(TupleDescAttr(tupdesc, attnum - 1)->attname);
 
 		if (bms_is_member(attnum, wanted))
 			ereport(ERROR,
@@ -394,11 +465,85 @@ check_watch_options(WatchOptions *opts, Relation rel, int missing_elevel)
 			continue;
 		if (opts->columns != NIL && !bms_is_member(attnum, wanted))
 			continue;
+		if (bms_is_member(attnum, excluded))
+			continue;
 		result = bms_add_member(result, attnum);
 	}
-	foreach(lc, opts->exclude)
-		result = bms_del_member(result, attnameAttNum(rel, lfirst(lc), false));
+
+	if (opts->payload == PAYLOAD_KEYS && relation_key_attnums(rel) == NIL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("payload=keys needs a key, and table \"%s\" has none",
+						RelationGetRelationName(rel)),
+				 errhint("Add a primary key or a replica identity index, or use payload => 'row'.")));
+
+	/* what watch() writes: the attribute numbers of the names given */
+	if (!by_attnum)
+	{
+		attnum = -1;
+		while ((attnum = bms_next_member(excluded, attnum)) >= 0)
+			opts->exclude_attnums = lappend_int(opts->exclude_attnums, attnum);
+	}
 	return result;
+}
+
+/*
+ * The channel named in trigger arguments, NULL if none: read without
+ * parsing the other arguments, so that a trigger whose arguments are bad
+ * can still be found (by unwatch(), by the notifier.watches view).
+ */
+const char *
+watch_args_channel(int nargs, char **args)
+{
+	for (int i = 0; i < nargs; i++)
+		if (strncmp(args[i], "channel=", strlen("channel=")) == 0)
+			return args[i] + strlen("channel=");
+	return NULL;
+}
+
+/* the name of a column now; NULL if it does not exist or was dropped */
+char *
+column_name_now(Oid relid, AttrNumber attnum)
+{
+	HeapTuple	tuple;
+	char	   *name = NULL;
+
+	tuple = SearchSysCache2(ATTNUM, ObjectIdGetDatum(relid), Int16GetDatum(attnum));
+	if (!HeapTupleIsValid(tuple))
+		return NULL;
+	if (!((Form_pg_attribute) GETSTRUCT(tuple))->attisdropped)
+		name = pstrdup(NameStr(((Form_pg_attribute) GETSTRUCT(tuple))->attname));
+	ReleaseSysCache(tuple);
+	return name;
+}
+
+/*
+ * The excluded columns by their names now: those of the attribute numbers
+ * (a dropped column has none) and the names given that exist.
+ */
+List *
+watch_exclude_names(const WatchOptions *opts, Oid relid)
+{
+	List	   *names = NIL;
+	ListCell   *lc;
+
+	if (opts->exclude_attnums == NIL)
+		return opts->exclude;
+	foreach(lc, opts->exclude_attnums)
+	{
+		char	   *name = column_name_now(relid, lfirst_int(lc));
+
+		if (name != NULL)
+			names = lappend(names, name);
+	}
+	foreach(lc, opts->exclude)
+	{
+		AttrNumber	attnum = get_attnum(relid, lfirst(lc));
+
+		if (attnum > 0 && !list_member_int(opts->exclude_attnums, attnum))
+			names = lappend(names, lfirst(lc));
+	}
+	return names;
 }
 
 /* name=a,b,c -- the names quoted where SQL needs it */
@@ -446,6 +591,18 @@ watch_options_to_args(const WatchOptions *opts)
 		args = lappend(args, watch_list_arg("columns", opts->columns));
 	if (opts->exclude != NIL)
 		args = lappend(args, watch_list_arg("exclude", opts->exclude));
+	if (opts->exclude_attnums != NIL)
+	{
+		StringInfoData buf;
+		ListCell   *lc;
+
+		initStringInfo(&buf);
+		appendStringInfoString(&buf, "exclude_attnums=");
+		foreach(lc, opts->exclude_attnums)
+			appendStringInfo(&buf, "%s%d", lc == list_head(opts->exclude_attnums) ? "" : ",",
+							 lfirst_int(lc));
+		args = lappend(args, buf.data);
+	}
 	args = lappend(args, watch_list_arg("events", watch_event_names(opts->events)));
 	if (opts->condition != NULL)
 		args = lappend(args, psprintf("condition=%s", opts->condition));

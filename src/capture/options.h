@@ -56,6 +56,8 @@ typedef struct WatchOptions
 	PayloadMode payload;
 	List	   *columns;		/* column names (char *); NIL: all */
 	List	   *exclude;		/* column names (char *) */
+	List	   *exclude_attnums;	/* their attribute numbers (int), from
+									 * watch(); NIL: by name only (0.1) */
 	int			events;			/* WATCH_* bits */
 	char	   *condition;		/* SQL over OLD/NEW, or NULL */
 	bool		coalesce;		/* merge a row's events within a transaction */
@@ -76,5 +78,8 @@ extern const char *watch_level_name(WatchLevel level);
 extern const char *delivery_mode_name(DeliveryMode mode);
 extern List *watch_event_names(int events);
 extern List *relation_key_attnums(Relation rel);
+extern char *column_name_now(Oid relid, AttrNumber attnum);
+extern const char *watch_args_channel(int nargs, char **args);
+extern List *watch_exclude_names(const WatchOptions *opts, Oid relid);
 
 #endif							/* NOTIFIER_OPTIONS_H */

@@ -23,7 +23,6 @@
 #include "fmgr.h"
 
 #include "capture/coalesce.h"
-#include "capture/emit.h"
 #include "common/stats.h"
 #include "capture/watch_cache.h"
 
@@ -42,7 +41,7 @@ capture(const Watch *w, const ChangeEvent *ev)
 	else if (w->opts.coalesce && w->nkeys > 0 && ev->op != OP_TRUNCATE)
 		coalesce_change(w, ev);
 	else
-		emit_event(w, ev);
+		coalesce_in_order(w, ev);
 }
 
 PG_FUNCTION_INFO_V1(notify_change);
@@ -106,7 +105,8 @@ notify_change(PG_FUNCTION_ARGS)
 	if (ev.op == OP_UPDATE)
 	{
 		if (w->opts.level == LEVEL_ROW &&
-			event_columns_differ(w->keys, w->nkeys, ev.oldslot, ev.newslot, NULL))
+			event_columns_differ(w->keys, w->keys, w->nkeys, ev.oldslot,
+								 ev.newslot, NULL))
 		{
 			ChangeEvent del = {.op = OP_DELETE,.oldslot = ev.oldslot,.ts = ev.ts};
 			ChangeEvent ins = {.op = OP_INSERT,.newslot = ev.newslot,.ts = ev.ts};
@@ -116,8 +116,8 @@ notify_change(PG_FUNCTION_ARGS)
 			return PointerGetDatum(NULL);
 		}
 		ev.changed = palloc(sizeof(bool) * Max(w->ncolumns, 1));
-		if (!event_columns_differ(w->columns, w->ncolumns, ev.oldslot,
-								  ev.newslot, ev.changed))
+		if (!event_columns_differ(w->columns, w->columns, w->ncolumns,
+								  ev.oldslot, ev.newslot, ev.changed))
 		{
 			stats_count(COUNT_NOOP_UPDATES);
 			return PointerGetDatum(NULL);

@@ -18,7 +18,8 @@
 /* a column of the firing relation that appears in events */
 typedef struct WatchColumn
 {
-	AttrNumber	attnum;
+	AttrNumber	attnum;			/* InvalidAttrNumber: not in this version */
+	Oid			typid;
 	int16		typlen;
 	bool		typbyval;
 	char	   *json_name;		/* the column name as a JSON string */
@@ -50,6 +51,6 @@ typedef struct Watch
 } Watch;
 
 extern void trigger_catalog_lookup(Oid tgoid, Oid *relid, Oid *parentid,
-								   int *nargs, char ***args);
+								   Oid *fnoid, int *nargs, char ***args);
 
 #endif							/* NOTIFIER_WATCH_H */

@@ -10,7 +10,8 @@
  *
  * Invalidation: any relcache invalidation of the firing or the watched
  * relation (ALTER TABLE, CREATE/DROP TRIGGER, index changes, renames) and
- * any change to a type marks entries invalid; the next call rebuilds them.
+ * any change to a type or a schema (events carry the schema's name) marks
+ * entries invalid; the next call rebuilds them.
  * The memory of a replaced entry is handed to the current transaction, not
  * freed, so a caller further up the stack that still uses it stays safe.
  *
@@ -72,8 +73,9 @@ relcache_callback(Datum arg, Oid relid)
 	invalidate_watches(relid);
 }
 
+/* a type or a schema changed (ALTER SCHEMA ... RENAME): every watch */
 static void
-type_callback(Datum arg, int cacheid, uint32 hashvalue)
+syscache_callback(Datum arg, int cacheid, uint32 hashvalue)
 {
 	invalidate_watches(InvalidOid);
 }
@@ -82,7 +84,7 @@ type_callback(Datum arg, int cacheid, uint32 hashvalue)
  * Read one pg_trigger row: its relation, parent trigger and arguments.
  */
 void
-trigger_catalog_lookup(Oid tgoid, Oid *relid, Oid *parentid,
+trigger_catalog_lookup(Oid tgoid, Oid *relid, Oid *parentid, Oid *fnoid,
 					   int *nargs, char ***args)
 {
 	Relation	tgrel;
@@ -104,6 +106,7 @@ trigger_catalog_lookup(Oid tgoid, Oid *relid, Oid *parentid,
 	form = (Form_pg_trigger) GETSTRUCT(tuple);
 	*relid = form->tgrelid;
 	*parentid = form->tgparentid;
+	*fnoid = form->tgfoid;
 	*nargs = form->tgnargs;
 	*args = palloc0(sizeof(char *) * Max(form->tgnargs, 1));
 	if (form->tgnargs > 0)
@@ -134,11 +137,12 @@ trigger_root_relid(Oid tgoid)
 {
 	Oid			relid;
 	Oid			parentid = tgoid;
+	Oid			fnoid;
 	int			nargs;
 	char	  **args;
 
 	do
-		trigger_catalog_lookup(parentid, &relid, &parentid, &nargs, &args);
+		trigger_catalog_lookup(parentid, &relid, &parentid, &fnoid, &nargs, &args);
 	while (OidIsValid(parentid));
 	return relid;
 }
@@ -159,6 +163,7 @@ make_columns(Relation rel, List *attnums, MemoryContext cxt)
 		initStringInfo(&name);
 		escape_json(&name, NameStr(att->attname));
 		cols[i].attnum = att->attnum;
+		cols[i].typid = att->atttypid;
 		cols[i].typlen = att->attlen;
 		cols[i].typbyval = att->attbyval;
 		cols[i].json_name = name.data;
@@ -192,6 +197,34 @@ columns_in_parent_order(Relation rel, Oid parentid, Bitmapset *columns)
 	}
 	relation_close(parent, AccessShareLock);
 	return attnums;
+}
+
+/*
+ * Attribute numbers of the partitioned table that was watched, as the
+ * partition numbers the same columns (a column that is gone is left out).
+ */
+static List *
+attnums_in_partition(List *attnums, Oid parentid, Relation rel)
+{
+	List	   *result = NIL;
+	ListCell   *lc;
+
+	foreach(lc, attnums)
+	{
+		char	   *name = column_name_now(parentid, lfirst_int(lc));
+		AttrNumber	attnum = name ? attnameAttNum(rel, name, false) : InvalidAttrNumber;
+
+		if (attnum > 0)
+			result = lappend_int(result, attnum);
+	}
+
+	/*
+	 * every one gone: still by attribute number, so that a missing name is no
+	 * error
+	 */
+	if (result == NIL && attnums != NIL)
+		result = list_make1_int(MaxAttrNumber);
+	return result;
 }
 
 static char *
@@ -232,6 +265,9 @@ watch_build(TriggerData *trigdata)
 	w->watched_relid = tg->tgisclone ? trigger_root_relid(tg->tgoid) : w->relid;
 
 	parse_watch_options(tg->tgnargs, tg->tgargs, &w->opts);
+	if (w->relid != w->watched_relid)
+		w->opts.exclude_attnums = attnums_in_partition(w->opts.exclude_attnums,
+													   w->watched_relid, rel);
 	if (w->opts.channel == NULL)
 		w->opts.channel = get_rel_name(w->watched_relid);
 	columns = check_watch_options(&w->opts, rel, WARNING);
@@ -257,7 +293,8 @@ watch_build(TriggerData *trigdata)
 	w->ncolumns = list_length(attnums);
 	w->columns = make_columns(rel, attnums, cxt);
 
-	w->tupdesc = CreateTupleDescCopy(RelationGetDescr(rel));
+	/* with the missing values of columns added since a row was written */
+	w->tupdesc = CreateTupleDescCopyConstr(RelationGetDescr(rel));
 	keys = relation_key_attnums(rel);
 	w->nkeys = list_length(keys);
 	w->keys = make_columns(rel, keys, cxt);
@@ -289,7 +326,8 @@ watch_lookup(TriggerData *trigdata)
 		watch_hash = hash_create("pg_notifier watches", 64, &ctl,
 								 HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 		CacheRegisterRelcacheCallback(relcache_callback, (Datum) 0);
-		CacheRegisterSyscacheCallback(TYPEOID, type_callback, (Datum) 0);
+		CacheRegisterSyscacheCallback(TYPEOID, syscache_callback, (Datum) 0);
+		CacheRegisterSyscacheCallback(NAMESPACEOID, syscache_callback, (Datum) 0);
 	}
 
 	entry = hash_search(watch_hash, &tgoid, HASH_FIND, &found);

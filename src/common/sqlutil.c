@@ -3,7 +3,8 @@
  * sqlutil.c
  *	  Small helpers of the SQL-facing code, each needed by several files:
  *	  arguments that must not be NULL, text[] to a list of C strings and back, a set-returning function's
- *	  tuplestore, and the check that a relation is a table.
+ *	  tuplestore, the check that a relation is a table, and the clipping of
+ *	  user input echoed in messages.
  *
  * Copyright (c) 2026, pg_notifier developers; PostgreSQL Licence (LICENSE)
  *
@@ -14,6 +15,7 @@
 #include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
 #include "funcapi.h"
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/rel.h"
@@ -116,4 +118,22 @@ require_table(Relation rel, const char *hint)
 				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
 				 errmsg("\"%s\" is not a table", RelationGetRelationName(rel)),
 				 errhint("%s", hint)));
+}
+
+/*
+ * User input as a message may echo it: whole if it is short, else its first
+ * CLIP_INPUT_BYTES bytes (never cutting a character) and "...".  Every
+ * message that quotes an option value, a condition, a column name from an
+ * option or a URL goes through here, so that no input of any length reaches
+ * the client or the server log whole.
+ */
+const char *
+clip_for_message(const char *input)
+{
+	int			len = strlen(input);
+
+	if (len <= CLIP_INPUT_BYTES)
+		return input;
+	len = pg_mbcliplen(input, len, CLIP_INPUT_BYTES);
+	return psprintf("%.*s...", len, input);
 }

@@ -2,7 +2,7 @@
  *
  * sqlutil.h
  *	  Small helpers of the SQL-facing code: text[] and lists, set-returning
- *	  results, the is-a-table check.
+ *	  results, the is-a-table check, input clipped for messages.
  *
  * Copyright (c) 2026, pg_notifier developers; PostgreSQL Licence (LICENSE)
  *
@@ -23,5 +23,9 @@ extern List *text_array_to_list(ArrayType *array, const char *argname);
 extern Datum list_to_text_array(List *items);
 extern TupleDesc materialize_srf(FunctionCallInfo fcinfo, Tuplestorestate **store);
 extern void require_table(Relation rel, const char *hint);
+
+/* how much of an input a message echoes */
+#define CLIP_INPUT_BYTES 64
+extern const char *clip_for_message(const char *input);
 
 #endif							/* NOTIFIER_SQLUTIL_H */
