@@ -4,7 +4,7 @@
 SELECT listen('acct', 'raw', 'diff', 'keys', 'full', 'stmt', 'big');
 CREATE TABLE acct (id int PRIMARY KEY, owner text, balance int, note text);
 SELECT notifier.watch('acct');
-SELECT channel, "coalesce", level FROM notifier.watches;
+SELECT channel, dedup, level FROM notifier.watches;
 
 -- INSERT ... UPDATE -> INSERT with the final row
 BEGIN;
@@ -143,7 +143,7 @@ SELECT * FROM ev;
 
 -- each payload mode applies to the merged event; watches coalesce independently
 SELECT notifier.watch('acct', channel => m, payload => m) FROM unnest(ARRAY['diff', 'keys', 'full']) m;
-SELECT notifier.watch('acct', channel => 'raw', "coalesce" => false);
+SELECT notifier.watch('acct', channel => 'raw', dedup => false);
 BEGIN;
 UPDATE acct SET balance = 100, note = 'n1' WHERE id = 31;
 UPDATE acct SET owner = 'o2', note = NULL WHERE id = 31;
@@ -238,8 +238,8 @@ DROP TABLE toasty;
 
 -- bad values
 SELECT notifier.watch('acct', level => 'transaction');
-SELECT notifier.watch('acct', "coalesce" => NULL, level => NULL);
-SELECT channel, "coalesce", level FROM notifier.watches ORDER BY channel;
+SELECT notifier.watch('acct', dedup => NULL, level => NULL);
+SELECT channel, dedup, level FROM notifier.watches ORDER BY channel;
 CREATE TRIGGER bad AFTER INSERT ON acct FOR EACH ROW EXECUTE FUNCTION notifier.notify_change('coalesce=maybe');
 INSERT INTO acct VALUES (500, 'x', 1);
 DROP TRIGGER bad ON acct;

@@ -52,7 +52,7 @@ SELECT * FROM outbox_ev;
 
 -- without coalescing, rows are written as changes are made; a savepoint
 -- rolled back takes them with it
-SELECT notifier.watch('ob', delivery => 'outbox', "coalesce" => false);
+SELECT notifier.watch('ob', delivery => 'outbox', dedup => false);
 TRUNCATE notifier.outbox;
 BEGIN;
 UPDATE ob SET status = 'one' WHERE id = 11;
@@ -89,7 +89,7 @@ SELECT notifier.unwatch('ob', 'ob_notify');
 -- (uncoalesced, but held behind the event the watch of channel 'ob' holds,
 -- to keep its place: the COMMIT fails)
 SELECT notifier.watch('ob', channel => 'ob_notify', delivery => 'outbox',
-		notify => true, on_oversize => 'error', "coalesce" => false);
+		notify => true, on_oversize => 'error', dedup => false);
 SELECT try($$UPDATE ob SET status = 'larger' WHERE id = 20$$);
 SELECT notifier.unwatch('ob', 'ob_notify');
 
@@ -102,7 +102,7 @@ TRUNCATE ob_stmt;
 SELECT * FROM outbox_ev;
 
 -- two-phase commit: rows written as changes are made can be prepared
-SELECT notifier.watch('ob_stmt', delivery => 'outbox', "coalesce" => false);
+SELECT notifier.watch('ob_stmt', delivery => 'outbox', dedup => false);
 TRUNCATE notifier.outbox;
 BEGIN;
 INSERT INTO ob_stmt VALUES (1);

@@ -3,9 +3,9 @@
 --
 SELECT listen('ref', 'keys', 'error', 'skip');
 CREATE TABLE docs (id int PRIMARY KEY, title text, body text);
--- (error with "coalesce" => false: a coalesced event is built at COMMIT,
+-- (error with dedup => false: a coalesced event is built at COMMIT,
 -- and so is its error; see the coalesce test)
-SELECT notifier.watch('docs', channel => p, on_oversize => p, "coalesce" => p <> 'error')
+SELECT notifier.watch('docs', channel => p, on_oversize => p, dedup => p <> 'error')
   FROM unnest(ARRAY['keys', 'error', 'skip']) p;
 SELECT notifier.watch('docs', channel => 'ref');		-- reference is the default
 SELECT channel, on_oversize FROM notifier.watches ORDER BY channel;

@@ -93,7 +93,7 @@ DROP TRIGGER by_hand ON w_nokey;
 SELECT notifier.watch('w', payload => repeat('p', 100000));
 SELECT notifier.watch('w', on_oversize => repeat('é', 50000));
 SELECT notifier.watch('w', events => ARRAY[repeat('e', 100000)]);
-SELECT notifier.watch('w', "coalesce" => NULL, level => repeat('l', 1000));
+SELECT notifier.watch('w', dedup => NULL, level => repeat('l', 1000));
 SELECT notifier.watch('w', columns => ARRAY['a,' || repeat('"', 1001)]);
 SELECT notifier.watch('w', condition => 'NEW.a = ' || repeat('1 + ', 10000));
 SELECT notifier.watch('w', condition => 'NEW.nope > ' || repeat('1 + ', 1000) || '1');

@@ -17,6 +17,41 @@ ALTER TABLE notifier.routes
 	ADD CONSTRAINT routes_channel_reserved_check CHECK (channel <> 'pg_notifier_control');
 
 --
+-- delivery => 'auto' is the default: every event is sent with NOTIFY, and
+-- when its channel has a route it is also written to the outbox, from where
+-- the worker delivers it (capture/emit.c).  dedup replaces "coalesce", an SQL
+-- keyword; the trigger still accepts coalesce=.
+--
+DROP FUNCTION notifier.watch(regclass, text, text, text[], text[], text[], text, boolean, text, text, text, boolean);
+
+CREATE FUNCTION notifier.watch(
+	relation	regclass,
+	channel		text DEFAULT NULL,
+	payload		text DEFAULT 'row',
+	columns		text[] DEFAULT NULL,
+	exclude		text[] DEFAULT NULL,
+	events		text[] DEFAULT ARRAY['insert', 'update', 'delete', 'truncate'],
+	condition	text DEFAULT NULL,
+	dedup		boolean DEFAULT true,
+	level		text DEFAULT 'row',
+	on_oversize text DEFAULT 'reference',
+	delivery	text DEFAULT 'auto',
+	notify		boolean DEFAULT NULL)
+RETURNS text
+AS 'MODULE_PATHNAME', 'notifier_watch'
+LANGUAGE C CALLED ON NULL INPUT VOLATILE;
+
+COMMENT ON FUNCTION notifier.watch(regclass, text, text, text[], text[], text[], text, boolean, text, text, text, boolean) IS
+'send the changes of a table as JSON events on a channel; returns the channel';
+
+-- A change of routes reaches the worker (control channel) and every writing
+-- backend (a relcache invalidation: which channels are routed) at commit.
+CREATE OR REPLACE FUNCTION notifier.routes_changed()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'notifier_routes_changed'
+LANGUAGE C;
+
+--
 -- Capture and the watch API (issue 13): watch_options() says whether a
 -- trigger's arguments are valid, and notifier.watches shows a trigger whose
 -- arguments are not (one written by hand) as invalid, with the reason,
@@ -34,7 +69,7 @@ CREATE FUNCTION notifier.watch_options(
 	OUT exclude text[],
 	OUT events text[],
 	OUT condition text,
-	OUT "coalesce" boolean,
+	OUT dedup boolean,
 	OUT level text,
 	OUT on_oversize text,
 	OUT delivery text,
@@ -56,7 +91,7 @@ SELECT t.tgrelid::pg_catalog.regclass AS "table",
 	   o.exclude,
 	   o.events,
 	   o.condition,
-	   o."coalesce",
+	   o.dedup,
 	   o.level,
 	   o.on_oversize,
 	   o.delivery,

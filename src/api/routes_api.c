@@ -17,12 +17,15 @@
 #include "postgres.h"
 
 #include "catalog/pg_type.h"
+#include "commands/async.h"
+#include "commands/trigger.h"
 #include "commands/dbcommands.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
+#include "utils/inval.h"
 #include "utils/lsyscache.h"
 
 #include "api/routes_api.h"
@@ -32,7 +35,30 @@
 #include "common/owner_switch.h"
 #include "common/queue_table.h"
 #include "common/shmem.h"
+#include "pg_notifier.h"
 #include "common/sqlutil.h"
+
+PG_FUNCTION_INFO_V1(notifier_routes_changed);
+
+/*
+ * notifier.routes_changed(): statement trigger on notifier.routes.  At
+ * commit the worker hears of it on the control channel and loads the
+ * routes again, and every backend forgets which channels are routed (a
+ * relcache invalidation of notifier.routes: capture/routed_channels.c).
+ */
+Datum
+notifier_routes_changed(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("notifier.routes_changed() was not called by the trigger manager")));
+	Async_Notify(NOTIFIER_CONTROL_CHANNEL, "routes");
+	CacheInvalidateRelcache(trigdata->tg_relation);
+	return PointerGetDatum(NULL);
+}
 
 /*
  * A route in a database no worker serves would never receive anything:

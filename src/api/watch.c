@@ -37,6 +37,7 @@
 #include "catalog/indexing.h"
 #include "catalog/pg_inherits.h"
 #include "catalog/pg_trigger.h"
+#include "commands/async.h"
 #include "commands/trigger.h"
 #include "common/hashfn.h"
 #include "executor/spi.h"
@@ -367,7 +368,7 @@ notifier_watch(PG_FUNCTION_ARGS)
 	if (!PG_ARGISNULL(6))
 		args = lappend(args, psprintf("condition=%s", text_to_cstring(PG_GETARG_TEXT_PP(6))));
 	if (!PG_ARGISNULL(7))
-		args = lappend(args, psprintf("coalesce=%s", PG_GETARG_BOOL(7) ? "true" : "false"));
+		args = lappend(args, psprintf("dedup=%s", PG_GETARG_BOOL(7) ? "true" : "false"));
 	if (!PG_ARGISNULL(8))
 		args = lappend(args, psprintf("level=%s", text_to_cstring(PG_GETARG_TEXT_PP(8))));
 	if (!PG_ARGISNULL(9))
@@ -434,6 +435,8 @@ notifier_watch(PG_FUNCTION_ARGS)
 						 quote_identifier(watch_trigger_name("truncate", opts.channel)),
 						 table, tgargs.data));
 
+	/* the worker serves a channel fed by the outbox from there only */
+	Async_Notify(NOTIFIER_CONTROL_CHANNEL, "watches");
 	relation_close(rel, NoLock);
 	PG_RETURN_TEXT_P(cstring_to_text(opts.channel));
 }
@@ -463,6 +466,8 @@ notifier_unwatch(PG_FUNCTION_ARGS)
 				(errmsg("table \"%s\" is not watched on channel \"%s\", skipping",
 						RelationGetRelationName(rel), clip_for_message(channel)),
 				 errhint("SELECT * FROM notifier.watches lists what is watched.")));
+	else
+		Async_Notify(NOTIFIER_CONTROL_CHANNEL, "watches");
 	relation_close(rel, NoLock);
 	PG_RETURN_BOOL(dropped > 0);
 }
@@ -561,12 +566,12 @@ notifier_watch_options(PG_FUNCTION_ARGS)
 	values[4] = list_to_text_array(watch_event_names(opts.events));
 	values[5] = opts.condition ? CStringGetTextDatum(opts.condition) : (Datum) 0;
 	nulls[5] = opts.condition == NULL;
-	values[6] = BoolGetDatum(opts.coalesce);
+	values[6] = BoolGetDatum(opts.dedup);
 	values[7] = CStringGetTextDatum(watch_level_name(opts.level));
 	values[8] = CStringGetTextDatum(oversize_policy_name(opts.on_oversize));
 	values[9] = CStringGetTextDatum(delivery_mode_name(opts.delivery));
 	/* do LISTEN clients see the events? */
-	values[10] = BoolGetDatum(opts.delivery == DELIVERY_NOTIFY || opts.notify);
+	values[10] = BoolGetDatum(opts.delivery != DELIVERY_OUTBOX || opts.notify);
 	values[11] = BoolGetDatum(true);
 	nulls[12] = true;
 

@@ -23,7 +23,7 @@
  *
  * Order.  The events of a transaction keep the order of the changes: while
  * anything is held, a change that is not coalesced (TRUNCATE, a table
- * without a key, "coalesce" => false) is held too, as it is, in its place
+ * without a key, dedup => false) is held too, as it is, in its place
  * (PENDING_EVENT).  A TRUNCATE is a barrier: it starts a new generation,
  * and a row changed after it is never merged with its state from before
  * (an INSERT merged across a TRUNCATE would be reported before it).

@@ -30,6 +30,7 @@
 
 #include "capture/emit.h"
 #include "capture/outbox_writer.h"
+#include "capture/routed_channels.h"
 #include "common/payloads.h"
 #include "pg_notifier.h"
 #include "common/stats.h"
@@ -38,20 +39,29 @@
 #define REF_TAIL_MAX 48
 
 /*
- * Deliver an event: NOTIFY it, or write it to the outbox together with
- * what the worker is to NOTIFY (notify_payload; NULL: nothing).
+ * Deliver an event (notify_payload: what NOTIFY carries for it; NULL:
+ * nothing):
+ *	auto	NOTIFY it; and, when its channel has a route, write it to the
+ *			outbox too, from where the worker delivers it to the routes
+ *	notify	NOTIFY it
+ *	outbox	write it to the outbox, with what the worker is to NOTIFY
  */
 static void
 deliver(const Watch *w, const char *event, const char *notify_payload,
 		TimestampTz ts)
 {
 	if (w->opts.delivery == DELIVERY_OUTBOX)
+	{
 		outbox_write(w, event, w->opts.notify ? notify_payload : NULL, ts);
-	else if (notify_payload != NULL)
+		return;
+	}
+	if (notify_payload != NULL)
 	{
 		Async_Notify(w->opts.channel, notify_payload);
 		stats_count(COUNT_EVENTS_SENT);
 	}
+	if (w->opts.delivery == DELIVERY_AUTO && channel_is_routed(w->opts.channel))
+		outbox_write(w, event, NULL, ts);
 }
 
 /*
@@ -125,7 +135,7 @@ emit_event(const Watch *w, const ChangeEvent *ev)
 	appendStringInfoChar(&buf, '}');
 
 	/* an outbox event has no size limit: only its NOTIFY has */
-	if (w->opts.delivery == DELIVERY_NOTIFY || w->opts.notify)
+	if (w->opts.delivery != DELIVERY_OUTBOX || w->opts.notify)
 		payload = notify_payload(w, &buf, envelope_len, key_len);
 	deliver(w, buf.data, payload, ev->ts);
 	if (payload != NULL && payload != buf.data)

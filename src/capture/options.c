@@ -75,6 +75,7 @@ static const NamedValue levels[] = {
 };
 
 static const NamedValue delivery_modes[] = {
+	{"auto", DELIVERY_AUTO},
 	{"notify", DELIVERY_NOTIFY},
 	{"outbox", DELIVERY_OUTBOX},
 	{NULL, 0}
@@ -96,7 +97,7 @@ typedef enum OptionId
 	OPT_EXCLUDE,
 	OPT_EVENTS,
 	OPT_CONDITION,
-	OPT_COALESCE,
+	OPT_DEDUP,
 	OPT_LEVEL,
 	OPT_ON_OVERSIZE,
 	OPT_DELIVERY,
@@ -112,7 +113,7 @@ static const char *const option_names[NUM_OPTIONS] = {
 	[OPT_EXCLUDE] = "exclude",
 	[OPT_EVENTS] = "events",
 	[OPT_CONDITION] = "condition",
-	[OPT_COALESCE] = "coalesce",
+	[OPT_DEDUP] = "dedup",
 	[OPT_LEVEL] = "level",
 	[OPT_ON_OVERSIZE] = "on_oversize",
 	[OPT_DELIVERY] = "delivery",
@@ -242,7 +243,7 @@ parse_watch_options(int nargs, char **args, WatchOptions *opts)
 	opts->payload = PAYLOAD_ROW;
 	opts->events = WATCH_ALL_EVENTS;
 	opts->on_oversize = OVERSIZE_REFERENCE;
-	opts->coalesce = true;
+	opts->dedup = true;
 	opts->level = LEVEL_ROW;
 
 	for (int i = 0; i < nargs; i++)
@@ -265,6 +266,9 @@ parse_watch_options(int nargs, char **args, WatchOptions *opts)
 		for (id = 0; id < NUM_OPTIONS; id++)
 			if (strcmp(option_names[id], name) == 0)
 				break;
+		/* 0.1's name of dedup: an SQL keyword, still accepted */
+		if (strcmp(name, "coalesce") == 0)
+			id = OPT_DEDUP;
 		if (id == NUM_OPTIONS)
 			ereport(ERROR,
 					(errcode(ERRCODE_UNDEFINED_OBJECT),
@@ -305,8 +309,8 @@ parse_watch_options(int nargs, char **args, WatchOptions *opts)
 							 errhint("Leave the condition out to send every change.")));
 				opts->condition = pstrdup(value);
 				break;
-			case OPT_COALESCE:
-				opts->coalesce = parse_bool_option(name, value);
+			case OPT_DEDUP:
+				opts->dedup = parse_bool_option(name, value);
 				break;
 			case OPT_LEVEL:
 				opts->level = lookup_named_value(levels, name, value);
@@ -333,7 +337,7 @@ parse_watch_options(int nargs, char **args, WatchOptions *opts)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("pg_notifier option \"notify\" applies only to delivery=outbox"),
-				 errhint("With delivery=notify every event is sent with NOTIFY; leave \"notify\" out.")));
+				 errhint("With delivery=auto or delivery=notify every event is sent with NOTIFY; leave \"notify\" out.")));
 }
 
 /*
@@ -606,7 +610,7 @@ watch_options_to_args(const WatchOptions *opts)
 	args = lappend(args, watch_list_arg("events", watch_event_names(opts->events)));
 	if (opts->condition != NULL)
 		args = lappend(args, psprintf("condition=%s", opts->condition));
-	args = lappend(args, psprintf("coalesce=%s", opts->coalesce ? "true" : "false"));
+	args = lappend(args, psprintf("dedup=%s", opts->dedup ? "true" : "false"));
 	args = lappend(args, psprintf("level=%s", watch_level_name(opts->level)));
 	args = lappend(args, psprintf("on_oversize=%s", oversize_policy_name(opts->on_oversize)));
 	args = lappend(args, psprintf("delivery=%s", delivery_mode_name(opts->delivery)));

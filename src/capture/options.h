@@ -39,6 +39,8 @@ typedef enum OversizePolicy
 
 typedef enum DeliveryMode
 {
+	DELIVERY_AUTO,				/* NOTIFY, and the outbox when the channel is
+								 * routed */
 	DELIVERY_NOTIFY,			/* the event is a NOTIFY payload */
 	DELIVERY_OUTBOX				/* the event is a row of notifier.outbox */
 } DeliveryMode;
@@ -60,7 +62,7 @@ typedef struct WatchOptions
 									 * watch(); NIL: by name only (0.1) */
 	int			events;			/* WATCH_* bits */
 	char	   *condition;		/* SQL over OLD/NEW, or NULL */
-	bool		coalesce;		/* merge a row's events within a transaction */
+	bool		dedup;			/* merge a row's events within a transaction */
 	WatchLevel	level;
 	OversizePolicy on_oversize;
 	DeliveryMode delivery;

@@ -38,7 +38,7 @@ capture(const Watch *w, const ChangeEvent *ev)
 {
 	if (w->opts.level == LEVEL_STATEMENT)
 		coalesce_count(w, ev->op, ev->ts);
-	else if (w->opts.coalesce && w->nkeys > 0 && ev->op != OP_TRUNCATE)
+	else if (w->opts.dedup && w->nkeys > 0 && ev->op != OP_TRUNCATE)
 		coalesce_change(w, ev);
 	else
 		coalesce_in_order(w, ev);

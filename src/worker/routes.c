@@ -38,6 +38,42 @@ compare_strings(const ListCell *a, const ListCell *b)
 }
 
 /*
+ * The channels that an 'auto' or 'outbox' watch feeds get their events from
+ * the outbox, whatever comes over NOTIFY on them: the NOTIFY copy of an
+ * 'auto' event is for LISTEN clients, and a NOTIFY anyone can send must not
+ * reach a route as an event.  Only the other channels are listened to.
+ */
+static void
+mark_outbox_channels(RouteTable *table)
+{
+	MemoryContext old;
+	ListCell   *lc;
+
+	if (SPI_execute("SELECT DISTINCT w.channel FROM notifier.watches w"
+					" WHERE w.valid AND w.delivery OPERATOR(pg_catalog.<>) 'notify'",
+					true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "reading notifier.watches failed");
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		char	   *channel = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+		ChannelRoutes *entry;
+
+		if (channel == NULL || strlen(channel) >= NAMEDATALEN)
+			continue;
+		entry = hash_search(table->by_channel, channel, HASH_FIND, NULL);
+		if (entry != NULL)
+			entry->from_outbox = true;
+	}
+	old = MemoryContextSwitchTo(table->cxt);
+	foreach(lc, table->channels)
+	{
+		if (routes_listened(table, lfirst(lc)))
+			table->listened = lappend(table->listened, lfirst(lc));
+	}
+	MemoryContextSwitchTo(old);
+}
+
+/*
  * Read notifier.routes.  In a transaction with a snapshot, connected to SPI.
  */
 RouteTable *
@@ -125,6 +161,7 @@ routes_load(MemoryContext parent)
 		entry = hash_search(table->by_channel, route->channel, HASH_ENTER, &found);
 		if (!found)
 		{
+			entry->from_outbox = false;
 			entry->nroutes = 0;
 			entry->routes = palloc(n * sizeof(Route *));
 			table->channels = lappend(table->channels, entry->channel);
@@ -133,6 +170,7 @@ routes_load(MemoryContext parent)
 	}
 	list_sort(table->channels, compare_strings);
 	MemoryContextSwitchTo(old);
+	mark_outbox_channels(table);
 	return table;
 }
 
@@ -162,6 +200,15 @@ routes_for_channel(RouteTable *table, const char *channel)
 	if (table == NULL || strlen(channel) >= NAMEDATALEN)
 		return NULL;
 	return hash_search(table->by_channel, channel, HASH_FIND, NULL);
+}
+
+/* Does the worker take this channel's events from NOTIFY? */
+bool
+routes_listened(RouteTable *table, const char *channel)
+{
+	ChannelRoutes *cr = routes_for_channel(table, channel);
+
+	return cr != NULL && !cr->from_outbox;
 }
 
 Route *

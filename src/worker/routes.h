@@ -50,6 +50,9 @@ typedef struct Route
 typedef struct ChannelRoutes
 {
 	char		channel[NAMEDATALEN];	/* hash key */
+	bool		from_outbox;	/* an 'auto' or 'outbox' watch feeds it: its
+								 * events come from the outbox only, never
+								 * from NOTIFY */
 	int			nroutes;
 	Route	  **routes;
 } ChannelRoutes;
@@ -60,6 +63,7 @@ typedef struct RouteTable
 	int			nroutes;
 	Route	   *routes;			/* by id */
 	List	   *channels;		/* distinct channel names (char *), sorted */
+	List	   *listened;		/* of those, not from_outbox: LISTENed to */
 	HTAB	   *by_channel;		/* channel -> ChannelRoutes */
 } RouteTable;
 
@@ -67,5 +71,6 @@ extern RouteTable *routes_load(MemoryContext parent);
 extern void routes_free(RouteTable *table);
 extern ChannelRoutes *routes_for_channel(RouteTable *table, const char *channel);
 extern Route *routes_find(RouteTable *table, int64 route_id);
+extern bool routes_listened(RouteTable *table, const char *channel);
 
 #endif							/* NOTIFIER_ROUTES_H */

@@ -133,18 +133,18 @@ worker_sigterm(SIGNAL_ARGS)
 static void
 adjust_listening(RouteTable *old_routes, RouteTable *new_routes)
 {
-	List	   *old_channels = old_routes ? old_routes->channels : NIL;
-	List	   *new_channels = new_routes ? new_routes->channels : NIL;
+	List	   *old_channels = old_routes ? old_routes->listened : NIL;
+	List	   *new_channels = new_routes ? new_routes->listened : NIL;
 	ListCell   *lc;
 
 	foreach(lc, old_channels)
 	{
-		if (routes_for_channel(new_routes, lfirst(lc)) == NULL)
+		if (!routes_listened(new_routes, lfirst(lc)))
 			unlisten_channel(lfirst(lc));
 	}
 	foreach(lc, new_channels)
 	{
-		if (routes_for_channel(old_routes, lfirst(lc)) == NULL)
+		if (!routes_listened(old_routes, lfirst(lc)))
 			listen_channel(lfirst(lc));
 	}
 }
@@ -231,15 +231,22 @@ forward_chunk(Inbox *inbox, int start, int n, TimestampTz received_at)
 	{
 		if (strcmp(inbox->items[i].channel, NOTIFIER_CONTROL_CHANNEL) == 0)
 			control = true;
-		else if (inbox->items[i].src_pid != MyProcPid)
-			events[nevents++] = inbox->items[i];
-		/* else: the NOTIFY of an outbox event, sent by this worker */
 	}
 	if (control)
 	{
 		routes_changed = true;
 		refresh();
 		MemoryContextSwitchTo(inbox->cxt);
+	}
+	for (int i = start; i < start + n; i++)
+	{
+		/*
+		 * Not: the NOTIFY of an outbox event, sent by this worker; a channel
+		 * whose events come from the outbox (routes.c).
+		 */
+		if (inbox->items[i].src_pid != MyProcPid &&
+			routes_listened(routes, inbox->items[i].channel))
+			events[nevents++] = inbox->items[i];
 	}
 	if (nevents > 0 && routes != NULL)
 	{
@@ -402,6 +409,7 @@ worker_loop(void)
 			 */
 			outbox_relay_reset();
 			outbox_due = true;
+			routes_changed = true;	/* and at the watches: a trigger made by hand */
 			refresh();
 			maybe_prune(&payloads_prune, stats_read(COUNT_OVERSIZE_REFERENCED), now);
 			maybe_prune(&deliveries_prune, delivery_delivered_count(), now);

@@ -6,7 +6,7 @@ Coalescing seen by a real LISTEN client (psycopg 3).
                  the listener must receive exactly 10,000 events, one per
                  row, each carrying the row's final values, in the order of
                  the rows' first change;
-  [uncoalesced]  a second transaction with the same work and "coalesce" =>
+  [uncoalesced]  a second transaction with the same work and dedup =>
                  false must give 50,000 events.
 
 Connects with the libpq environment (PGHOST, PGPORT, PGUSER).
@@ -78,7 +78,7 @@ def step_coalesced(ctx):
 def step_uncoalesced(ctx):
     writer = ctx.writer
     # the same without coalescing: every change is an event
-    writer.execute("SELECT notifier.watch('accounts', channel => 'acc', \"coalesce\" => false)")
+    writer.execute("SELECT notifier.watch('accounts', channel => 'acc', dedup => false)")
     with writer.transaction():
         for r in range(1, ROUNDS + 1):
             writer.execute("UPDATE accounts SET balance = id * %s + 1, touched = %s", (r, r))

@@ -286,7 +286,7 @@ def step_rollback(ctx):
     db.execute("CREATE TABLE rb (id int PRIMARY KEY, v text); "
                "CREATE TABLE rb_u (id int PRIMARY KEY, v text)")
     outbox_watch(db, "rb", ch, notify=True)
-    outbox_watch(db, "rb_u", ch, notify=True, **{"coalesce": False})
+    outbox_watch(db, "rb_u", ch, notify=True, dedup=False)
     add_queue(db, ch)
     lis = Listener(DB, [ch])
 
@@ -443,7 +443,7 @@ def step_long(ctx):
     ch = "ob_long"
     db.execute("CREATE TABLE lr (id int PRIMARY KEY, who text); "
                "CREATE TABLE lr_c (id int PRIMARY KEY, who text)")
-    outbox_watch(db, "lr", ch, **{"coalesce": False})     # written when the change is made
+    outbox_watch(db, "lr", ch, dedup=False)     # written when the change is made
     outbox_watch(db, "lr_c", ch)                          # written at commit
     add_queue(db, ch)
     t1 = connect(DB, autocommit=False)
@@ -519,7 +519,7 @@ def step_order(ctx):
     db.execute("CREATE TABLE ord2 (p int, t int, j int, PRIMARY KEY (p, t, j)); "
                "CREATE TABLE ord2_u (p int, t int, j int, PRIMARY KEY (p, t, j))")
     outbox_watch(db, "ord2", "ob_ord2", payload="keys")
-    outbox_watch(db, "ord2_u", "ob_ord2", payload="keys", **{"coalesce": False})
+    outbox_watch(db, "ord2_u", "ob_ord2", payload="keys", dedup=False)
     add_queue(db, "ob_ord2")
     PRODUCERS, TXNS = 4, 150
 
@@ -565,7 +565,7 @@ def step_order(ctx):
     # 3. causal chain: each step written only after the previous one was seen committed
     db.execute("CREATE TABLE chain_a (step int PRIMARY KEY); CREATE TABLE chain_b (step int PRIMARY KEY)")
     outbox_watch(db, "chain_a", "ob_chain", payload="keys")
-    outbox_watch(db, "chain_b", "ob_chain", payload="keys", **{"coalesce": False})
+    outbox_watch(db, "chain_b", "ob_chain", payload="keys", dedup=False)
     add_queue(db, "ob_chain")
     STEPS = 200
 

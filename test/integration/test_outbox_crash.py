@@ -79,8 +79,9 @@ class Producers:
     attempts: (p, t, rows, outcome) with outcome 'ok' (COMMIT answered),
     'failed' (error before COMMIT), 'unknown' (no answer to COMMIT)."""
 
-    def __init__(self, cl, table, phase, total, nprod, seed):
+    def __init__(self, cl, table, phase, total, nprod, seed, max_rows=60):
         self.cl, self.table, self.phase = cl, table, phase
+        self.max_rows = max_rows
         self.share = total // nprod
         self.nprod = nprod
         self.seed = seed
@@ -129,7 +130,7 @@ class Producers:
              f"FROM generate_series(1, %s) g")
         try:
             while mine < self.share:
-                n = min(rnd.randint(1, 60), self.share - mine)
+                n = min(rnd.randint(1, self.max_rows), self.share - mine)
                 t += 1
                 stage = "connect"
                 try:
@@ -163,10 +164,16 @@ class Producers:
 
 
 class Test(ClusterTest):
+    """The phases; a subclass (test_durability.py) runs them with other
+    watches and settings."""
+    NAME = NAME
+    WATCH = ", delivery => 'outbox'"                    # the watches' delivery option
+    SETTINGS = f"pg_notifier.databases = '{DB}'\n"
+    TXN_ROWS = 60                                       # rows per transaction: 1..TXN_ROWS
+
     def __init__(self):
-        super().__init__(NAME, f"pg_notifier.databases = '{DB}'\n"
-                         "pg_notifier.retry_base_ms = 50\npg_notifier.retry_max_ms = 500",
-                         TIMEOUT, Receiver(delay=0.02))
+        super().__init__(self.NAME, self.SETTINGS + "pg_notifier.retry_base_ms = 50\n"
+                         "pg_notifier.retry_max_ms = 500", TIMEOUT, Receiver(delay=0.02))
         self.rid = None
 
     def worker_pid(self):
@@ -266,7 +273,7 @@ class Test(ClusterTest):
     def phase_kill(self):
         phase, n = "kill9", KILL_EVENTS
         log(f"1. kill -9 of the worker in a loop while 4 producers commit {n} events")
-        prod = Producers(self.cl, "items", phase, n, 4, 1)
+        prod = Producers(self.cl, "items", phase, n, 4, 1, self.TXN_ROWS)
         t0 = time.monotonic()
         prod.start()
         kills = 0
@@ -308,7 +315,7 @@ class Test(ClusterTest):
     def phase_restart(self):
         phase, n = "immediate", RESTART_EVENTS
         log(f"2. pg_ctl restart -m immediate x3 while 4 producers commit {n} events")
-        prod = Producers(self.cl, "items", phase, n, 4, 2)
+        prod = Producers(self.cl, "items", phase, n, 4, 2, self.TXN_ROWS)
         prod.start()
         done = 0
         for frac in (0.25, 0.5, 0.75):
@@ -336,7 +343,7 @@ class Test(ClusterTest):
         phase, n = "down", DOWN_EVENTS
         cl, rcv, rid = self.cl, self.rcv, self.rid
         log(f"3. webhook receiver stopped while 2 producers commit {n} events, then back")
-        prod = Producers(cl, "items_w", phase, n, 2, 3)
+        prod = Producers(cl, "items_w", phase, n, 2, 3, self.TXN_ROWS)
         prod.start()
         poll("a third of the events delivered", 60,
              lambda: (lambda k: (k >= n // 3, k))(sum(1 for r in rcv.requests() for e in (r.evs or ())
@@ -425,8 +432,8 @@ class Test(ClusterTest):
         cols = ("phase text, n bigint, p int, t int, j int, x xid8 DEFAULT pg_current_xact_id(), "
                 "body text, PRIMARY KEY (phase, n)")
         cl.q(DB, f"CREATE TABLE items ({cols}); CREATE TABLE items_w ({cols})")
-        cl.q(DB, "SELECT notifier.watch('items', channel => 'ob_q', delivery => 'outbox')")
-        cl.q(DB, "SELECT notifier.watch('items_w', channel => 'ob_wh', delivery => 'outbox')")
+        cl.q(DB, f"SELECT notifier.watch('items', channel => 'ob_q'{self.WATCH})")
+        cl.q(DB, f"SELECT notifier.watch('items_w', channel => 'ob_wh'{self.WATCH})")
         cl.q(DB, "SELECT notifier.add_queue('ob_q')")
         self.rid = cl.one(DB, "SELECT notifier.add_webhook('ob_wh', %s, batch_size => %s, concurrency => %s, "
                          "max_attempts => 100)", (rcv.url("/hook"), WH_BATCH, WH_CONCURRENCY))

@@ -67,10 +67,6 @@ listen_addresses = '127.0.0.1'
 port = $port
 unix_socket_directories = '$dir'
 shared_preload_libraries = 'pg_notifier'
-# a worker in database postgres only: the regression suite's database has
-# none, so that its outbox and deliveries stay as the tests leave them (the
-# default, '*', is tested on clusters of their own)
-pg_notifier.databases = 'postgres'
 fsync = off
 synchronous_commit = off
 full_page_writes = off
@@ -80,6 +76,12 @@ log_min_messages = warning
 $conf
 CONF
 	chown "$PG_OS_USER" "$dir/data/postgresql.auto.conf"
+	# A worker in database postgres only: the regression suite's database
+	# has none, so that its outbox and deliveries stay as the tests leave
+	# them (the default, '*', is tested on clusters of their own).  In
+	# postgresql.conf, where ALTER SYSTEM RESET falls back to it.
+	grep -q "^pg_notifier.databases" "$dir/data/postgresql.conf" ||
+		echo "pg_notifier.databases = 'postgres'" >>"$dir/data/postgresql.conf"
 	as_pg "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start >/dev/null ||
 		{ tail -n 30 "$dir/server.log"; return 1; }
 	export PGHOST=$dir PGPORT=$port PGUSER=postgres PGDATABASE=postgres PGDATA=$dir/data
