@@ -409,7 +409,8 @@ worker_loop(void)
 			 */
 			outbox_relay_reset();
 			outbox_due = true;
-			routes_changed = true;	/* and at the watches: a trigger made by hand */
+			routes_changed = true;	/* and at the watches: a trigger made by
+									 * hand */
 			refresh();
 			maybe_prune(&payloads_prune, stats_read(COUNT_OVERSIZE_REFERENCED), now);
 			maybe_prune(&deliveries_prune, delivery_delivered_count(), now);
