@@ -70,6 +70,8 @@
 #include "capture/coalesce.h"
 #include "capture/emit.h"
 #include "capture/outbox_writer.h"
+#include "capture/routed_channels.h"
+#include "common/payloads.h"
 #include "pg_notifier.h"
 #include "common/stats.h"
 
@@ -110,6 +112,8 @@ static int	held = 0;			/* row states held, all levels */
 static uint64 next_order = 0;
 static uint32 generation = 0;	/* TRUNCATEs seen in the transaction */
 static bool flushed = false;	/* the events went out; emit late ones at once */
+static bool outbox_locked = false;	/* by lock_commit_tables() */
+static bool payloads_locked = false;
 static bool callbacks_registered = false;
 
 static uint32
@@ -213,9 +217,41 @@ copy_row(TupleTableSlot *slot)
 }
 
 /* a new entry: everything but its key zeroed, the next place in order */
+/*
+ * Lock now what the held events of w will write at commit.  DROP
+ * EXTENSION locks the extension's tables, then the watched tables (to drop
+ * their triggers); a transaction holding events has its watched table
+ * locked and, were it to lock notifier.outbox (or notifier.payloads, or
+ * read notifier.routes) only at commit, would take them in the opposite
+ * order: a deadlock, which DROP EXTENSION would lose.  Locked when the
+ * first event is held, they come in DROP's order, and DROP waits.
+ */
+static void
+lock_commit_tables(const Watch *w)
+{
+	DeliveryMode delivery = w->opts.delivery;
+
+	if (!outbox_locked && delivery != DELIVERY_NOTIFY)
+	{
+		/* 'auto': which channels are routed is read now, not at commit */
+		if (delivery == DELIVERY_OUTBOX || channel_is_routed(w->opts.channel))
+		{
+			outbox_lock();
+			outbox_locked = true;
+		}
+	}
+	if (!payloads_locked && (delivery != DELIVERY_OUTBOX || w->opts.notify) &&
+		(w->opts.on_oversize == OVERSIZE_REFERENCE || w->opts.on_oversize == OVERSIZE_KEYS))
+	{
+		payload_lock();
+		payloads_locked = true;
+	}
+}
+
 static void
 pending_init(Pending *p, const Watch *w)
 {
+	lock_commit_tables(w);
 	memset((char *) p + sizeof(PendingKey), 0, sizeof(Pending) - sizeof(PendingKey));
 	p->order = next_order++;
 	p->watch = w;
@@ -615,6 +651,7 @@ reset_state(void)
 	next_order = 0;
 	generation = 0;
 	flushed = false;
+	outbox_locked = payloads_locked = false;
 }
 
 static void

@@ -36,6 +36,7 @@
 #include "executor/tuptable.h"
 #include "miscadmin.h"
 #include "nodes/execnodes.h"
+#include "storage/lmgr.h"
 #include "utils/builtins.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
@@ -152,6 +153,21 @@ outbox_lookup(Oid *relid, Oid *seqid)
 	}
 	*relid = outbox_relid;
 	*seqid = outbox_seqid;
+}
+
+/*
+ * Lock the outbox and its sequence as a write will (coalesce.c takes them
+ * when a transaction first holds an event, see there).
+ */
+void
+outbox_lock(void)
+{
+	Oid			relid;
+	Oid			seqid;
+
+	outbox_lookup(&relid, &seqid);
+	LockRelationOid(relid, RowExclusiveLock);
+	LockRelationOid(seqid, RowExclusiveLock);
 }
 
 /*

@@ -14,6 +14,7 @@
 
 #include "capture/event.h"
 
+extern void outbox_lock(void);
 extern void outbox_batch_begin(void);
 extern void outbox_batch_end(void);
 extern void outbox_write(const Watch *w, const char *event,

@@ -21,6 +21,7 @@
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
+#include "storage/lmgr.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/snapmgr.h"
@@ -33,6 +34,21 @@
 
 static SPIPlanPtr insert_plan = NULL;
 static SPIPlanPtr fetch_plan = NULL;
+
+/*
+ * Lock notifier.payloads and its sequence as storing an event will
+ * (coalesce.c takes them when a transaction first holds an event).
+ */
+void
+payload_lock(void)
+{
+	Oid			relid = notifier_table_oid("payloads");
+	Oid			seqid = get_relname_relid("payloads_id_seq", get_rel_namespace(relid));
+
+	LockRelationOid(relid, RowExclusiveLock);
+	if (OidIsValid(seqid))
+		LockRelationOid(seqid, RowExclusiveLock);
+}
 
 /*
  * Store an event; returns its reference (notifier.payloads.id).

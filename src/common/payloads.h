@@ -12,6 +12,7 @@
 
 #include "datatype/timestamp.h"
 
+extern void payload_lock(void);
 extern int64 payload_store(const char *event);
 extern bool payload_reference(const char *payload, int64 *ref);
 extern char *payload_fetch(int64 ref);
