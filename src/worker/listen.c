@@ -27,13 +27,16 @@
 #include "access/xact.h"
 #include "commands/async.h"
 #include "libpq/libpq.h"
+#include "miscadmin.h"
 #include "port/pg_bswap.h"
 #include "tcop/tcopprot.h"
 
 #include "worker/listen.h"
 
-/* the inbox being filled by listen_collect() */
+/* the inbox being filled by listen_collect(), and its byte limit */
 static Inbox *filling = NULL;
+static Size filling_limit = 0;
+static bool filling_full = false;
 
 static void
 inbox_comm_reset(void)
@@ -90,6 +93,20 @@ inbox_putmessage(char msgtype, const char *s, size_t len)
 	item->channel = copy;
 	item->payload = copy + channel_len + 1;
 	item->src_pid = (int32) pg_ntoh32(pid);
+
+	/*
+	 * Full: stop reading the NOTIFY queue.  The only way out of
+	 * asyncQueueReadAllNotifications() is an error, which it is made to
+	 * survive: it has already moved past this notification, and it saves
+	 * its position on the way out.  listen_collect() catches the error.
+	 */
+	if (inbox->bytes >= filling_limit)
+	{
+		filling_full = true;
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("pg_notifier inbox is full")));
+	}
 	return 0;
 }
 
@@ -140,30 +157,47 @@ unlisten_channel(const char *channel)
 }
 
 /*
- * Append every notification that arrived since the last call to the inbox.
+ * Append the notifications that arrived since the last call to the inbox,
+ * until it holds limit bytes (one notification more at most: < 8 kB); the
+ * rest wait in the NOTIFY queue, and notifyInterruptPending stays true.
  * Outside any transaction (ProcessNotifyInterrupt() runs its own).
  */
 void
-listen_collect(Inbox *inbox)
+listen_collect(Inbox *inbox, Size limit)
 {
 	const PQcommMethods *save_methods = PqCommMethods;
 	CommandDest save_dest = whereToSendOutput;
+	MemoryContext cxt = CurrentMemoryContext;
 
 	Assert(!IsTransactionOrTransactionBlock());
 	Assert(filling == NULL);
 
+	if (inbox->bytes >= limit)
+		return;
 	filling = inbox;
+	filling_limit = limit;
+	filling_full = false;
 	PqCommMethods = &inbox_methods;
 	whereToSendOutput = DestRemote;
 	PG_TRY();
 	{
 		ProcessNotifyInterrupt(false);
 	}
-	PG_FINALLY();
+	PG_CATCH();
 	{
 		PqCommMethods = save_methods;
 		whereToSendOutput = save_dest;
 		filling = NULL;
+		if (!filling_full)
+			PG_RE_THROW();
+		MemoryContextSwitchTo(cxt);
+		FlushErrorState();
+		AbortCurrentTransaction();
+		MemoryContextSwitchTo(cxt);
+		notifyInterruptPending = true;
 	}
 	PG_END_TRY();
+	PqCommMethods = save_methods;
+	whereToSendOutput = save_dest;
+	filling = NULL;
 }

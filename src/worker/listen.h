@@ -10,6 +10,8 @@
 #ifndef NOTIFIER_LISTEN_H
 #define NOTIFIER_LISTEN_H
 
+#include "datatype/timestamp.h"
+
 /* one notification, as a LISTEN client would receive it */
 typedef struct InboxItem
 {
@@ -25,10 +27,12 @@ typedef struct Inbox
 	int			nitems;
 	int			maxitems;
 	Size		bytes;			/* of channels and payloads held */
+	int			done;			/* items [0, done) are forwarded */
+	TimestampTz received_at;	/* when the first item was collected */
 } Inbox;
 
 extern void listen_channel(const char *channel);
 extern void unlisten_channel(const char *channel);
-extern void listen_collect(Inbox *inbox);
+extern void listen_collect(Inbox *inbox, Size limit);
 
 #endif							/* NOTIFIER_LISTEN_H */
