@@ -21,6 +21,7 @@ from decimal import Decimal
 
 import psycopg
 from psycopg import sql
+from psycopg.rows import dict_row
 
 
 class TestFailure(Exception):
@@ -294,3 +295,67 @@ def arm_watchdog(name, timeout):
 
     signal.signal(signal.SIGALRM, on_alarm)
     signal.alarm(timeout)
+
+
+WORKER_TYPE = "pg_notifier worker"
+
+
+def worker_status(conn, dbname):
+    """notifier.status() of dbname's worker (a dict), or None."""
+    cur = conn.cursor(row_factory=dict_row)
+    rows = cur.execute("SELECT * FROM notifier.status() WHERE database = %s", (dbname,)).fetchall()
+    return rows[0] if rows else None
+
+
+def worker_db_start(admin, dbname, settings=None, before_worker=None):
+    """A fresh database dbname with the extension, added to pg_notifier.databases,
+    and the settings {guc: value} set with ALTER SYSTEM; before_worker(conn)
+    runs before the worker starts.  Returns (conn, saved, pid): saved is for
+    worker_db_stop()."""
+    settings = dict(settings or {})
+    guc = "pg_notifier.databases"
+    saved = auto_conf_settings(admin, [guc] + list(settings))
+    if saved[guc]:      # a previous run that did not clean up: never keep our database
+        dbs = [d.strip() for d in saved[guc].split(",") if d.strip() and d.strip() != dbname]
+        saved[guc] = ", ".join(dbs) or None
+    admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident(dbname)))
+    admin.execute(sql.SQL("CREATE DATABASE {}").format(ident(dbname)))
+    conn = connect(dbname)
+    conn.execute("CREATE EXTENSION pg_notifier")
+    if before_worker is not None:
+        before_worker(conn)
+    cur = [d.strip() for d in admin.execute(f"SHOW {guc}").fetchone()[0].split(",") if d.strip()]
+    settings[guc] = ", ".join([d for d in cur if d != dbname] + [dbname])
+    for name, value in settings.items():
+        admin.execute(sql.SQL("ALTER SYSTEM SET {} = {}").format(sql.SQL(name), sql.Literal(value)))
+    admin.execute("SELECT pg_reload_conf()")
+    s, secs = wait_for(f"the worker of {dbname} running",
+                       lambda: (lambda s: (s is not None and s["pid"] is not None
+                                           and s["state"] in ("listening", "forwarding"), s))(
+                           worker_status(conn, dbname)), 30)
+    log(f"worker of {dbname}: pid {s['pid']} after {secs:.2f} s; settings {settings}")
+    return conn, saved, s["pid"]
+
+
+def worker_db_stop(dbname, saved):
+    """Undo worker_db_start(): the settings put back, the worker gone, the
+    database dropped.  Returns a list of errors."""
+    errors = []
+    try:
+        with connect("postgres") as admin:
+            if saved is not None:
+                restore_settings(admin, saved)
+                t0 = time.monotonic()
+                while True:
+                    n = admin.execute("SELECT count(*) FROM pg_stat_activity WHERE backend_type = %s "
+                                      "AND datname = %s", (WORKER_TYPE, dbname)).fetchone()[0]
+                    if n == 0 or time.monotonic() - t0 > 10:
+                        break
+                    time.sleep(0.1)
+                if n:
+                    errors.append(f"[cleanup] the worker of {dbname} still runs 10 s after the "
+                                  "database left pg_notifier.databases")
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident(dbname)))
+    except psycopg.Error as ex:
+        errors.append(f"[cleanup] {type(ex).__name__}: {ex}")
+    return errors

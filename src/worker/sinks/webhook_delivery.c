@@ -79,7 +79,8 @@ static SPIPlanPtr outcome_plan = NULL;
 
 /*
  * A claim takes the due rows in id order up to pg_notifier.max_batch_bytes
- * of payload ($3), and at least one: what the worker holds of a claim is
+ * of payload (or max_webhook_body_bytes if larger: a claim must fill a
+ * request) ($3), and at least one: what the worker holds of a claim is
  * bounded by bytes as well as rows.  octet_length() of a text reads its
  * size without detoasting it.
  */
@@ -274,7 +275,7 @@ claim(Route *route, RouteState *state, Claimed *claimed)
 
 	values[0] = Int64GetDatum(route->id);
 	values[1] = Int32GetDatum(want);
-	values[2] = Int64GetDatum(notifier_max_batch_bytes);
+	values[2] = Int64GetDatum(Max(notifier_max_batch_bytes, notifier_max_webhook_body_bytes));
 	if (wh->ordered)
 		plan = keep_plan(&claim_ordered_plan,
 						 "UPDATE notifier.deliveries d SET status = 'in_flight',"
