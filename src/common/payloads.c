@@ -146,6 +146,8 @@ payload_fetch(int64 ref, const char *channel)
 		if (!isnull)
 			event = text_to_cstring(DatumGetTextPP(d));
 	}
+	/* the worker fetches many in one transaction: keep none of them twice */
+	SPI_freetuptable(SPI_tuptable);
 	return event;
 }
 

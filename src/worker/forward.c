@@ -71,6 +71,7 @@ typedef struct Chunk
 	bool		checked;		/* events made JSON */
 	TimestampTz received_at;
 	MemoryContext keep_cxt;		/* for the errors kept */
+	MemoryContext attempt_cxt;	/* one write_route(), reset after it */
 	RouteDelta *deltas;
 	ErrorData  *retry;			/* a transient error: roll back, retry */
 } Chunk;
@@ -193,14 +194,21 @@ write_route(Route *route, Chunk *chunk, const int *idx, int n)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 	ResourceOwner owner = CurrentResourceOwner;
-	char	  **payloads = palloc(n * sizeof(char *));
 	ErrorData  *edata = NULL;
+	char	  **payloads;
 
+	/*
+	 * What the sink makes of the events (their text datums, the array) is
+	 * freed after each attempt: bisecting must not keep a copy of the chunk
+	 * per level.
+	 */
+	MemoryContextSwitchTo(chunk->attempt_cxt);
+	payloads = palloc(n * sizeof(char *));
 	for (int i = 0; i < n; i++)
 		payloads[i] = chunk->events[idx[i]];
 
 	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(cxt);
+	MemoryContextSwitchTo(chunk->attempt_cxt);
 	PG_TRY();
 	{
 		switch (route->kind)
@@ -226,7 +234,7 @@ write_route(Route *route, Chunk *chunk, const int *idx, int n)
 		CurrentResourceOwner = owner;
 	}
 	PG_END_TRY();
-	pfree(payloads);
+	MemoryContextReset(chunk->attempt_cxt);
 	return edata;
 }
 
@@ -357,6 +365,7 @@ forward_write(RouteTable *table, InboxItem *items, int nitems,
 {
 	MemoryContext caller = CurrentMemoryContext;
 	MemoryContext chunk_cxt;
+	MemoryContext attempt_cxt;
 	RouteDelta *deltas;
 	int			next = 0;
 
@@ -370,6 +379,8 @@ forward_write(RouteTable *table, InboxItem *items, int nitems,
 	/* below SPI's procedure context: freed by SPI_finish() at the latest */
 	chunk_cxt = AllocSetContextCreate(caller, "pg_notifier forward chunk",
 									  ALLOCSET_DEFAULT_SIZES);
+	attempt_cxt = AllocSetContextCreate(caller, "pg_notifier forward attempt",
+										ALLOCSET_DEFAULT_SIZES);
 	while (next < nitems && *retry == NULL)
 	{
 		Chunk		chunk;
@@ -381,6 +392,7 @@ forward_write(RouteTable *table, InboxItem *items, int nitems,
 		chunk.events = palloc0((nitems - start) * sizeof(char *));
 		chunk.received_at = received_at;
 		chunk.keep_cxt = keep_cxt;
+		chunk.attempt_cxt = attempt_cxt;
 		chunk.deltas = deltas;
 
 		/* events up to max_batch_bytes, or one larger event alone */
@@ -406,6 +418,7 @@ forward_write(RouteTable *table, InboxItem *items, int nitems,
 		MemoryContextReset(chunk_cxt);
 	}
 	MemoryContextDelete(chunk_cxt);
+	MemoryContextDelete(attempt_cxt);
 	return deltas;
 }
 

@@ -72,7 +72,8 @@ inbox_putmessage(char msgtype, const char *s, size_t len)
 		return 0;
 
 	copy = MemoryContextAlloc(inbox->cxt, len - sizeof(uint32));
-	inbox->bytes += len;
+	/* what an item costs, not only its text: empty payloads add up too */
+	inbox->bytes += len + sizeof(InboxItem) + 2 * sizeof(void *);
 	memcpy(copy, s + sizeof(uint32), len - sizeof(uint32));
 	channel_len = strnlen(copy, len - sizeof(uint32));
 	if (channel_len + 1 >= len - sizeof(uint32))
@@ -97,8 +98,8 @@ inbox_putmessage(char msgtype, const char *s, size_t len)
 	/*
 	 * Full: stop reading the NOTIFY queue.  The only way out of
 	 * asyncQueueReadAllNotifications() is an error, which it is made to
-	 * survive: it has already moved past this notification, and it saves
-	 * its position on the way out.  listen_collect() catches the error.
+	 * survive: it has already moved past this notification, and it saves its
+	 * position on the way out.  listen_collect() catches the error.
 	 */
 	if (inbox->bytes >= filling_limit)
 	{

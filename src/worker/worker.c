@@ -18,7 +18,8 @@
  *	  is true) it collects all of them at once, then forwards them in
  *	  transactions of at most FORWARD_BATCH events.  Between those it
  *	  collects again, so reading the NOTIFY queue does not wait for the
- *	  sinks (up to MAX_AHEAD_BYTES of events held in memory).
+ *	  sinks (up to MAX_AHEAD_BYTES of events held in memory per inbox; the
+ *	  rest wait in the NOTIFY queue).
  *	- Committed outbox events (delivery => 'outbox') set its latch and a
  *	  flag in shared memory; it then moves them to their routes
  *	  (outbox_relay.c).  It also looks at the outbox when it starts, when
@@ -29,8 +30,11 @@
  *	  notifier.payloads and delivered rows happens only when rows may be
  *	  there to prune.
  *
- * Errors outside a route's sink are not caught: the worker exits, the
- * launcher starts it again (let it crash).  SIGTERM ends it between two
+ * A forwarding transaction (notifications or the outbox) that fails is
+ * rolled back and tried again after a backoff (forward.c), keeping its
+ * events: the worker goes on with the rest of its loop meanwhile.  Other
+ * errors are not caught: the worker exits, the launcher starts it again
+ * (let it crash).  SIGTERM ends it between two
  * transactions, or at once inside one; SIGHUP rereads the configuration.
  *
  * Copyright (c) 2026, pg_notifier developers; PostgreSQL Licence (LICENSE)

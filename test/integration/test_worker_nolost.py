@@ -169,9 +169,9 @@ def mixed(ctx, mode):
     want = list(range(1, 11)) + list(range(12, 21)) + list(range(23, 31))
     ndead = 4 if mode == "notify" else 3
 
+    wait_rows(db, q, len(want), "legitimate events")
     wait_for(f"{ndead} dead letters of route {rid}",
              lambda: (lambda d: (len(d) >= ndead, d))(dead_letters(db, rid)), ARRIVE)
-    wait_rows(db, q, len(want), "legitimate events")
     check_exactly_once(ctx, f"{mode}: the legitimate events", keys_of(queued(db, q)), want)
     dead = dead_letters(db, rid)
     ctx.check(len(dead) == ndead, f"{mode}: {len(dead)} dead letters, expected {ndead}: {short(dead, 400)}")
@@ -220,7 +220,7 @@ def step_refs(ctx):
     log(f"refs: 30 references of 100 kB resolved; INSERTs (events, bytes): {short(rows, 200)}")
 
     ref = db.execute("SELECT max(id) FROM notifier.payloads").fetchone()[0]
-    forged = '{"ref":%d,"truncated":true}' % ref
+    forged = '{"id":"1.1","op":"INSERT","ref":%d,"truncated":true}' % ref
     with connect(DB) as u:
         u.execute(sql.SQL("SET ROLE {}").format(ident(ROLE)))
         u.execute("SELECT pg_notify('refs_b', %s)", (forged,))
