@@ -54,7 +54,6 @@ Debian's python3 (psycopg 3.1).  Environment: PG_NOTIFIER_TEST_TIMEOUT
 import collections
 import datetime
 import os
-import signal
 import sys
 import time
 from decimal import Decimal
@@ -64,16 +63,12 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from itlib import (Checks, Watchdog, arm_watchdog, Listener, TestFailure, Threads, auto_conf_settings, canon,  # noqa: E402
-                   connect, describe_error, ident, log, parse, report, restore_settings, short,
-                   text_of, wait_for)
+from itlib import (Checks, Listener, TestFailure, Threads, canon, connect, describe_error,  # noqa: E402
+                   ident, log, parse, run_worker_test, short, text_of, wait_for)
 
 NAME = "test_outbox"
 TIMEOUT = int(os.environ.get("PG_NOTIFIER_TEST_TIMEOUT", "200"))
 DB = os.environ.get("PG_NOTIFIER_TEST_DB", "pg_notifier_it_outbox")
-GUC = "pg_notifier.databases"
-WORKER_TYPE = "pg_notifier worker"
-RUNNING = ("listening", "forwarding")
 ARRIVE = 30          # seconds an event may take to reach the queue (generous: never a timing assertion)
 
 
@@ -701,79 +696,9 @@ STEPS = [
 ]
 
 
-def setup(ctx, admin):
-    ctx.saved = auto_conf_settings(admin, [GUC])
-    if ctx.saved[GUC]:      # a previous run that did not clean up: never keep our database
-        dbs = [d.strip() for d in ctx.saved[GUC].split(",") if d.strip() and d.strip() != DB]
-        ctx.saved[GUC] = ", ".join(dbs) or None
-    admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident(DB)))
-    admin.execute(sql.SQL("CREATE DATABASE {}").format(ident(DB)))
-    ctx.db = connect(DB)
-    ctx.db.execute("CREATE EXTENSION pg_notifier")
-    ctx.db.execute("SET lock_timeout = '20s'")
-    cur = [d.strip() for d in admin.execute(f"SHOW {GUC}").fetchone()[0].split(",") if d.strip()]
-    new = ", ".join([d for d in cur if d != DB] + [DB])
-    admin.execute(sql.SQL("ALTER SYSTEM SET {} = {}").format(sql.SQL(GUC), sql.Literal(new)))
-    admin.execute("SELECT pg_reload_conf()")
-    s, secs = wait_for(f"the worker of {DB} running",
-                       lambda: (lambda s: (s is not None and s["pid"] is not None
-                                           and s["state"] in RUNNING, s))(ctx.status()), 30)
-    log(f"{GUC} = '{new}'; worker of {DB}: pid {s['pid']}, state {s['state']!r} after {secs:.2f} s")
-    return s["pid"]
-
-
-def cleanup(ctx):
-    errors = []
-    try:
-        with connect("postgres") as admin:
-            if ctx.saved is not None:
-                restore_settings(admin, ctx.saved)
-                t0 = time.monotonic()
-                while True:
-                    n = admin.execute("SELECT count(*) FROM pg_stat_activity WHERE backend_type = %s "
-                                      "AND datname = %s", (WORKER_TYPE, DB)).fetchone()[0]
-                    if n == 0 or time.monotonic() - t0 > 10:
-                        break
-                    time.sleep(0.1)
-                if n:
-                    errors.append(f"[cleanup] the worker of {DB} still runs 10 s after the "
-                                  "database left pg_notifier.databases")
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident(DB)))
-        log(f"{GUC} put back ({ctx.saved and ctx.saved[GUC]!r} in postgresql.auto.conf), "
-            f"database {DB} dropped")
-    except psycopg.Error as ex:
-        errors.append(f"[cleanup] {type(ex).__name__}: {ex}")
-    return errors
-
-
 def main():
-    arm_watchdog(NAME, TIMEOUT)
-    t_start = time.monotonic()
-    ctx = Ctx()
-    admin = connect("postgres")
-    try:
-        ctx.step = "setup"
-        wpid = setup(ctx, admin)
-        for tag, title, fn in STEPS:
-            ctx.run_step(tag, title, fn, ctx)
-        ctx.step = "end"
-        s = ctx.status()
-        ctx.check(s["pid"] == wpid and s["last_error"] is None,
-                  f"worker: pid {wpid} -> {s['pid']}, last_error {s['last_error']!r}")
-    except (TestFailure, psycopg.Error, Watchdog) as ex:
-        ctx.errors.append(f"[{ctx.step}] {type(ex).__name__}: {ex}")
-    finally:
-        signal.alarm(60)
-        for c in (ctx.db, admin):
-            try:
-                if c is not None:
-                    c.close()
-            except Exception:
-                pass
-        ctx.errors.extend(cleanup(ctx))
-        signal.alarm(0)
-    total = time.monotonic() - t_start
-    return report(NAME, ctx, total)
+    return run_worker_test(NAME, TIMEOUT, Ctx(), DB, STEPS,
+                           before_worker=lambda db: db.execute("SET lock_timeout = '20s'"))
 
 
 if __name__ == "__main__":

@@ -98,7 +98,7 @@ from psycopg.rows import dict_row
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from itlib import (Checks, Watchdog, arm_watchdog, TestFailure, as_event, canon, connect, describe_error,  # noqa: E402
-                   ident, log, parse, report, short, text_of, wait_for)
+                   ident, log, parse, report, short, text_of, wait_for, worker_db_stop)
 
 NAME = "test_webhook"
 TIMEOUT = int(os.environ.get("PG_NOTIFIER_TEST_TIMEOUT", "240"))
@@ -1662,27 +1662,9 @@ def cleanup(ctx):
                 r.stop()
             except Exception as ex:      # noqa: BLE001 -- cleanup goes on
                 errors.append(f"[cleanup] stopping a receiver: {ex}")
+    errors.extend(worker_db_stop(DB, ctx.saved))
     try:
         with connect("postgres") as admin:
-            if ctx.saved is not None:
-                for name, value in ctx.saved.items():
-                    if value is None:
-                        admin.execute(sql.SQL("ALTER SYSTEM RESET {}").format(sql.SQL(name)))
-                    else:
-                        admin.execute(sql.SQL("ALTER SYSTEM SET {} = {}").format(
-                            sql.SQL(name), sql.Literal(value)))
-                admin.execute("SELECT pg_reload_conf()")
-                t0 = time.monotonic()
-                while True:
-                    n = admin.execute("SELECT count(*) FROM pg_stat_activity WHERE backend_type = %s "
-                                      "AND datname = %s", (WORKER_TYPE, DB)).fetchone()[0]
-                    if n == 0 or time.monotonic() - t0 > 10:
-                        break
-                    time.sleep(0.1)
-                if n:
-                    errors.append(f"[cleanup] the worker of {DB} still runs 10 s after the "
-                                  "database left pg_notifier.databases")
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident(DB)))
             admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(ident(ROLE)))
         log("settings put back (" + ", ".join(f"{k.split('.')[1]}={v!r}" for k, v in
                                                (ctx.saved or {}).items()) + "), database and role dropped")

@@ -54,17 +54,14 @@ Debian's python3 (psycopg 3.1).  Environment: PG_NOTIFIER_TEST_TIMEOUT
 """
 
 import os
-import signal
 import sys
 import time
 
-import psycopg
 from psycopg import sql
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from itlib import (Checks, Watchdog, arm_watchdog, TestFailure, connect, ident, log,  # noqa: E402
-                   parse, report, short, wait_for, worker_db_start, worker_db_stop,
-                   worker_status)
+from itlib import (Checks, connect, ident, log, parse, run_worker_test, short,  # noqa: E402
+                   wait_for, worker_status)
 from recorder import Receiver  # noqa: E402
 
 NAME = "test_worker_nolost"
@@ -99,6 +96,19 @@ def queue_table(db, name, payload_type="jsonb"):
                .format(t=ident(name), ty=sql.SQL(payload_type)))
     db.execute(sql.SQL("CREATE TRIGGER log_batch AFTER INSERT ON {} REFERENCING NEW TABLE AS new "
                        "FOR EACH STATEMENT EXECUTE FUNCTION public.log_batch()").format(ident(name)))
+
+
+def routed_table(db, mode, t, columns, trigger_fn):
+    """Table t (columns), watched on channel t with delivery mode, routed to a
+    queue table t_q with a BEFORE INSERT row trigger running trigger_fn.
+    Returns (queue table, route id)."""
+    q = f"{t}_q"
+    queue_table(db, q)
+    db.execute(sql.SQL("CREATE TABLE {} ({})").format(ident(t), sql.SQL(columns)))
+    db.execute(sql.SQL("CREATE TRIGGER refuse BEFORE INSERT ON {} FOR EACH ROW "
+                       "EXECUTE FUNCTION {}()").format(ident(q), ident("public", trigger_fn)))
+    db.execute("SELECT notifier.watch(%s, channel => %s, delivery => %s)", (t, t, mode))
+    return q, add_queue(db, t, q)
 
 
 def queued(db, table):
@@ -142,15 +152,9 @@ def check_batches(ctx, db, table, limit):
 def mixed(ctx, mode):
     db = ctx.db
     t = f"mix_{mode}"
-    q = f"{t}_q"
-    queue_table(db, q)
-    db.execute(sql.SQL("CREATE TABLE {} (id int PRIMARY KEY, v json)").format(ident(t)))
+    q, rid = routed_table(db, mode, t, "id int PRIMARY KEY, v json", "refuse")
     db.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT no_bad_check "
                        "CHECK (payload->'row'->'v'->>'bad' IS DISTINCT FROM 'check')").format(ident(q)))
-    db.execute(sql.SQL("CREATE TRIGGER refuse BEFORE INSERT ON {} FOR EACH ROW "
-                       "EXECUTE FUNCTION public.refuse()").format(ident(q)))
-    db.execute("SELECT notifier.watch(%s, channel => %s, delivery => %s)", (t, t, mode))
-    rid = add_queue(db, t, q)
 
     with db.transaction():
         ins = sql.SQL("INSERT INTO {} SELECT g, pg_catalog.json_build_object('k', g) "
@@ -267,13 +271,7 @@ def step_bytes(ctx):
 def transient(ctx, mode, code):
     db = ctx.db
     t = f"tr_{mode}"
-    q = f"{t}_q"
-    queue_table(db, q)
-    db.execute(sql.SQL("CREATE TABLE {} (id int PRIMARY KEY)").format(ident(t)))
-    db.execute(sql.SQL("CREATE TRIGGER fail BEFORE INSERT ON {} FOR EACH ROW "
-                       "EXECUTE FUNCTION public.fail_while_flagged()").format(ident(q)))
-    db.execute("SELECT notifier.watch(%s, channel => %s, delivery => %s)", (t, t, mode))
-    rid = add_queue(db, t, q)
+    q, rid = routed_table(db, mode, t, "id int PRIMARY KEY", "fail_while_flagged")
     db.execute("UPDATE tr_flag SET code = %s", (code,))
     before = db.execute("SELECT last_value FROM tr_attempts").fetchone()[0]
     for k in range(5):
@@ -377,37 +375,7 @@ STEPS = [
 
 
 def main():
-    arm_watchdog(NAME, TIMEOUT)
-    t_start = time.monotonic()
-    ctx = Ctx()
-    admin = connect("postgres")
-    try:
-        ctx.step = "setup"
-        admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(ident(ROLE)))
-        admin.execute(sql.SQL("CREATE ROLE {}").format(ident(ROLE)))
-        ctx.db, ctx.saved, wpid = worker_db_start(admin, DB, SETTINGS, before_worker)
-        for tag, title, fn, *args in STEPS:
-            ctx.run_step(tag, title, fn, ctx, *args)
-        ctx.step = "end"
-        s = worker_status(ctx.db, DB)
-        ctx.check(s["pid"] == wpid and s["last_error"] is None,
-                  f"worker: pid {wpid} -> {s['pid']}, last_error {s['last_error']!r}")
-    except (TestFailure, psycopg.Error, Watchdog) as ex:
-        ctx.errors.append(f"[{ctx.step}] {type(ex).__name__}: {ex}")
-    finally:
-        signal.alarm(60)
-        if ctx.receiver is not None:
-            ctx.receiver.stop()
-        if ctx.db is not None:
-            ctx.db.close()
-        ctx.errors.extend(worker_db_stop(DB, ctx.saved))
-        try:
-            admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(ident(ROLE)))
-            admin.close()
-        except psycopg.Error as ex:
-            ctx.errors.append(f"[cleanup] {type(ex).__name__}: {ex}")
-        signal.alarm(0)
-    return report(NAME, ctx, time.monotonic() - t_start)
+    return run_worker_test(NAME, TIMEOUT, Ctx(), DB, STEPS, SETTINGS, before_worker, roles=(ROLE,))
 
 
 if __name__ == "__main__":

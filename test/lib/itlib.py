@@ -359,3 +359,44 @@ def worker_db_stop(dbname, saved):
     except psycopg.Error as ex:
         errors.append(f"[cleanup] {type(ex).__name__}: {ex}")
     return errors
+
+
+def run_worker_test(name, timeout, ctx, dbname, steps, settings=None, before_worker=None,
+                    roles=()):
+    """The whole of a test of one database's worker: the watchdog, the roles
+    (created fresh, dropped at the end), worker_db_start() into ctx.db and
+    ctx.saved, each step (tag, title, fn, *args) as fn(ctx, *args), the
+    worker's pid unchanged and no last_error at the end, worker_db_stop();
+    ctx.receiver is stopped if set.  Returns report()'s exit status."""
+    arm_watchdog(name, timeout)
+    t_start = time.monotonic()
+    admin = connect("postgres")
+    try:
+        ctx.step = "setup"
+        for role in roles:
+            admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(ident(role)))
+            admin.execute(sql.SQL("CREATE ROLE {}").format(ident(role)))
+        ctx.db, ctx.saved, wpid = worker_db_start(admin, dbname, settings, before_worker)
+        for tag, title, fn, *args in steps:
+            ctx.run_step(tag, title, fn, ctx, *args)
+        ctx.step = "end"
+        s = worker_status(ctx.db, dbname)
+        ctx.check(s["pid"] == wpid and s["last_error"] is None,
+                  f"worker: pid {wpid} -> {s['pid']}, last_error {s['last_error']!r}")
+    except (TestFailure, psycopg.Error, Watchdog) as ex:
+        ctx.errors.append(f"[{ctx.step}] {type(ex).__name__}: {ex}")
+    finally:
+        signal.alarm(60)
+        if getattr(ctx, "receiver", None) is not None:
+            ctx.receiver.stop()
+        if getattr(ctx, "db", None) is not None:
+            ctx.db.close()
+        ctx.errors.extend(worker_db_stop(dbname, getattr(ctx, "saved", None)))
+        try:
+            for role in roles:
+                admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(ident(role)))
+            admin.close()
+        except psycopg.Error as ex:
+            ctx.errors.append(f"[cleanup] {type(ex).__name__}: {ex}")
+        signal.alarm(0)
+    return report(name, ctx, time.monotonic() - t_start)
