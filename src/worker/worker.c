@@ -19,7 +19,7 @@
  *	  transactions of at most FORWARD_BATCH events.  Between those it
  *	  collects again, so reading the NOTIFY queue does not wait for the
  *	  sinks (up to MAX_AHEAD_BYTES of events held in memory per inbox; the
- *	  rest wait in the NOTIFY queue).
+ *	  rest in a temporary file, listen.c).
  *	- Committed outbox events (delivery => 'outbox') set its latch and a
  *	  flag in shared memory; it then moves them to their routes
  *	  (outbox_relay.c).  It also looks at the outbox when it starts, when
@@ -77,8 +77,11 @@
 #define CHECK_SECONDS 10
 /* events forwarded per transaction */
 #define FORWARD_BATCH 10000
-/* bytes of events collected ahead while forwarding; past it they wait in the NOTIFY queue */
-#define MAX_AHEAD_BYTES (256 * 1024 * 1024)
+/*
+ * Bytes of events collected into one inbox (one is forwarded while the other
+ * fills); past it they wait in the NOTIFY queue.  256 MB by default.
+ */
+#define MAX_AHEAD_BYTES ((Size) notifier_max_batch_bytes * 4)
 
 PGDLLEXPORT void notifier_worker_main(Datum main_arg);
 
@@ -255,10 +258,10 @@ forward_chunk(Inbox *inbox, int start, int n)
 static void
 collect(Inbox *inbox)
 {
-	bool		empty = (inbox->nitems == 0);
+	bool		empty = !listen_pending(inbox);
 
 	listen_collect(inbox, MAX_AHEAD_BYTES);
-	if (empty && inbox->nitems > 0)
+	if (empty && listen_pending(inbox))
 		inbox->received_at = GetCurrentTimestamp();
 }
 
@@ -266,15 +269,16 @@ collect(Inbox *inbox)
 static bool
 drain_due(Inbox *inboxes, TimestampTz now)
 {
-	return (notifyInterruptPending || inboxes[drain_current].done < inboxes[drain_current].nitems) &&
+	return (notifyInterruptPending || listen_pending(&inboxes[drain_current])) &&
 		!backoff_waiting(&drain_backoff, now);
 }
 
 /*
  * Collect what arrived and forward it, FORWARD_BATCH events per
  * transaction.  Between transactions, what arrived meanwhile is collected
- * into the other inbox (up to MAX_AHEAD_BYTES), so that the NOTIFY queue
- * keeps being read while the sinks are written.
+ * into the other inbox (MAX_AHEAD_BYTES in memory, the rest in its spill
+ * file), so that the NOTIFY queue keeps being read while the sinks are
+ * written.
  *
  * When a transaction fails (a transient error: a lock timeout...), the
  * drain stops where it is and keeps its items; the worker goes on with the
@@ -287,9 +291,9 @@ drain(Inbox *inboxes)
 	Inbox	   *current = &inboxes[drain_current];
 	Inbox	   *next = &inboxes[1 - drain_current];
 
-	if (current->done == current->nitems)
+	if (!listen_pending(current))
 		collect(current);
-	while (current->done < current->nitems)
+	while (listen_pending(current))
 	{
 		while (current->done < current->nitems)
 		{
@@ -304,12 +308,11 @@ drain(Inbox *inboxes)
 			if (notifyInterruptPending)
 				collect(next);
 		}
+		if (listen_unspill(current, MAX_AHEAD_BYTES))
+			continue;
 
 		/* current is done: it becomes the empty one */
-		MemoryContextReset(current->cxt);
-		current->items = NULL;
-		current->nitems = current->maxitems = current->done = 0;
-		current->bytes = 0;
+		listen_reset(current);
 		drain_current = 1 - drain_current;
 		current = next;
 		next = &inboxes[1 - drain_current];

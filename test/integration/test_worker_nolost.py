@@ -29,6 +29,9 @@ and checks:
                   batch_size 1000: every queue INSERT stays under
                   max_batch_bytes, every request body under
                   max_webhook_body_bytes, every event arrives exactly once;
+  [ahead]         6 MB of NOTIFYs in one transaction: the worker holds 4 x
+                  max_batch_bytes of them in memory and the rest in a
+                  temporary file: every one is queued exactly once, in order;
   [transient]     a trigger on the queue table fails with lock_not_available
                   (outbox mode) or serialization_failure (notify mode) until
                   the test lets it pass: the worker retries with backoff,
@@ -268,6 +271,23 @@ def step_bytes(ctx):
         f"{short(sizes, 200)}")
 
 
+def step_ahead(ctx):
+    """6 MB of NOTIFYs in one transaction: 4 x max_batch_bytes in memory, the
+    rest spilled to a temporary file and read back; nothing lost or doubled."""
+    db = ctx.db
+    queue_table(db, "ahead_q", "json")
+    add_queue(db, "ahead", "ahead_q")
+    n = 3000
+    pad = "z" * 2000
+    with db.transaction():
+        db.execute("SELECT pg_notify('ahead', pg_catalog.json_build_object('n', g, 'pad', %s::text)::text) "
+                   "FROM generate_series(1, %s::int) g", (pad, n))
+    wait_rows(db, "ahead_q", n, "6 MB of notifications")
+    got = [e["n"] for e in queued(db, "ahead_q")]
+    check_exactly_once(ctx, "ahead", got, list(range(1, n + 1)))
+    log(f"ahead: {n} notifications of 2 kB queued once each, in order")
+
+
 def transient(ctx, mode, code):
     db = ctx.db
     t = f"tr_{mode}"
@@ -368,6 +388,7 @@ STEPS = [
     ("mixed_notify", "notify: legitimate events mixed with bad ones", mixed, "notify"),
     ("refs", "references: resolved per channel, in batches bounded by bytes", step_refs),
     ("bytes", "400 kB events: queue and webhook batches bounded by bytes", step_bytes),
+    ("ahead", "notify: a burst larger than an inbox", step_ahead),
     ("transient_outbox", "outbox: lock_not_available retried", transient, "outbox", "55P03"),
     ("transient_notify", "notify: serialization_failure retried", transient, "notify", "40001"),
     ("lock", "a real lock timeout retried", step_lock),
