@@ -18,6 +18,10 @@ and checks:
   [mixed_notify]  the same with delivery => 'notify', plus a hand-written
                   NOTIFY ch, '{"n":1e200000}' from a role with no privileges
                   in the same transaction (a dead letter too);
+  [deferred]      a queue table owned by an unprivileged role with a
+                  constraint trigger INITIALLY DEFERRED: it never runs as the
+                  worker (at its commit, as 0.1 did), each event is a dead
+                  letter with the reason, the outbox is emptied;
   [refs]          delivery => 'notify', 30 oversize events of 100 kB sent as
                   references: each is resolved to its event, and no INSERT
                   into the queue table holds more than max_batch_bytes (a
@@ -71,6 +75,7 @@ NAME = "test_worker_nolost"
 TIMEOUT = int(os.environ.get("PG_NOTIFIER_TEST_TIMEOUT", "240"))
 DB = os.environ.get("PG_NOTIFIER_TEST_DB", "pg_notifier_it_nolost")
 ROLE = "notifier_it_nolost_unpriv"
+OWNER = "notifier_it_nolost_owner"
 MAX_BATCH = 1024 * 1024
 MAX_BODY = 1536 * 1024
 SETTINGS = {"pg_notifier.max_batch_bytes": "1MB", "pg_notifier.max_webhook_body_bytes": "1536kB"}
@@ -205,6 +210,43 @@ def parse_or_none(text):
         return parse(text)
     except ValueError:
         return None
+
+
+def step_deferred(ctx):
+    """A queue table owned by an unprivileged role, with a constraint trigger
+    INITIALLY DEFERRED: it would fire at the worker's commit, with the
+    worker's rights, and fail the whole batch there.  PostgreSQL refuses to
+    fire it inside the security-restricted write, so the table takes no
+    event: each is a dead letter with that reason, and the trigger never
+    runs as the worker."""
+    db = ctx.db
+    queue_table(db, "def_q")
+    db.execute("""
+        CREATE TABLE def_log (who text, id int);
+        CREATE FUNCTION def_check() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            INSERT INTO public.def_log VALUES (current_user, (NEW.payload->'key'->>'id')::int);
+            RETURN NULL;
+        END $$;
+        CREATE CONSTRAINT TRIGGER def_check AFTER INSERT ON def_q
+            DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION def_check();
+        CREATE TABLE def_t (id int PRIMARY KEY)""")
+    db.execute(sql.SQL("ALTER TABLE def_q OWNER TO {o}; ALTER TABLE def_log OWNER TO {o}")
+               .format(o=ident(OWNER)))
+    db.execute("SELECT notifier.watch('def_t', channel => 'def', delivery => 'outbox')")
+    rid = add_queue(db, "def", "def_q")
+    db.execute("INSERT INTO def_t SELECT generate_series(1, 5)")
+    dead = wait_for(f"5 dead letters of route {rid}",
+                    lambda: (lambda d: (len(d) >= 5, d))(dead_letters(db, rid)), ARRIVE)[0]
+    ctx.check(len(dead) == 5 and all("deferred trigger" in r for _, _, r in dead),
+              f"deferred: dead letters {short(dead, 300)}, expected 5, for the deferred trigger")
+    n = db.execute("SELECT count(*) FROM def_q").fetchone()[0]
+    who = db.execute("SELECT who, count(*) FROM def_log GROUP BY who").fetchall()
+    ctx.check(n == 0 and who == [], f"deferred: {n} rows queued, the trigger ran as {who}: "
+              "expected none (it must never run as the worker)")
+    left = db.execute("SELECT count(*) FROM notifier.outbox WHERE channel = 'def'").fetchone()[0]
+    ctx.check(left == 0, f"deferred: {left} rows left in the outbox")
+    log(f"deferred: 5 dead letters ({short(dead[0][2] if dead else None, 100)})")
 
 
 def step_refs(ctx):
@@ -386,6 +428,7 @@ def before_worker(conn):
 STEPS = [
     ("mixed_outbox", "outbox: legitimate events mixed with bad ones", mixed, "outbox"),
     ("mixed_notify", "notify: legitimate events mixed with bad ones", mixed, "notify"),
+    ("deferred", "a deferred constraint trigger on the queue table", step_deferred),
     ("refs", "references: resolved per channel, in batches bounded by bytes", step_refs),
     ("bytes", "400 kB events: queue and webhook batches bounded by bytes", step_bytes),
     ("ahead", "notify: a burst larger than an inbox", step_ahead),
@@ -396,7 +439,8 @@ STEPS = [
 
 
 def main():
-    return run_worker_test(NAME, TIMEOUT, Ctx(), DB, STEPS, SETTINGS, before_worker, roles=(ROLE,))
+    return run_worker_test(NAME, TIMEOUT, Ctx(), DB, STEPS, SETTINGS, before_worker,
+                           roles=(ROLE, OWNER))
 
 
 if __name__ == "__main__":

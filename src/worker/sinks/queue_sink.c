@@ -11,8 +11,8 @@
  * unnest() of a text array: the order of the array is the order of the ids
  * a serial column hands out.  The INSERT runs as the owner of the queue
  * table, in a security-restricted operation, so that triggers on it never
- * run with the worker's (superuser) rights; deferred ones are fired there
- * too.  The caller (forward.c) passes at most pg_notifier.max_batch_bytes of
+ * run with the worker's (superuser) rights; nor do deferred ones (see
+ * fire_deferred_triggers()).  The caller (forward.c) passes at most pg_notifier.max_batch_bytes of
  * events (or one larger event), so the array stays far below its 1 GB limit.
  *
  * Copyright (c) 2026, pg_notifier developers; PostgreSQL Licence (LICENSE)
@@ -95,10 +95,12 @@ queue_sink_prepare(Route *route)
 }
 
 /*
- * Fire now the deferred triggers of the INSERT (a DEFERRABLE constraint, a
- * constraint trigger INITIALLY DEFERRED on the queue table): at the commit
- * they would run as the worker, and an error would fail the whole batch.
- * Here they run as the table's owner, inside the route's subtransaction.
+ * Fire now the deferred triggers the INSERT queued (a constraint trigger
+ * INITIALLY DEFERRED on the queue table, or on a table its triggers write
+ * to): at the commit they would run as the worker, with its rights, and an
+ * error would fail the whole batch.  PostgreSQL refuses to fire them inside
+ * the security-restricted operation, so such a write fails here, in the
+ * route's subtransaction: its events become dead letters with that reason.
  */
 static void
 fire_deferred_triggers(void)
