@@ -28,11 +28,12 @@ and checks:
                   statement trigger records each one); a reference to one of
                   them NOTIFYed by an unprivileged role on another routed
                   channel is not resolved there (the reference is forwarded);
-  [bytes]         delivery => 'outbox', 24 events of 400 kB in one
-                  transaction to a queue route and a webhook route with
-                  batch_size 1000: every queue INSERT stays under
+  [bytes]         delivery => 'outbox', 24 events of 400 kB and one of
+                  1.7 MB in one transaction to a queue route and a webhook
+                  route with batch_size 1000: every queue INSERT stays under
                   max_batch_bytes, every request body under
-                  max_webhook_body_bytes, every event arrives exactly once;
+                  max_webhook_body_bytes, the large event goes alone, every
+                  event arrives exactly once;
   [ahead]         6 MB of NOTIFYs in one transaction: the worker holds 4 x
                   max_batch_bytes of them in memory and the rest in a
                   temporary file: every one is queued exactly once, in order;
@@ -289,10 +290,12 @@ def step_bytes(ctx):
     add_queue(db, "bytes_o", "bytes_q")
     db.execute("SELECT notifier.add_webhook('bytes_o', %s, batch_size => 1000)",
                (ctx.receiver.url("/bytes"),))
-    n = 24
+    n = 25
     with db.transaction():
         db.execute("INSERT INTO bytes_t SELECT g, pg_catalog.repeat('y', 400000) FROM generate_series(1, %s::int) g",
-                   (n,))
+                   (n - 1,))
+        # larger than both limits: it goes alone
+        db.execute("INSERT INTO bytes_t VALUES (%s, pg_catalog.repeat('w', 1700000))", (n,))
     wait_rows(db, "bytes_q", n, "400 kB events")
     check_exactly_once(ctx, "bytes: queue", keys_of(queued(db, "bytes_q")), list(range(1, n + 1)))
     rows = check_batches(ctx, db, "bytes_q", MAX_BATCH)
@@ -309,6 +312,9 @@ def step_bytes(ctx):
     ctx.check(not over, f"bytes: request bodies over {MAX_BODY} bytes with several events: {over}")
     ctx.check(max(k for k, _ in sizes) == 3, f"bytes: requests did not carry the 3 events that "
               f"fit in {MAX_BODY} bytes: {sizes}")
+    alone = [(k, b) for k, b in sizes if b > 1_700_000]
+    ctx.check(rows[-1][0] == 1 and rows[-1][1] > 1_700_000 and alone and alone[0][0] == 1,
+              f"bytes: the 1.7 MB event did not go alone: queue {rows[-1:]}, webhook {alone}")
     log(f"bytes: queue INSERTs (events, bytes) {short(rows, 200)}; webhook requests (events, bytes) "
         f"{short(sizes, 200)}")
 
