@@ -36,6 +36,8 @@ char	   *notifier_allowed_hosts = NULL;
 int			notifier_retry_base_ms = 1000;
 int			notifier_retry_max_ms = 600000;
 int			notifier_retention = 86400;
+int			notifier_max_batch_bytes = 64 * 1024 * 1024;
+int			notifier_max_webhook_body_bytes = 16 * 1024 * 1024;
 
 void		_PG_init(void);
 
@@ -154,6 +156,29 @@ _PG_init(void)
 							INT_MAX / 1000,
 							PGC_SIGHUP,
 							GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("pg_notifier.max_batch_bytes",
+							"Bytes of events the worker writes to the sinks in one batch.",
+							"A batch closes before it would pass this size; a larger event goes alone.",
+							&notifier_max_batch_bytes,
+							64 * 1024 * 1024,
+							NOTIFIER_MIN_PAYLOAD_BYTES,
+							NOTIFIER_MAX_BATCH_BYTES,
+							PGC_SIGHUP,
+							GUC_UNIT_BYTE,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("pg_notifier.max_webhook_body_bytes",
+							"Bytes of the body of one webhook request.",
+							"A request of a batch_size route carries fewer events rather than a "
+							"larger body; a larger event goes alone.",
+							&notifier_max_webhook_body_bytes,
+							16 * 1024 * 1024,
+							NOTIFIER_MIN_PAYLOAD_BYTES,
+							NOTIFIER_MAX_BATCH_BYTES,
+							PGC_SIGHUP,
+							GUC_UNIT_BYTE,
 							NULL, NULL, NULL);
 
 #if PG_VERSION_NUM >= 150000

@@ -28,6 +28,12 @@
 /* the most databases pg_notifier.databases can name */
 #define NOTIFIER_MAX_DATABASES 64
 
+/*
+ * The largest pg_notifier.max_batch_bytes and max_webhook_body_bytes: a
+ * batch and the array or body built of it stay well below MaxAllocSize.
+ */
+#define NOTIFIER_MAX_BATCH_BYTES (256 * 1024 * 1024)
+
 /* GUCs */
 extern int	notifier_max_payload_bytes;
 extern int	notifier_max_coalesce_events;
@@ -38,5 +44,7 @@ extern char *notifier_allowed_hosts;
 extern int	notifier_retry_base_ms;
 extern int	notifier_retry_max_ms;
 extern int	notifier_retention;
+extern int	notifier_max_batch_bytes;
+extern int	notifier_max_webhook_body_bytes;
 
 #endif							/* PG_NOTIFIER_H */

@@ -111,7 +111,7 @@ notify_payload(const Watch *w, StringInfo buf, int envelope_len, int key_len)
 		case OVERSIZE_REFERENCE:
 			break;
 	}
-	ref = payload_store(buf->data);
+	ref = payload_store(buf->data, w->opts.channel);
 	stats_count(COUNT_OVERSIZE_REFERENCED);
 	return psprintf("%.*s,\"ref\":" INT64_FORMAT ",\"truncated\":true}",
 					key_len + REF_TAIL_MAX < limit ? key_len : envelope_len,

@@ -54,16 +54,18 @@ payload_lock(void)
  * Store an event; returns its reference (notifier.payloads.id).
  */
 int64
-payload_store(const char *event)
+payload_store(const char *event, const char *channel)
 {
-	static const Oid insert_argtypes[] = {JSONOID};
+	static const Oid insert_argtypes[] = {JSONOID, TEXTOID};
 	OwnerSwitch sw;
-	Datum		value = CStringGetTextDatum(event);
+	Datum		values[2];
 	bool		isnull;
 	int64		ref;
 	int			rc;
 	bool		pushed_snapshot = false;
 
+	values[0] = CStringGetTextDatum(event);
+	values[1] = CStringGetTextDatum(channel);
 	become_table_owner("payloads", &sw);
 
 	/* at pre-commit (coalesced events) no snapshot is active */
@@ -77,9 +79,9 @@ payload_store(const char *event)
 		elog(ERROR, "SPI_connect failed");
 
 	keep_plan(&insert_plan,
-			  "INSERT INTO notifier.payloads (event) VALUES ($1) RETURNING id",
-			  1, insert_argtypes);
-	rc = SPI_execute_plan(insert_plan, &value, NULL, false, 1);
+			  "INSERT INTO notifier.payloads (event, channel) VALUES ($1, $2) RETURNING id",
+			  2, insert_argtypes);
+	rc = SPI_execute_plan(insert_plan, values, NULL, false, 1);
 	if (rc != SPI_OK_INSERT_RETURNING || SPI_processed != 1)
 		elog(ERROR, "storing an oversize event failed: %s", SPI_result_code_string(rc));
 	ref = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
@@ -125,23 +127,30 @@ payload_reference(const char *payload, int64 *ref)
 }
 
 /*
- * The event stored under a reference, or NULL when there is none (pruned,
- * or a payload that only looks like a reference).  The caller is connected
- * to SPI, in a transaction with a snapshot; the result is palloc'd in the
+ * The event stored under a reference for channel, or NULL when there is
+ * none (pruned, stored for another channel, or a payload that only looks
+ * like a reference).  A reference is an ordinary NOTIFY payload that any
+ * role can send: matching the channel keeps it from copying an event of
+ * another table into this channel's routes.  The caller is connected to
+ * SPI, in a transaction with a snapshot; the result is palloc'd in the
  * caller's memory context.
  */
 char *
-payload_fetch(int64 ref)
+payload_fetch(int64 ref, const char *channel)
 {
-	static const Oid fetch_argtypes[] = {INT8OID};
-	Datum		value = Int64GetDatum(ref);
+	static const Oid fetch_argtypes[] = {INT8OID, TEXTOID};
+	Datum		values[2];
 	char	   *event = NULL;
 	int			rc;
 
+	values[0] = Int64GetDatum(ref);
+	values[1] = CStringGetTextDatum(channel);
 	keep_plan(&fetch_plan,
-			  "SELECT event::pg_catalog.text FROM notifier.payloads WHERE id = $1",
-			  1, fetch_argtypes);
-	rc = SPI_execute_plan(fetch_plan, &value, NULL, true, 1);
+			  "SELECT p.event::pg_catalog.text FROM notifier.payloads p"
+			  " WHERE p.id OPERATOR(pg_catalog.=) $1"
+			  "   AND p.channel OPERATOR(pg_catalog.=) $2",
+			  2, fetch_argtypes);
+	rc = SPI_execute_plan(fetch_plan, values, NULL, true, 1);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "fetching a stored event failed: %s", SPI_result_code_string(rc));
 	if (SPI_processed == 1)
@@ -153,5 +162,26 @@ payload_fetch(int64 ref)
 		if (!isnull)
 			event = text_to_cstring(DatumGetTextPP(d));
 	}
+	/* the worker fetches many in one transaction: keep none of them twice */
+	SPI_freetuptable(SPI_tuptable);
 	return event;
+}
+
+/*
+ * The "id" of one of our events ({"id":"<xid>.<seq>",...), or NULL for
+ * another payload.
+ */
+char *
+payload_event_id(const char *payload)
+{
+	static const char prefix[] = "{\"id\":\"";
+	const char *end;
+
+	if (strncmp(payload, prefix, sizeof(prefix) - 1) != 0)
+		return NULL;
+	payload += sizeof(prefix) - 1;
+	end = strchr(payload, '"');
+	if (end == NULL || end == payload || end - payload > 40)
+		return NULL;
+	return pnstrdup(payload, end - payload);
 }

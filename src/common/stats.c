@@ -166,6 +166,7 @@ stats_routes_update(Oid dboid, const RouteDelta *deltas, int ndeltas,
 		slot->received += d->received;
 		slot->written += d->written;
 		slot->errors += d->errors;
+		slot->dead += d->dead;
 		slot->last_event_at = when;
 		if (d->error != NULL)
 		{

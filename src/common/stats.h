@@ -31,7 +31,9 @@ typedef struct RouteDelta
 	int64		route_id;
 	int64		received;		/* events routed to it */
 	int64		written;		/* of those, written to its sink */
-	int64		errors;			/* of those, lost to an error */
+	int64		errors;			/* of those, lost (none since 0.2: dead
+								 * letters) */
+	int64		dead;			/* of those, dead letters */
 	const char *error;			/* the error, or NULL */
 } RouteDelta;
 

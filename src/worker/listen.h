@@ -10,6 +10,8 @@
 #ifndef NOTIFIER_LISTEN_H
 #define NOTIFIER_LISTEN_H
 
+#include "datatype/timestamp.h"
+
 /* one notification, as a LISTEN client would receive it */
 typedef struct InboxItem
 {
@@ -25,10 +27,18 @@ typedef struct Inbox
 	int			nitems;
 	int			maxitems;
 	Size		bytes;			/* of channels and payloads held */
+	int			done;			/* items [0, done) are forwarded */
+	TimestampTz received_at;	/* when the first item was collected */
+	struct BufFile *spill;		/* items past the limit, or NULL */
+	int64		nspilled;		/* items in it not read back yet */
+	bool		spill_reading;	/* reading it back has begun */
 } Inbox;
 
 extern void listen_channel(const char *channel);
 extern void unlisten_channel(const char *channel);
-extern void listen_collect(Inbox *inbox);
+extern void listen_collect(Inbox *inbox, Size limit);
+extern bool listen_pending(const Inbox *inbox);
+extern void listen_reset(Inbox *inbox);
+extern bool listen_unspill(Inbox *inbox, Size limit);
 
 #endif							/* NOTIFIER_LISTEN_H */

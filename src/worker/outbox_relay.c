@@ -4,11 +4,15 @@
  *	  delivery => 'outbox', the worker's side: moving committed events from
  *	  notifier.outbox to the routes of their channel.
  *
- * The worker reads the outbox in id order, RELAY_BATCH events per
- * transaction.  In that one transaction it writes each event to the routes
+ * The worker reads the outbox in id order, RELAY_BATCH events (and at most
+ * pg_notifier.max_batch_bytes of them) per transaction.  In that one transaction it writes each event to the routes
  * of its channel (forward.c), queues the NOTIFY of those that carry one,
  * and deletes them: whatever crashes when, an event is either still in the
- * outbox or at its routes.  (A webhook route holds it in
+ * outbox or at its routes (or a dead letter of a route that cannot take
+ * it).  When a route fails for a transient reason (a lock timeout...), the
+ * transaction is rolled back, the rows stay, and the batch is tried again
+ * after a backoff: the relay waits rather than reorder or lose events.
+ * (A webhook route holds it in
  * notifier.deliveries, from where webhook_delivery.c sends it at least once.)  An
  * event of a channel without a route and without a NOTIFY stays in the
  * outbox until its channel has a route.
@@ -47,6 +51,7 @@
  */
 #include "postgres.h"
 
+#include "access/detoast.h"
 #include "access/transam.h"
 #include "access/xact.h"
 #include "catalog/pg_type.h"
@@ -193,15 +198,27 @@ send_notify(const char *channel, const char *payload)
 	Async_Notify(channel, payload);
 }
 
+/* one batch of the outbox: see relay_batch() */
+typedef struct RelayBatch
+{
+	RouteTable *routes;
+	int64		cursor;			/* the last id read */
+	bool		more;			/* the batch was full: read on */
+} RelayBatch;
+
 /*
- * Move the events after *cursor, up to RELAY_BATCH of them, in one
- * transaction.  Returns how many rows were read; *cursor is the last id.
+ * Move the events after batch->cursor, up to RELAY_BATCH of them and
+ * pg_notifier.max_batch_bytes of events (or one larger event alone), in
+ * the worker transaction forward_xact() runs it in.  A transient error of a
+ * route (*retry) leaves every row in the outbox.
  */
-static int
-relay_batch(RouteTable *routes, int64 *cursor)
+static RouteDelta *
+relay_batch(void *arg, MemoryContext keep_cxt, ErrorData **retry)
 {
 	static const Oid read_argtypes[] = {INT8OID, INT4OID};
 	static const Oid delete_argtypes[] = {TIDARRAYOID};
+	RelayBatch *batch = arg;
+	RouteTable *routes = batch->routes;
 	TransactionId xmin;
 	TransactionId horizon;
 	Datum		args[2];
@@ -210,24 +227,28 @@ relay_batch(RouteTable *routes, int64 *cursor)
 	int			nitems = 0;
 	Datum	   *tids;
 	int			ntids = 0;
+	Size		bytes = 0;
 	RouteDelta *deltas;
-	int64		first = *cursor + 1;
+	int64		first = batch->cursor + 1;
 
-	worker_xact_begin();
 	worker_xact_plan_for_indexes();
 	xmin = GetActiveSnapshot()->xmin;
 	horizon = XidFromFullTransactionId(ReadNextFullTransactionId());
 
-	/* read with the snapshot just taken (read_only): see the horizon */
+	/*
+	 * Read with the snapshot just taken (read_only): see the horizon.  A
+	 * large event stays toasted in what is read until it is taken.
+	 */
 	keep_plan(&read_plan,
 			  "SELECT ctid, id, channel, event, notify FROM notifier.outbox"
 			  " WHERE id > $1 ORDER BY id LIMIT $2",
 			  2, read_argtypes);
-	args[0] = Int64GetDatum(*cursor);
+	args[0] = Int64GetDatum(batch->cursor);
 	args[1] = Int32GetDatum(RELAY_BATCH);
 	if (SPI_execute_plan(read_plan, args, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "reading notifier.outbox failed");
 	nrows = (int) SPI_processed;
+	batch->more = (nrows == RELAY_BATCH);
 
 	items = palloc(Max(nrows, 1) * sizeof(InboxItem));
 	tids = palloc(Max(nrows, 1) * sizeof(Datum));
@@ -243,8 +264,20 @@ relay_batch(RouteTable *routes, int64 *cursor)
 		Datum		notify = SPI_getbinval(row, desc, 5, &isnull);
 		bool		routed = routes_for_channel(routes, channel) != NULL;
 
+		if (routed)
+		{
+			Size		len = toast_raw_datum_size(event) - VARHDRSZ;
+
+			/* the batch is full: this row is the first of the next one */
+			if (bytes > 0 && bytes + len > (Size) notifier_max_batch_bytes)
+			{
+				batch->more = true;
+				break;
+			}
+			bytes += len;
+		}
 		note_seen(id, horizon);
-		*cursor = id;
+		batch->cursor = id;
 		if (routed)
 		{
 			items[nitems].channel = channel;
@@ -258,7 +291,9 @@ relay_batch(RouteTable *routes, int64 *cursor)
 			tids[ntids++] = tid;
 	}
 
-	deltas = forward_write(routes, items, nitems, GetCurrentTimestamp(), batch_cxt);
+	deltas = forward_write(routes, items, nitems, GetCurrentTimestamp(), keep_cxt, retry);
+	if (*retry != NULL)
+		return deltas;
 
 	if (ntids > 0)
 	{
@@ -276,22 +311,21 @@ relay_batch(RouteTable *routes, int64 *cursor)
 	}
 
 	/* the gaps in what this snapshot read, up to the end if it read all */
-	expire_gaps(first, nrows < RELAY_BATCH ? PG_INT64_MAX : *cursor, xmin);
-	worker_xact_commit();
-	MemoryContextSwitchTo(batch_cxt);
-
-	stats_routes_update(MyDatabaseId, deltas, routes->nroutes, GetCurrentTimestamp());
-	return nrows;
+	expire_gaps(first, batch->more ? batch->cursor : PG_INT64_MAX, xmin);
+	return deltas;
 }
 
 /*
- * Move what the outbox holds to the routes.  Outside a transaction.
+ * Move what the outbox holds to the routes.  Outside a transaction.  When
+ * a batch fails (a transient error of a route), its rows stay in the
+ * outbox, the relay stops, and backoff says when to try again: from the
+ * lowest id, as what was read of the failed batch is forgotten.
  */
 void
-outbox_relay(RouteTable *routes)
+outbox_relay(RouteTable *routes, Backoff *backoff)
 {
 	MemoryContext old;
-	int64		cursor;
+	RelayBatch	batch;
 
 	if (routes == NULL)
 		return;
@@ -304,17 +338,23 @@ outbox_relay(RouteTable *routes)
 	}
 
 	old = MemoryContextSwitchTo(batch_cxt);
-	cursor = ngaps > 0 ? gaps[0].lo - 1 : seen_hi;
+	batch.routes = routes;
+	batch.cursor = ngaps > 0 ? gaps[0].lo - 1 : seen_hi;
 	for (;;)
 	{
-		int			nrows;
+		bool		done;
 
 		CHECK_FOR_INTERRUPTS();
 		if (ShutdownRequestPending)
 			break;
-		nrows = relay_batch(routes, &cursor);
+		done = forward_xact(relay_batch, &batch, routes, backoff, "moving outbox events");
 		MemoryContextReset(batch_cxt);
-		if (nrows < RELAY_BATCH)
+		if (!done)
+		{
+			outbox_relay_reset();
+			break;
+		}
+		if (!batch.more)
 			break;
 	}
 	MemoryContextSwitchTo(old);

@@ -11,9 +11,10 @@
 #ifndef NOTIFIER_OUTBOX_RELAY_H
 #define NOTIFIER_OUTBOX_RELAY_H
 
+#include "worker/forward.h"
 #include "worker/routes.h"
 
-extern void outbox_relay(RouteTable *routes);
+extern void outbox_relay(RouteTable *routes, Backoff *backoff);
 extern void outbox_relay_reset(void);
 extern void outbox_vacuum(void);
 

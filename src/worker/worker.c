@@ -21,7 +21,8 @@
  *	  is true) it collects all of them at once, then forwards them in
  *	  transactions of at most FORWARD_BATCH events.  Between those it
  *	  collects again, so reading the NOTIFY queue does not wait for the
- *	  sinks (up to MAX_AHEAD_BYTES of events held in memory).
+ *	  sinks (up to MAX_AHEAD_BYTES of events held in memory per inbox; the
+ *	  rest in a temporary file, listen.c).
  *	- Committed outbox events (delivery => 'outbox') set its latch and a
  *	  flag in shared memory; it then moves them to their routes
  *	  (outbox_relay.c).  It also looks at the outbox when it starts, when
@@ -32,8 +33,11 @@
  *	  notifier.payloads and delivered rows happens only when rows may be
  *	  there to prune.
  *
- * Errors outside a route's sink are not caught: the worker exits, the
- * launcher starts it again (let it crash).  SIGTERM ends it between two
+ * A forwarding transaction (notifications or the outbox) that fails is
+ * rolled back and tried again after a backoff (forward.c), keeping its
+ * events: the worker goes on with the rest of its loop meanwhile.  Other
+ * errors are not caught: the worker exits, the launcher starts it again
+ * (let it crash).  SIGTERM ends it between two
  * transactions, or at once inside one; SIGHUP rereads the configuration.
  *
  * Copyright (c) 2026, pg_notifier developers; PostgreSQL Licence (LICENSE)
@@ -77,8 +81,11 @@
 #define CHECK_SECONDS 10
 /* events forwarded per transaction */
 #define FORWARD_BATCH 10000
-/* bytes of events collected ahead while forwarding; past it they wait in the NOTIFY queue */
-#define MAX_AHEAD_BYTES (256 * 1024 * 1024)
+/*
+ * Bytes of events collected into one inbox (one is forwarded while the other
+ * fills); past it they wait in the NOTIFY queue.  256 MB by default.
+ */
+#define MAX_AHEAD_BYTES ((Size) notifier_max_batch_bytes * 4)
 
 PGDLLEXPORT void notifier_worker_main(Datum main_arg);
 
@@ -90,6 +97,9 @@ static bool routes_changed = true;
 static TimestampTz next_check = 0;
 static bool waiting_logged = false;
 static bool outbox_due = true;	/* look at the outbox even if not woken */
+static int	drain_current = 0;	/* the inbox being forwarded */
+static Backoff drain_backoff;	/* a failed notification batch, to retry */
+static Backoff relay_backoff;	/* a failed outbox batch, to retry */
 
 /*
  * Pruning a table: only when there may be rows to delete, that is when
@@ -217,15 +227,16 @@ refresh(void)
 
 /*
  * Forward inbox items [start, start + n): control messages among them
- * reload the routes first.
+ * reload the routes first.  Returns false when the transaction failed and
+ * must be tried again after backoff.
  */
-static void
-forward_chunk(Inbox *inbox, int start, int n, TimestampTz received_at)
+static bool
+forward_chunk(Inbox *inbox, int start, int n)
 {
-	MemoryContext old = MemoryContextSwitchTo(inbox->cxt);
 	InboxItem  *events = palloc(n * sizeof(InboxItem));
 	int			nevents = 0;
 	bool		control = false;
+	bool		done = true;
 
 	for (int i = start; i < start + n; i++)
 	{
@@ -234,9 +245,11 @@ forward_chunk(Inbox *inbox, int start, int n, TimestampTz received_at)
 	}
 	if (control)
 	{
+		MemoryContext old = CurrentMemoryContext;
+
 		routes_changed = true;
 		refresh();
-		MemoryContextSwitchTo(inbox->cxt);
+		MemoryContextSwitchTo(old);
 	}
 	for (int i = start; i < start + n; i++)
 	{
@@ -252,49 +265,79 @@ forward_chunk(Inbox *inbox, int start, int n, TimestampTz received_at)
 	{
 		registry_set_state(WORKER_FORWARDING);
 		pgstat_report_activity(STATE_RUNNING, "forwarding events");
-		forward_events(routes, events, nevents, received_at);
+		done = forward_events(routes, events, nevents, inbox->received_at,
+							  &drain_backoff);
 	}
-	MemoryContextSwitchTo(old);
+	pfree(events);
+	return done;
+}
+
+/* collect into inbox, noting when its first item came */
+static void
+collect(Inbox *inbox)
+{
+	bool		empty = !listen_pending(inbox);
+
+	listen_collect(inbox, MAX_AHEAD_BYTES);
+	if (empty && listen_pending(inbox))
+		inbox->received_at = GetCurrentTimestamp();
+}
+
+/* has the drain work to do now? */
+static bool
+drain_due(Inbox *inboxes, TimestampTz now)
+{
+	return (notifyInterruptPending || listen_pending(&inboxes[drain_current])) &&
+		!backoff_waiting(&drain_backoff, now);
 }
 
 /*
  * Collect what arrived and forward it, FORWARD_BATCH events per
  * transaction.  Between transactions, what arrived meanwhile is collected
- * into the other inbox (up to MAX_AHEAD_BYTES), so that the NOTIFY queue
- * keeps being read while the sinks are written.
+ * into the other inbox (MAX_AHEAD_BYTES in memory, the rest in its spill
+ * file), so that the NOTIFY queue keeps being read while the sinks are
+ * written.
+ *
+ * When a transaction fails (a transient error: a lock timeout...), the
+ * drain stops where it is and keeps its items; the worker goes on with the
+ * outbox and the webhooks, and comes back once the backoff has passed.
+ * Meanwhile new notifications wait in the NOTIFY queue.
  */
 static void
 drain(Inbox *inboxes)
 {
-	Inbox	   *current = &inboxes[0];
-	Inbox	   *next = &inboxes[1];
+	Inbox	   *current = &inboxes[drain_current];
+	Inbox	   *next = &inboxes[1 - drain_current];
 
-	listen_collect(current);
-	while (current->nitems > 0)
+	if (!listen_pending(current))
+		collect(current);
+	while (listen_pending(current))
 	{
-		TimestampTz received_at = GetCurrentTimestamp();
-
-		for (int start = 0; start < current->nitems; start += FORWARD_BATCH)
+		while (current->done < current->nitems)
 		{
+			int			n = Min(FORWARD_BATCH, current->nitems - current->done);
+
 			CHECK_FOR_INTERRUPTS();
 			if (ShutdownRequestPending)
 				return;
-			forward_chunk(current, start, Min(FORWARD_BATCH, current->nitems - start),
-						  received_at);
-			if (notifyInterruptPending && next->bytes < MAX_AHEAD_BYTES)
-				listen_collect(next);
+			if (!forward_chunk(current, current->done, n))
+				goto out;
+			current->done += n;
+			if (notifyInterruptPending)
+				collect(next);
 		}
+		if (listen_unspill(current, MAX_AHEAD_BYTES))
+			continue;
 
 		/* current is done: it becomes the empty one */
-		MemoryContextReset(current->cxt);
-		current->items = NULL;
-		current->nitems = current->maxitems = 0;
-		current->bytes = 0;
+		listen_reset(current);
+		drain_current = 1 - drain_current;
 		current = next;
-		next = (current == &inboxes[0]) ? &inboxes[1] : &inboxes[0];
+		next = &inboxes[1 - drain_current];
 		if (notifyInterruptPending)
-			listen_collect(current);
+			collect(current);
 	}
+out:
 	if (routes != NULL)
 		registry_set_state(WORKER_LISTENING);
 	pgstat_report_activity(STATE_IDLE, NULL);
@@ -308,7 +351,7 @@ relay_outbox(void)
 		return;
 	registry_set_state(WORKER_FORWARDING);
 	pgstat_report_activity(STATE_RUNNING, "moving outbox events");
-	outbox_relay(routes);
+	outbox_relay(routes, &relay_backoff);
 	registry_set_state(WORKER_LISTENING);
 	pgstat_report_activity(STATE_IDLE, NULL);
 	outbox_vacuum();
@@ -391,12 +434,18 @@ worker_loop(void)
 
 		if (worker_wake_take(WAKE_EXTENSION))
 			next_check = 0;		/* an extension was dropped: ours? */
-		if (notifyInterruptPending)
+		now = GetCurrentTimestamp();
+		if (drain_due(inboxes, now))
 			drain(inboxes);
-		if (worker_wake_take(WAKE_OUTBOX) || outbox_due)
+		if (worker_wake_take(WAKE_OUTBOX))
+			outbox_due = true;
+		if (outbox_due && !backoff_waiting(&relay_backoff, now))
 		{
 			outbox_due = false;
 			relay_outbox();
+			/* a failed batch: again once the backoff has passed */
+			if (relay_backoff.until != 0)
+				outbox_due = true;
 		}
 		next_delivery = delivery_work(routes);
 
@@ -417,7 +466,7 @@ worker_loop(void)
 			next_check = TimestampTzPlusMilliseconds(now, CHECK_SECONDS * 1000);
 		}
 
-		if (notifyInterruptPending)
+		if (drain_due(inboxes, now))
 			continue;
 
 		/*
@@ -432,6 +481,10 @@ worker_loop(void)
 		wake_at = next_check;
 		if (next_delivery != 0 && next_delivery < wake_at)
 			wake_at = next_delivery;
+		if (drain_backoff.until != 0 && drain_backoff.until < wake_at)
+			wake_at = drain_backoff.until;
+		if (relay_backoff.until != 0 && relay_backoff.until < wake_at)
+			wake_at = relay_backoff.until;
 		webhook_http_wait(TimestampDifferenceMilliseconds(now, wake_at));
 	}
 }

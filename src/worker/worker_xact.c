@@ -70,3 +70,15 @@ worker_xact_plan_for_indexes(void)
 	(void) set_config_option("plan_cache_mode", "force_generic_plan", PGC_USERSET,
 							 PGC_S_SESSION, GUC_ACTION_LOCAL, true, 0, false);
 }
+
+/*
+ * Roll back the transaction worker_xact_begin() started, whatever state an
+ * error left it in (SPI and the snapshot go with it).  Back in the caller's
+ * memory context.
+ */
+void
+worker_xact_abort(void)
+{
+	AbortCurrentTransaction();
+	MemoryContextSwitchTo(caller_cxt);
+}

@@ -12,6 +12,7 @@
 
 extern void worker_xact_begin(void);
 extern void worker_xact_commit(void);
+extern void worker_xact_abort(void);
 extern void worker_xact_plan_for_indexes(void);
 
 #endif							/* NOTIFIER_WORKER_XACT_H */

@@ -63,14 +63,12 @@ from psycopg.rows import dict_row
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from itlib import (Checks, Listener, Step, TestFailure, Threads, canon, connect,  # noqa: E402
-                   drop_databases, expect_error, ident, log, main, new_database, parse,
-                   settings_to_restore, short, text_of, wait_for)
+                   expect_error, ident, log, parse, run_worker_test, short, text_of, wait_for,
+                   worker_status)
 
 NAME = "test_outbox"
 TIMEOUT = int(os.environ.get("PG_NOTIFIER_TEST_TIMEOUT", "200"))
 DB = os.environ.get("PG_NOTIFIER_TEST_DB", "pg_notifier_it_outbox")
-GUC = "pg_notifier.databases"
-RUNNING = ("listening", "forwarding")
 ARRIVE = 30          # seconds an event may take to reach the queue (generous: never a timing assertion)
 
 
@@ -82,9 +80,7 @@ class Ctx(Checks):
         self.worker_pid = None
 
     def status(self):
-        cur = self.db.cursor(row_factory=dict_row)
-        rows = cur.execute("SELECT * FROM notifier.status() WHERE database = %s", (DB,)).fetchall()
-        return rows[0] if rows else None
+        return worker_status(self.db, DB)
 
 
 # ------------------------------------------------------------------ helpers
@@ -682,33 +678,6 @@ STEPS = [
 ]
 
 
-def setup(ctx):
-    admin = ctx.connect("postgres")
-    ctx.saved = settings_to_restore(admin, [GUC], DB)
-    new_database(admin, DB)
-    ctx.db = ctx.connect(DB)
-    ctx.db.execute("CREATE EXTENSION pg_notifier")
-    ctx.db.execute("SET lock_timeout = '20s'")
-    cur = [d.strip() for d in admin.execute(f"SHOW {GUC}").fetchone()[0].split(",") if d.strip()]
-    new = ", ".join([d for d in cur if d != DB] + [DB])
-    admin.execute(sql.SQL("ALTER SYSTEM SET {} = {}").format(sql.SQL(GUC), sql.Literal(new)))
-    admin.execute("SELECT pg_reload_conf()")
-    s, secs = wait_for(f"the worker of {DB} running",
-                       lambda: (lambda s: (s is not None and s["pid"] is not None
-                                           and s["state"] in RUNNING, s))(ctx.status()), 30)
-    log(f"{GUC} = '{new}'; worker of {DB}: pid {s['pid']}, state {s['state']!r} after {secs:.2f} s")
-    ctx.worker_pid = s["pid"]
-
-
-def finish(ctx):
-    s = ctx.status()
-    ctx.check(s["pid"] == ctx.worker_pid and s["last_error"] is None,
-              f"worker: pid {ctx.worker_pid} -> {s['pid']}, last_error {s['last_error']!r}")
-
-
-def cleanup(ctx):
-    return drop_databases(ctx.saved, [DB])
-
-
 if __name__ == "__main__":
-    main(NAME, STEPS, Ctx(), setup=setup, finish=finish, cleanup=cleanup, timeout=TIMEOUT)
+    run_worker_test(NAME, STEPS, Ctx(), DB, before_worker=lambda db: db.execute(
+        "SET lock_timeout = '20s'"), timeout=TIMEOUT)

@@ -459,7 +459,7 @@ def step_live(ctx, admin):
 
         # quoted identifiers (mixed-case channel with a space and a dot, queue table
         # in a quoted schema, without received_at) next to a route whose queue table
-        # is dropped: that route counts errors, the channel's other route goes on
+        # is dropped: that route's events are dead letters, the channel's other route goes on
         db.execute("""CREATE SCHEMA "Odd Schema";
                       CREATE TABLE "Odd Schema"."Odd Q" (payload jsonb NOT NULL, channel text);
                       CREATE TABLE dropme (channel text NOT NULL, payload json NOT NULL)""")
@@ -480,12 +480,16 @@ def step_live(ctx, admin):
                 'ORDER BY ctid', (ch,)).fetchall()]
             ctx.check(got == [{"n": 1}, {"n": 2}, "END-odd"],
                       f"route {ch!r} -> \"Odd Schema\".\"Odd Q\" holds {got}")
-            st = db.execute("SELECT received, written, errors, last_error FROM notifier.stats "
+            # its events are dead letters (kept, with the reason), not lost
+            st = db.execute("SELECT received, written, dead, last_error FROM notifier.stats "
                             "WHERE route_id = %s", (r_drop,)).fetchone()
-            log(f"route to the dropped table: received/written/errors {st[:3]}, "
-                f"last_error {st[3]!r}")
-            ctx.check(st is not None and st[0] == 3 and st[1] <= 1 and st[2] >= 1 and st[3],
-                      f"stats of the route whose queue table was dropped: {st}")
+            nd = db.execute("SELECT count(*) FROM notifier.dead_letters WHERE route_id = %s",
+                            (r_drop,)).fetchone()[0]
+            log(f"route to the dropped table: received/written/dead {st[:3]}, "
+                f"last_error {st[3]!r}, {nd} dead letters")
+            ctx.check(st is not None and st[0] == 3 and st[1] <= 1 and st[2] >= 1 and st[3]
+                      and st[1] + st[2] == 3 and nd == st[2],
+                      f"stats of the route whose queue table was dropped: {st}, {nd} dead letters")
             log(f"channel {ch!r} into \"Odd Schema\".\"Odd Q\": all 3 events, although the "
                 f"channel's other queue table was dropped")
             ctx.expected[r_odd] = [ch, '"Odd Schema"."Odd Q"', 3]

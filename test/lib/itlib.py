@@ -23,6 +23,7 @@ from decimal import Decimal
 
 import psycopg
 from psycopg import sql
+from psycopg.rows import dict_row
 
 
 class TestFailure(Exception):
@@ -524,3 +525,67 @@ def arm_watchdog(name, timeout):
 
     signal.signal(signal.SIGALRM, on_alarm)
     signal.alarm(timeout)
+
+
+WORKER_TYPE = "pg_notifier worker"
+
+
+def worker_status(conn, dbname):
+    """notifier.status() of dbname's worker (a dict), or None."""
+    cur = conn.cursor(row_factory=dict_row)
+    rows = cur.execute("SELECT * FROM notifier.status() WHERE database = %s", (dbname,)).fetchall()
+    return rows[0] if rows else None
+
+
+def worker_db_start(admin, dbname, settings=None, before_worker=None):
+    """A fresh database dbname with the extension, added to pg_notifier.databases,
+    and the settings {guc: value} set with ALTER SYSTEM; before_worker(conn)
+    runs before the worker starts.  Returns (conn, saved, pid): saved is for
+    drop_databases()."""
+    settings = dict(settings or {})
+    guc = "pg_notifier.databases"
+    saved = settings_to_restore(admin, [guc] + list(settings), dbname)
+    new_database(admin, dbname)
+    conn = connect(dbname)
+    conn.execute("CREATE EXTENSION pg_notifier")
+    if before_worker is not None:
+        before_worker(conn)
+    cur = [d.strip() for d in admin.execute(f"SHOW {guc}").fetchone()[0].split(",") if d.strip()]
+    if cur != ["*"]:
+        settings[guc] = ", ".join([d for d in cur if d != dbname] + [dbname])
+    for name, value in settings.items():
+        admin.execute(sql.SQL("ALTER SYSTEM SET {} = {}").format(sql.SQL(name), sql.Literal(value)))
+    admin.execute("SELECT pg_reload_conf()")
+    s, secs = wait_for(f"the worker of {dbname} running",
+                       lambda: (lambda s: (s is not None and s["pid"] is not None
+                                           and s["state"] in ("listening", "forwarding"), s))(
+                           worker_status(conn, dbname)), 30)
+    log(f"worker of {dbname}: pid {s['pid']} after {secs:.2f} s; settings {settings}")
+    return conn, saved, s["pid"]
+
+
+def run_worker_test(name, steps, ctx, dbname, settings=None, before_worker=None, roles=(),
+                    timeout=None):
+    """main() of a test of one database's worker: the roles (created fresh),
+    worker_db_start() into ctx.db, ctx.saved and ctx.worker_pid, the steps,
+    the worker's pid unchanged and no last_error at the end; then
+    ctx.receiver stopped if set, and drop_databases()."""
+    def setup(ctx):
+        admin = ctx.connect("postgres")
+        for role in roles:
+            admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(ident(role)))
+            admin.execute(sql.SQL("CREATE ROLE {}").format(ident(role)))
+        ctx.db, ctx.saved, ctx.worker_pid = worker_db_start(admin, dbname, settings, before_worker)
+        ctx.conns.append(ctx.db)
+
+    def finish(ctx):
+        s = worker_status(ctx.db, dbname)
+        ctx.check(s["pid"] == ctx.worker_pid and s["last_error"] is None,
+                  f"worker: pid {ctx.worker_pid} -> {s['pid']}, last_error {s['last_error']!r}")
+
+    def cleanup(ctx):
+        if getattr(ctx, "receiver", None) is not None:
+            ctx.receiver.stop()
+        return drop_databases(getattr(ctx, "saved", None), [dbname], roles)
+
+    main(name, steps, ctx, setup=setup, finish=finish, cleanup=cleanup, timeout=timeout)

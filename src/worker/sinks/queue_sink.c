@@ -11,7 +11,9 @@
  * unnest() of a text array: the order of the array is the order of the ids
  * a serial column hands out.  The INSERT runs as the owner of the queue
  * table, in a security-restricted operation, so that triggers on it never
- * run with the worker's (superuser) rights.
+ * run with the worker's (superuser) rights; nor do deferred ones (see
+ * fire_deferred_triggers()).  The caller (forward.c) passes at most pg_notifier.max_batch_bytes of
+ * events (or one larger event), so the array stays far below its 1 GB limit.
  *
  * Copyright (c) 2026, pg_notifier developers; PostgreSQL Licence (LICENSE)
  *
@@ -24,6 +26,7 @@
 #include "catalog/pg_attribute.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
+#include "commands/trigger.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "utils/array.h"
@@ -92,6 +95,24 @@ queue_sink_prepare(Route *route)
 }
 
 /*
+ * Fire now the deferred triggers the INSERT queued (a constraint trigger
+ * INITIALLY DEFERRED on the queue table, or on a table its triggers write
+ * to): at the commit they would run as the worker, with its rights, and an
+ * error would fail the whole batch.  PostgreSQL refuses to fire them inside
+ * the security-restricted operation, so such a write fails here, in the
+ * route's subtransaction: its events become dead letters with that reason.
+ */
+static void
+fire_deferred_triggers(void)
+{
+	ConstraintsSetStmt *stmt = makeNode(ConstraintsSetStmt);
+
+	stmt->constraints = NIL;
+	stmt->deferred = false;
+	AfterTriggerSetState(stmt);
+}
+
+/*
  * Write payloads (JSON texts, in order) into the route's queue table.  In a
  * transaction with a snapshot, connected to SPI; errors propagate (the
  * caller runs each route in a subtransaction).
@@ -119,6 +140,7 @@ queue_sink_write(Route *route, char **payloads, int npayloads,
 
 	become_owner(queue_table_owner(route), &sw);
 	rc = SPI_execute_plan(sink->plan, values, NULL, false, 0);
+	fire_deferred_triggers();
 	restore_user(&sw);
 
 	if (rc != SPI_OK_INSERT || SPI_processed != (uint64) npayloads)

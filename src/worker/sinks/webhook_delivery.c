@@ -16,7 +16,9 @@
  * batch barrier).  The worker knows when a route may have due rows: events
  * were written to it, a request of it finished, a retry time passed, rows
  * were redelivered; only then does it query.  A request carries one event,
- * or a JSON array of up to batch_size events.
+ * or a JSON array of up to batch_size events and at most
+ * pg_notifier.max_webhook_body_bytes (a larger event goes alone); a claim
+ * holds at most pg_notifier.max_batch_bytes of events (or one larger).
  *
  * Outcome: 2xx delivered; 408, 425, 429, 5xx, other non-4xx statuses,
  * timeouts and connection errors retried after a full-jitter exponential
@@ -74,6 +76,19 @@ static SPIPlanPtr outcome_plan = NULL;
 
 /* rows claimed at most per query */
 #define MAX_CLAIM 5000
+
+/*
+ * A claim takes the due rows in id order up to pg_notifier.max_batch_bytes
+ * of payload (or max_webhook_body_bytes if larger: a claim must fill a
+ * request) ($3), and at least one: what the worker holds of a claim is
+ * bounded by bytes as well as rows.  octet_length() of a text reads its
+ * size without detoasting it.
+ */
+#define CLAIM_WINDOW \
+	" SELECT c.id, pg_catalog.sum(pg_catalog.octet_length(c.payload::pg_catalog.text))" \
+	"   OVER (ORDER BY c.id) AS upto, pg_catalog.row_number() OVER (ORDER BY c.id) AS n"
+#define CLAIM_BOUND \
+	"w.upto OPERATOR(pg_catalog.<=) $3 OR w.n OPERATOR(pg_catalog.=) 1"
 
 
 
@@ -246,9 +261,9 @@ static void
 claim(Route *route, RouteState *state, Claimed *claimed)
 {
 	WebhookConfig *wh = &route->webhook;
-	Oid			argtypes[2] = {INT8OID, INT4OID};
+	Oid			argtypes[3] = {INT8OID, INT4OID, INT8OID};
 	int			want = Min(free_slots(route, state) * wh->batch_size, MAX_CLAIM);
-	Datum		values[2];
+	Datum		values[3];
 	SPIPlanPtr	plan;
 	uint64		n;
 	int64	   *order;
@@ -260,30 +275,33 @@ claim(Route *route, RouteState *state, Claimed *claimed)
 
 	values[0] = Int64GetDatum(route->id);
 	values[1] = Int32GetDatum(want);
+	values[2] = Int64GetDatum(Max(notifier_max_batch_bytes, notifier_max_webhook_body_bytes));
 	if (wh->ordered)
 		plan = keep_plan(&claim_ordered_plan,
 						 "UPDATE notifier.deliveries d SET status = 'in_flight',"
 						 "   attempts = d.attempts + 1, updated_at = pg_catalog.now()"
-						 " WHERE d.id = ANY (ARRAY("
-						 "   SELECT id FROM notifier.deliveries"
-						 "    WHERE route_id = $1 AND status = 'pending' ORDER BY id LIMIT $2))"
+						 " WHERE d.id = ANY (ARRAY(SELECT w.id FROM (" CLAIM_WINDOW
+						 "   FROM (SELECT id, payload FROM notifier.deliveries"
+						 "    WHERE route_id = $1 AND status = 'pending' ORDER BY id LIMIT $2) c"
+						 "   ) w WHERE " CLAIM_BOUND "))"
 						 "   AND (SELECT h.next_attempt_at <= pg_catalog.now()"
 						 "          FROM notifier.deliveries h"
 						 "         WHERE h.route_id = $1 AND h.status = 'pending'"
 						 "         ORDER BY h.id LIMIT 1)"
 						 " RETURNING d.id, d.event_id, d.payload::pg_catalog.text, d.attempts, d.received_at",
-						 2, argtypes);
+						 3, argtypes);
 	else
 		plan = keep_plan(&claim_plan,
 						 "UPDATE notifier.deliveries d SET status = 'in_flight',"
 						 "   attempts = d.attempts + 1, updated_at = pg_catalog.now()"
-						 " WHERE d.id = ANY (ARRAY("
-						 "   SELECT id FROM notifier.deliveries"
+						 " WHERE d.id = ANY (ARRAY(SELECT w.id FROM (" CLAIM_WINDOW
+						 "   FROM (SELECT id, payload FROM notifier.deliveries"
 						 "    WHERE route_id = $1 AND status = 'pending'"
 						 "      AND next_attempt_at <= pg_catalog.now()"
-						 "    ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED))"
+						 "    ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED) c"
+						 "   ) w WHERE " CLAIM_BOUND "))"
 						 " RETURNING d.id, d.event_id, d.payload::pg_catalog.text, d.attempts, d.received_at",
-						 2, argtypes);
+						 3, argtypes);
 	if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "claiming deliveries failed");
 	n = SPI_processed;
@@ -330,10 +348,11 @@ claim(Route *route, RouteState *state, Claimed *claimed)
 		state->pending = true;
 
 	/*
-	 * Fewer than wanted: nothing else is due; when is the next retry?  (Only
-	 * worth a query when some row may be waiting for one.)
+	 * Fewer than wanted: nothing else is due, unless the claim was cut by
+	 * bytes; when is the next retry (or the next row)?  (Only worth a query
+	 * when some row may be waiting.)
 	 */
-	else if (!state->retries)
+	else if (!state->retries && n == 0)
 	{
 		state->pending = false;
 		state->next_due = 0;
@@ -500,6 +519,29 @@ record_outcomes(void)
 
 
 /*
+ * How many of the n events (n <= batch_size) the next request carries: as
+ * many as fit in a body of pg_notifier.max_webhook_body_bytes (a JSON array:
+ * brackets and commas), and at least one.
+ */
+static int
+request_size(char **payloads, int n)
+{
+	Size		body = 2 + strlen(payloads[0]);
+	int			k = 1;
+
+	while (k < n)
+	{
+		Size		len = 1 + strlen(payloads[k]);
+
+		if (body + len > (Size) notifier_max_webhook_body_bytes)
+			break;
+		body += len;
+		k++;
+	}
+	return k;
+}
+
+/*
  * Record what finished, claim what may be sent, start it.  Returns when a
  * retry is next due (0: none known).
  */
@@ -548,12 +590,15 @@ delivery_work(RouteTable *routes)
 			Claimed    *cl = &claimed[c];
 			int			batch = cl->route->webhook.batch_size;
 
-			for (int from = 0; from < cl->n; from += batch)
+			for (int from = 0; from < cl->n;)
 			{
+				int			k = request_size(cl->payloads + from, Min(batch, cl->n - from));
+
 				webhook_http_start(cl->route, cl->ids + from, cl->event_ids + from,
 								   cl->payloads + from, cl->attempts + from,
-								   cl->received + from, Min(batch, cl->n - from));
+								   cl->received + from, k);
 				route_state(cl->route->id)->inflight++;
+				from += k;
 			}
 		}
 		MemoryContextReset(scratch_cxt);

@@ -193,6 +193,42 @@ append_header(struct curl_slist *list, const char *header)
 }
 
 /*
+ * The body of a request: the event, or the JSON array of the n events of a
+ * batch_size route.  Its size is known before it is built and may pass
+ * MaxAllocSize (a StringInfo may not): webhook_delivery.c bounds bodies by
+ * pg_notifier.max_webhook_body_bytes, but an event larger than that goes
+ * alone, and may be up to 1 GB.  In http_cxt.
+ */
+static char *
+request_body(bool single, char **payloads, int n, Size *len)
+{
+	Size		total = single ? 0 : 2 + (n - 1);
+	char	   *body;
+	char	   *p;
+
+	Assert(!single || n == 1);
+	for (int i = 0; i < n; i++)
+		total += strlen(payloads[i]);
+	body = p = MemoryContextAllocHuge(http_cxt, total + 1);
+	if (!single)
+		*p++ = '[';
+	for (int i = 0; i < n; i++)
+	{
+		Size		l = strlen(payloads[i]);
+
+		if (i > 0)
+			*p++ = ',';
+		memcpy(p, payloads[i], l);
+		p += l;
+	}
+	if (!single)
+		*p++ = ']';
+	*p = '\0';
+	*len = total;
+	return body;
+}
+
+/*
  * Start the request of n claimed rows of a route; temporaries are made in
  * the caller's memory context.
  */
@@ -202,12 +238,11 @@ webhook_http_start(Route *route, int64 *ids, char **event_ids, char **payloads,
 {
 	WebhookConfig *wh = &route->webhook;
 	Request    *req;
-	StringInfoData body;
+	Size		bodylen;
 	char	   *msg_id;
 	int64		now_secs = (int64) time(NULL);
 	ListCell   *lc;
 	CURL	   *easy;
-	MemoryContext old;
 
 	http_init();
 	req = MemoryContextAllocZero(http_cxt, sizeof(Request));
@@ -221,23 +256,7 @@ webhook_http_start(Route *route, int64 *ids, char **event_ids, char **payloads,
 	memcpy(req->received, received, n * sizeof(TimestampTz));
 	req->retry_after_ms = -1;
 
-	old = MemoryContextSwitchTo(http_cxt);
-	initStringInfo(&body);
-	if (wh->batch_size == 1)
-		appendStringInfoString(&body, payloads[0]);
-	else
-	{
-		appendStringInfoChar(&body, '[');
-		for (int i = 0; i < n; i++)
-		{
-			if (i > 0)
-				appendStringInfoChar(&body, ',');
-			appendStringInfoString(&body, payloads[i]);
-		}
-		appendStringInfoChar(&body, ']');
-	}
-	req->body = body.data;
-	MemoryContextSwitchTo(old);
+	req->body = request_body(wh->batch_size == 1, payloads, n, &bodylen);
 
 	msg_id = event_ids[0] != NULL ? event_ids[0] : psprintf("delivery-" INT64_FORMAT, ids[0]);
 	req->headers = append_header(NULL, "Content-Type: application/json");
@@ -250,7 +269,7 @@ webhook_http_start(Route *route, int64 *ids, char **event_ids, char **payloads,
 		req->headers = append_header(req->headers,
 									 psprintf("webhook-signature: %s",
 											  webhook_signature(wh->key, wh->keylen, msg_id,
-																now_secs, body.data, body.len)));
+																now_secs, req->body, bodylen)));
 	/* no "Expect: 100-continue" round trip for large bodies */
 	req->headers = append_header(req->headers, "Expect:");
 
@@ -264,7 +283,7 @@ webhook_http_start(Route *route, int64 *ids, char **event_ids, char **payloads,
 	curl_easy_setopt(easy, CURLOPT_URL, wh->url);
 	curl_easy_setopt(easy, CURLOPT_POST, 1L);
 	curl_easy_setopt(easy, CURLOPT_POSTFIELDS, req->body);
-	curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE, (long) body.len);
+	curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) bodylen);
 	curl_easy_setopt(easy, CURLOPT_HTTPHEADER, req->headers);
 	curl_easy_setopt(easy, CURLOPT_USERAGENT, user_agent);
 	curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);

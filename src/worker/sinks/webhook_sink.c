@@ -24,26 +24,19 @@
 
 #include "worker/sinks/webhook_delivery.h"
 #include "common/extension.h"
+#include "common/payloads.h"
 #include "worker/sinks/webhook_sink.h"
 
 static SPIPlanPtr insert_plan = NULL;
 
-/* The "id" of one of our events: {"id":"<xid>.<seq>",... */
+/* the webhook-id of an event: its "id", NULL for other payloads */
 static Datum
 event_id(const char *payload, bool *isnull)
 {
-	static const char prefix[] = "{\"id\":\"";
-	const char *end;
+	char	   *id = payload_event_id(payload);
 
-	*isnull = true;
-	if (strncmp(payload, prefix, sizeof(prefix) - 1) != 0)
-		return (Datum) 0;
-	payload += sizeof(prefix) - 1;
-	end = strchr(payload, '"');
-	if (end == NULL || end == payload || end - payload > 40)
-		return (Datum) 0;
-	*isnull = false;
-	return PointerGetDatum(cstring_to_text_with_len(payload, end - payload));
+	*isnull = (id == NULL);
+	return id ? CStringGetTextDatum(id) : (Datum) 0;
 }
 
 void
