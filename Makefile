@@ -11,7 +11,7 @@ OBJS = $(SRCS:.c=.o)
 DATA = $(wildcard src/$(EXTENSION)--*.sql)
 PGFILEDESC = "pg_notifier - table changes as JSON events"
 
-REGRESS = setup options payload types oversize identifiers partitions errors coalesce routes webhooks outbox upgrade
+REGRESS = setup options payload types oversize identifiers partitions errors coalesce routes webhooks outbox hardening upgrade
 REGRESS_OPTS = --inputdir=. --outputdir=.
 
 PG_CPPFLAGS = -I$(srcdir)/src -Werror -Wall -Wmissing-prototypes
