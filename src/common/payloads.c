@@ -123,7 +123,7 @@ payload_fetch(int64 ref)
 	int			rc;
 
 	keep_plan(&fetch_plan,
-			  "SELECT event::pg_catalog.text FROM notifier.payloads WHERE id = $1",
+			  "SELECT event::pg_catalog.text FROM notifier.payloads WHERE id OPERATOR(pg_catalog.=) $1",
 			  1, fetch_argtypes);
 	rc = SPI_execute_plan(fetch_plan, &value, NULL, true, 1);
 	if (rc != SPI_OK_SELECT)

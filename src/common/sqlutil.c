@@ -14,6 +14,7 @@
 #include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
 #include "funcapi.h"
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/rel.h"
@@ -116,4 +117,19 @@ require_table(Relation rel, const char *hint)
 				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
 				 errmsg("\"%s\" is not a table", RelationGetRelationName(rel)),
 				 errhint("%s", hint)));
+}
+
+/*
+ * Copy src into dst, a buffer of size bytes, cut at a character boundary
+ * of the database encoding: a cut inside a multi-byte character would make
+ * the text invalid, and every client that converts it to another encoding
+ * (SELECT ... FROM notifier.stats with client_encoding LATIN1) would fail.
+ */
+void
+clip_copy(char *dst, const char *src, size_t size)
+{
+	int			len = pg_mbcliplen(src, (int) strnlen(src, size), (int) size - 1);
+
+	memcpy(dst, src, len);
+	dst[len] = '\0';
 }

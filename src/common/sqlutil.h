@@ -23,5 +23,6 @@ extern List *text_array_to_list(ArrayType *array, const char *argname);
 extern Datum list_to_text_array(List *items);
 extern TupleDesc materialize_srf(FunctionCallInfo fcinfo, Tuplestorestate **store);
 extern void require_table(Relation rel, const char *hint);
+extern void clip_copy(char *dst, const char *src, size_t size);
 
 #endif							/* NOTIFIER_SQLUTIL_H */

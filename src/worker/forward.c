@@ -264,7 +264,11 @@ forward_events(RouteTable *table, InboxItem *items, int nitems,
 	if (table == NULL || table->nroutes == 0)
 		return;
 
-	worker_xact_begin();
+	if (!worker_xact_begin())
+	{
+		worker_xact_commit();	/* the extension is gone: so are its routes */
+		return;
+	}
 	deltas = forward_write(table, items, nitems, received_at, keep_cxt);
 	worker_xact_commit();
 	MemoryContextSwitchTo(keep_cxt);

@@ -213,7 +213,11 @@ relay_batch(RouteTable *routes, int64 *cursor)
 	RouteDelta *deltas;
 	int64		first = *cursor + 1;
 
-	worker_xact_begin();
+	if (!worker_xact_begin())
+	{
+		worker_xact_commit();	/* the extension is gone */
+		return 0;
+	}
 	worker_xact_plan_for_indexes();
 	xmin = GetActiveSnapshot()->xmin;
 	horizon = XidFromFullTransactionId(ReadNextFullTransactionId());
@@ -221,7 +225,7 @@ relay_batch(RouteTable *routes, int64 *cursor)
 	/* read with the snapshot just taken (read_only): see the horizon */
 	keep_plan(&read_plan,
 			  "SELECT ctid, id, channel, event, notify FROM notifier.outbox"
-			  " WHERE id > $1 ORDER BY id LIMIT $2",
+			  " WHERE id OPERATOR(pg_catalog.>) $1 ORDER BY id LIMIT $2",
 			  2, read_argtypes);
 	args[0] = Int64GetDatum(*cursor);
 	args[1] = Int32GetDatum(RELAY_BATCH);
@@ -267,7 +271,7 @@ relay_batch(RouteTable *routes, int64 *cursor)
 											TYPALIGN_SHORT);
 
 		keep_plan(&delete_plan,
-				  "DELETE FROM notifier.outbox WHERE ctid = ANY($1)",
+				  "DELETE FROM notifier.outbox WHERE ctid OPERATOR(pg_catalog.=) ANY($1)",
 				  1, delete_argtypes);
 		args[0] = PointerGetDatum(array);
 		if (SPI_execute_plan(delete_plan, args, NULL, false, 0) != SPI_OK_DELETE)
@@ -342,6 +346,11 @@ outbox_vacuum(void)
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
+	if (!worker_xact_lock_extension())
+	{
+		CommitTransactionCommand(); /* the extension is gone */
+		return;
+	}
 	stmt = makeNode(VacuumStmt);
 	stmt->options = list_make1(makeDefElem("skip_locked", NULL, -1));
 	stmt->rels = list_make1(makeVacuumRelation(makeRangeVar(NOTIFIER_SCHEMA, "outbox", -1),

@@ -106,7 +106,7 @@ static Prune payloads_prune = {
 	"payloads", "created_at", "true", &notifier_payload_retention, PG_UINT64_MAX, 0
 };
 static Prune deliveries_prune = {
-	"deliveries", "updated_at", "status = 'delivered'", &notifier_retention, PG_UINT64_MAX, 0
+	"deliveries", "updated_at", "status OPERATOR(pg_catalog.=) 'delivered'", &notifier_retention, PG_UINT64_MAX, 0
 };
 
 /*
@@ -155,8 +155,8 @@ refresh(void)
 	RouteTable *new_routes = NULL;
 	Oid			ext;
 
-	worker_xact_begin();
-	ext = notifier_extension_oid();
+	(void) worker_xact_begin();
+	ext = worker_xact_extension();
 	if (ext == extension_oid && !routes_changed)
 	{
 		worker_xact_commit();
@@ -173,6 +173,7 @@ refresh(void)
 	waiting_logged = !OidIsValid(ext);
 	adjust_listening(routes, new_routes);
 	worker_xact_commit();
+	worker_xact_expect_extension(ext);
 
 	routes_free(routes);
 	routes = new_routes;
@@ -380,6 +381,10 @@ worker_loop(void)
 		}
 		next_delivery = delivery_work(routes);
 
+		/* a transaction found the extension dropped or created again */
+		if (worker_xact_extension_changed())
+			next_check = 0;
+
 		now = GetCurrentTimestamp();
 		if (now >= next_check)
 		{
@@ -449,6 +454,7 @@ notifier_worker_main(Datum main_arg)
 
 	/* the control channel, whether or not the extension is there */
 	StartTransactionCommand();
+	worker_xact_pin_settings();
 	listen_channel(NOTIFIER_CONTROL_CHANNEL);
 	CommitTransactionCommand();
 
