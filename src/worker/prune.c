@@ -42,8 +42,8 @@ prune_table(const char *table, const char *time_column, const char *condition,
 
 	delete_sql = psprintf("DELETE FROM notifier.%s WHERE id OPERATOR(pg_catalog.=) ANY (ARRAY("
 						  "SELECT id FROM notifier.%s WHERE %s"
-						  " AND %s OPERATOR(pg_catalog.<) pg_catalog.now()"
-						  " OPERATOR(pg_catalog.-) interval '%d seconds'"
+						  " AND %s OPERATOR(pg_catalog.<) (pg_catalog.now()"
+						  " OPERATOR(pg_catalog.-) interval '%d seconds')"
 						  " ORDER BY %s LIMIT %d))",
 						  table, table, condition, time_column, retention_secs,
 						  time_column, PRUNE_BATCH);
