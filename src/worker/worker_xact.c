@@ -50,6 +50,7 @@ static const struct
 	const char *name;
 	const char *value;
 }			worker_settings[] =
+
 {
 	/* no user's operator, function or table may stand in for a built-in */
 	{"search_path", NOTIFIER_SAFE_SEARCH_PATH},
@@ -59,10 +60,11 @@ static const struct
 	{"default_transaction_deferrable", "off"},
 	/* a long write that makes progress finishes */
 	{"statement_timeout", "0"},
+
 	/*
-	 * A lock wait ends: a CREATE INDEX or LOCK on a queue table must not
-	 * stop every route and the NOTIFY queue's reading for good; what times
-	 * out is retried.
+	 * A lock wait ends: a CREATE INDEX or LOCK on a queue table must not stop
+	 * every route and the NOTIFY queue's reading for good; what times out is
+	 * retried.
 	 */
 	{"lock_timeout", "10s"},
 	{"idle_in_transaction_session_timeout", "0"},
@@ -79,10 +81,13 @@ static const struct
 
 /* the memory context worker_xact_begin() was called in */
 static MemoryContext caller_cxt = NULL;
+
 /* the extension the worker's routes were loaded from (worker.c) */
 static Oid	expected_extension = InvalidOid;
+
 /* the extension the current transaction found, locked */
 static Oid	found_extension = InvalidOid;
+
 /* a transaction found another extension than expected_extension */
 static bool extension_changed = false;
 
@@ -109,8 +114,8 @@ worker_xact_lock_extension(void)
 	Oid			ext = notifier_extension_oid();
 
 	/*
-	 * Lock, then look again: LockDatabaseObject() processes the
-	 * invalidations of a DROP that committed while it waited.
+	 * Lock, then look again: LockDatabaseObject() processes the invalidations
+	 * of a DROP that committed while it waited.
 	 */
 	if (OidIsValid(ext))
 	{

@@ -35,7 +35,9 @@ What it checks (every wait is a poll with a deadline):
   [readonly]  ALTER SYSTEM SET default_transaction_read_only = on + reload: the
               worker keeps its pid and forwards queue and webhook events.
   [extension] 8 cycles of DROP EXTENSION CASCADE; CREATE EXTENSION; watch +
-              add_queue; writes at once: the worker keeps its pid, each
+              add_queue + a failing webhook route (so that the worker is busy
+              retrying when the next DROP comes); writes at once: the worker
+              keeps its pid, each
               cycle's events (outbox delivery) arrive, and neither status()
               nor the server log shows a "does not exist" error.
   Finally the server log: no crash, and no pg_notifier worker restarted.
@@ -104,8 +106,13 @@ class Receiver:
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
+        class Server(http.server.ThreadingHTTPServer):
+            daemon_threads = True
+
+            def handle_error(self, request, client_address):
+                pass        # the worker cancels requests when the extension goes
+
+        self.server = Server(("127.0.0.1", 0), Handler)
         self.port = self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
@@ -378,6 +385,10 @@ class Test:
                 c.execute("CREATE EXTENSION pg_notifier")
                 c.execute("SELECT notifier.watch('public.t', channel => 'r', delivery => 'outbox')")
                 c.execute("SELECT notifier.add_queue('r')")
+                # a failing webhook: the worker claims its retries every few
+                # ms, so the next DROP meets it working on its tables
+                c.execute("SELECT notifier.add_webhook('r', %s, max_attempts => 100)",
+                          (self.rcv.url("/fail"),))
                 for i in range(5):
                     n += 1
                     c.execute("INSERT INTO public.t VALUES (%s, %s)", (n, f"cycle {cycle}"))
