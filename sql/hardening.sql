@@ -28,6 +28,9 @@ SELECT notifier.add_webhook('hard_w',
 		secret => 'whsec_c2VjcmV0') AS hard_route \gset
 SELECT notifier.add_webhook('hard_plain', 'http://127.0.0.1:9/plain') AS plain_route \gset
 
+-- what a role sees of them
+\set seen 'SELECT l.channel, l.target, s.target AS stats_target, l.headers, l.secret FROM notifier.route_list l JOIN notifier.stats s ON s.route_id = l.id WHERE l.id IN (' :hard_route ', ' :plain_route ') ORDER BY l.id'
+
 CREATE ROLE hard_monitor IN ROLE pg_monitor;
 CREATE ROLE hard_manager IN ROLE pg_monitor;
 GRANT EXECUTE ON FUNCTION notifier.add_webhook(text, text, jsonb, text, integer, integer, integer, integer, boolean)
@@ -35,20 +38,14 @@ GRANT EXECUTE ON FUNCTION notifier.add_webhook(text, text, jsonb, text, integer,
 
 -- pg_monitor: masked
 SET ROLE hard_monitor;
-SELECT channel, target, headers, secret FROM notifier.route_list
- WHERE id IN (:hard_route, :plain_route) ORDER BY id;
-SELECT channel, target FROM notifier.stats
- WHERE route_id IN (:hard_route, :plain_route) ORDER BY route_id;
+:seen;
 -- nothing else shows them
 SELECT try($$SELECT * FROM notifier.routes$$);
 RESET ROLE;
 
 -- a role that can manage routes (and superusers): in full
 SET ROLE hard_manager;
-SELECT channel, target, headers, secret FROM notifier.route_list
- WHERE id IN (:hard_route, :plain_route) ORDER BY id;
-SELECT channel, target FROM notifier.stats
- WHERE route_id IN (:hard_route, :plain_route) ORDER BY route_id;
+:seen;
 RESET ROLE;
 SELECT channel, target, headers FROM notifier.route_list
  WHERE id = :hard_route;

@@ -45,12 +45,13 @@
  * The settings of the worker's session that no server-wide setting may
  * change.
  */
-static const struct
+typedef struct WorkerSetting
 {
 	const char *name;
 	const char *value;
-}			worker_settings[] =
+} WorkerSetting;
 
+static const WorkerSetting worker_settings[] =
 {
 	/* no user's operator, function or table may stand in for a built-in */
 	{"search_path", NOTIFIER_SAFE_SEARCH_PATH},

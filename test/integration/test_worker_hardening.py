@@ -60,7 +60,8 @@ import time
 import psycopg
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from owncluster import Cluster, TestFailure, forget_libpq_environment, log, poll  # noqa: E402
+from owncluster import (Cluster, TestFailure, forget_libpq_environment, log, poll,  # noqa: E402
+                        run_main)
 
 NAME = "test_worker_hardening"
 TIMEOUT = int(os.environ.get("PG_NOTIFIER_TEST_TIMEOUT", "280"))
@@ -156,6 +157,24 @@ class Test:
         _, rows = poll(f"the worker of {db} listening", 30, fn)
         return rows[0][0]
 
+    def wait_listened(self, channel):
+        poll(f"channel {channel} listened", 30, lambda: (
+            channel in (self.one(DB, "SELECT channels FROM notifier.status() "
+                                     "WHERE database = current_database()") or []), None))
+
+    def queue_with_trigger(self, table, body):
+        """A queue table of the owner's, with a BEFORE INSERT trigger running body."""
+        self.q(DB, f"""
+            CREATE TABLE public.{table} (id bigserial PRIMARY KEY, channel text NOT NULL,
+                                         payload jsonb NOT NULL);
+            CREATE FUNCTION public.{table}_trigger() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                {body}
+            END $$;
+            CREATE TRIGGER {table}_trigger BEFORE INSERT ON public.{table}
+                FOR EACH ROW EXECUTE FUNCTION public.{table}_trigger();
+            """, user=OWNER)
+
     def bait_state(self):
         ran = self.q(DB, "SELECT who, what FROM public.bait_log ORDER BY 1, 2")
         superuser = self.one(DB, "SELECT rolsuper FROM pg_roles WHERE rolname = %s", (OWNER,))
@@ -246,30 +265,17 @@ class Test:
 
     # -- [guc] ----------------------------------------------------------------
     def step_guc(self):
-        self.q(DB, """
-            CREATE TABLE public.q_guc (id bigserial PRIMARY KEY, channel text NOT NULL,
-                                       payload jsonb NOT NULL);
-            CREATE FUNCTION public.q_guc_trigger() RETURNS trigger LANGUAGE plpgsql AS $$
-            BEGIN
-                PERFORM pg_catalog.set_config('search_path', 'evil, pg_catalog', false);
-                RETURN NEW;
-            END $$;
-            CREATE TRIGGER q_guc_trigger BEFORE INSERT ON public.q_guc
-                FOR EACH ROW EXECUTE FUNCTION public.q_guc_trigger();
-            """, user=OWNER)
+        self.queue_with_trigger("q_guc", "PERFORM pg_catalog.set_config('search_path', "
+                                         "'evil, pg_catalog', false); RETURN NEW;")
         self.q(DB, "SELECT notifier.add_queue('guc', 'public.q_guc')")
-        poll("channel guc listened", 30, lambda: (
-            "guc" in (self.one(DB, "SELECT channels FROM notifier.status() "
-                                   "WHERE database = current_database()") or []), None))
+        self.wait_listened("guc")
         self.q(DB, "SELECT pg_notify('guc', '{\"n\": ' || i || '}') FROM generate_series(1, 5) i")
         poll("5 events in q_guc", 30, lambda: (self.queue_count(DB, "public.q_guc", "guc") == 5,
                                                None))
         # the routes are loaded again (webhook headers: key || ': ' || value)
         self.q(DB, "SELECT notifier.add_webhook('wh2', %s, headers => '{\"X-B\": \"b\"}')",
                (self.rcv.url("/ok"),))
-        poll("channel wh2 listened", 30, lambda: (
-            "wh2" in (self.one(DB, "SELECT channels FROM notifier.status() "
-                                   "WHERE database = current_database()") or []), None))
+        self.wait_listened("wh2")
         self.q(DB, "SELECT pg_notify('guc', '{\"n\": ' || i || '}') FROM generate_series(6, 10) i")
         poll("10 events in q_guc", 30, lambda: (self.queue_count(DB, "public.q_guc", "guc") == 10,
                                                 None))
@@ -293,20 +299,9 @@ class Test:
 
     # -- [latin1] -------------------------------------------------------------
     def step_latin1(self):
-        self.q(DB, """
-            CREATE TABLE public.q_err (id bigserial PRIMARY KEY, channel text NOT NULL,
-                                       payload jsonb NOT NULL);
-            CREATE FUNCTION public.q_err_trigger() RETURNS trigger LANGUAGE plpgsql AS $$
-            BEGIN
-                RAISE EXCEPTION '%', repeat('é', 300);
-            END $$;
-            CREATE TRIGGER q_err_trigger BEFORE INSERT ON public.q_err
-                FOR EACH ROW EXECUTE FUNCTION public.q_err_trigger();
-            """, user=OWNER)
+        self.queue_with_trigger("q_err", "RAISE EXCEPTION '%', repeat('é', 300);")
         rid = self.one(DB, "SELECT notifier.add_queue('err', 'public.q_err')")
-        poll("channel err listened", 30, lambda: (
-            "err" in (self.one(DB, "SELECT channels FROM notifier.status() "
-                                   "WHERE database = current_database()") or []), None))
+        self.wait_listened("err")
         self.q(DB, "SELECT pg_notify('err', '{}')")
         poll("the error in stats", 30, lambda: (
             self.one(DB, "SELECT last_error IS NOT NULL FROM notifier.stats WHERE route_id = %s",
@@ -328,9 +323,7 @@ class Test:
     # -- [retry] --------------------------------------------------------------
     def step_retry(self):
         self.q(DB, "SELECT notifier.add_webhook('ra', %s)", (self.rcv.url("/ra"),))
-        poll("channel ra listened", 30, lambda: (
-            "ra" in (self.one(DB, "SELECT channels FROM notifier.status() "
-                                  "WHERE database = current_database()") or []), None))
+        self.wait_listened("ra")
         self.q(DB, "SELECT pg_notify('ra', '{\"n\": 1}')")
         poll("the retry after Retry-After", 30, lambda: (len(self.rcv.times("/ra")) >= 2, None))
         t = self.rcv.times("/ra")
@@ -474,11 +467,4 @@ def main():
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except TestFailure as ex:
-        print(f"FAIL {NAME}: {ex}", file=sys.stderr)
-        sys.exit(1)
-    except psycopg.Error as ex:
-        print(f"FAIL {NAME}: database error: {type(ex).__name__}: {ex}", file=sys.stderr)
-        sys.exit(1)
+    run_main(NAME, main)

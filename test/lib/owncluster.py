@@ -371,3 +371,15 @@ def crash_report(msgs, killed):
         if "all server processes terminated; reinitializing" in t:
             reinit += 1
     return problems, sig9, reinit
+
+
+def run_main(name, main):
+    """sys.exit(main()); a TestFailure or a database error is one FAIL line
+    and exit status 1."""
+    try:
+        sys.exit(main())
+    except TestFailure as ex:
+        print(f"FAIL {name}: {ex}", file=sys.stderr)
+    except psycopg.Error as ex:
+        print(f"FAIL {name}: database error: {type(ex).__name__}: {ex}", file=sys.stderr)
+    sys.exit(1)
