@@ -46,22 +46,10 @@ SELECT pg_catalog.regexp_replace(
 		 '[?#].*$', '?********')
 $$;
 
-CREATE FUNCTION notifier.masked_headers(headers jsonb)
-RETURNS jsonb
-LANGUAGE sql IMMUTABLE STRICT
-SET search_path = pg_catalog, pg_temp
-AS $$
-SELECT coalesce(pg_catalog.jsonb_object_agg(h.key, '"********"'::pg_catalog.jsonb),
-				'{}'::pg_catalog.jsonb)
-  FROM pg_catalog.jsonb_each(headers) h
-$$;
-
 REVOKE ALL ON FUNCTION notifier.can_manage_routes() FROM PUBLIC;
 REVOKE ALL ON FUNCTION notifier.masked_url(text) FROM PUBLIC;
-REVOKE ALL ON FUNCTION notifier.masked_headers(jsonb) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION notifier.can_manage_routes() TO pg_monitor;
 GRANT EXECUTE ON FUNCTION notifier.masked_url(text) TO pg_monitor;
-GRANT EXECUTE ON FUNCTION notifier.masked_headers(jsonb) TO pg_monitor;
 
 -- The same columns as in 0.1: CREATE OR REPLACE keeps the grants.
 CREATE OR REPLACE VIEW notifier.route_list AS
@@ -72,7 +60,9 @@ SELECT r.id,
 				CASE WHEN notifier.can_manage_routes() THEN r.url
 					 ELSE notifier.masked_url(r.url) END) AS target,
 	   CASE WHEN notifier.can_manage_routes() THEN r.headers
-			ELSE notifier.masked_headers(r.headers) END AS headers,
+			ELSE (SELECT coalesce(pg_catalog.jsonb_object_agg(h.key, '"********"'::jsonb),
+								  '{}'::jsonb)
+					FROM pg_catalog.jsonb_each(r.headers) h) END AS headers,
 	   CASE WHEN r.secret IS NOT NULL THEN '********' END AS secret,
 	   r.batch_size,
 	   r.max_attempts,
