@@ -55,7 +55,12 @@ static const WorkerSetting worker_settings[] =
 {
 	/* no user's operator, function or table may stand in for a built-in */
 	{"search_path", NOTIFIER_SAFE_SEARCH_PATH},
-	/* it writes (item 13 of issue 13: applications turn it off themselves) */
+
+	/*
+	 * It writes, whatever the server-wide default (applications turn
+	 * default_transaction_read_only off per session); its short transactions
+	 * are built for read committed (no serialization failures).
+	 */
 	{"default_transaction_read_only", "off"},
 	{"default_transaction_isolation", "read committed"},
 	{"default_transaction_deferrable", "off"},
@@ -76,8 +81,14 @@ static const WorkerSetting worker_settings[] =
 	{"row_security", "on"},
 	/* an error in one route's subtransaction must not end the worker */
 	{"exit_on_error", "off"},
+	/* its queries' string literals are read as written */
 	{"standard_conforming_strings", "on"},
+	/* its queries are short: no parallel workers forced on them */
+#if PG_VERSION_NUM >= 160000
+	{"debug_parallel_query", "off"},
+#else
 	{"force_parallel_mode", "off"},
+#endif
 };
 
 /* the memory context worker_xact_begin() was called in */
