@@ -21,8 +21,9 @@ What it checks (every wait is a poll with a deadline):
               has a bait ||(text, text).  Events are written to that queue,
               then a route is added (the worker loads the routes again, with
               webhook headers: key || ': ' || value) and more events are
-              forwarded: no bait ran, the role is no superuser, the worker
-              kept its pid and every event is in the queue.
+              forwarded: no bait ran, the role is no superuser, every write
+              began with search_path = pg_catalog, pg_temp (the trigger records
+              it), the worker kept its pid and every event is in the queue.
   [control]   NOTIFY pg_notifier_control with a payload of garbage, from a role
               without privileges: the worker keeps its pid and keeps
               forwarding (it only loads the routes again).
@@ -162,7 +163,7 @@ class Test:
             channel in (self.one(DB, "SELECT channels FROM notifier.status() "
                                      "WHERE database = current_database()") or []), None))
 
-    def queue_with_trigger(self, table, body):
+    def queue_with_trigger(self, table, body, level="ROW"):
         """A queue table of the owner's, with a BEFORE INSERT trigger running body."""
         self.q(DB, f"""
             CREATE TABLE public.{table} (id bigserial PRIMARY KEY, channel text NOT NULL,
@@ -172,7 +173,7 @@ class Test:
                 {body}
             END $$;
             CREATE TRIGGER {table}_trigger BEFORE INSERT ON public.{table}
-                FOR EACH ROW EXECUTE FUNCTION public.{table}_trigger();
+                FOR EACH {level} EXECUTE FUNCTION public.{table}_trigger();
             """, user=OWNER)
 
     def bait_state(self):
@@ -265,8 +266,15 @@ class Test:
 
     # -- [guc] ----------------------------------------------------------------
     def step_guc(self):
-        self.queue_with_trigger("q_guc", "PERFORM pg_catalog.set_config('search_path', "
-                                         "'evil, pg_catalog', false); RETURN NEW;")
+        # each write records the search_path it began with, then sets its
+        # own for the rest of the session
+        self.q(DB, "CREATE TABLE public.sp_log (sp text); GRANT INSERT ON public.sp_log TO PUBLIC",
+               user=OWNER)
+        self.queue_with_trigger(
+            "q_guc",
+            "INSERT INTO public.sp_log VALUES (pg_catalog.current_setting('search_path')); "
+            "PERFORM pg_catalog.set_config('search_path', 'evil, pg_catalog', false); "
+            "RETURN NULL;", level="STATEMENT")
         self.q(DB, "SELECT notifier.add_queue('guc', 'public.q_guc')")
         self.wait_listened("guc")
         self.q(DB, "SELECT pg_notify('guc', '{\"n\": ' || i || '}') FROM generate_series(1, 5) i")
@@ -280,6 +288,10 @@ class Test:
         poll("10 events in q_guc", 30, lambda: (self.queue_count(DB, "public.q_guc", "guc") == 10,
                                                 None))
         self.check_no_bait("[guc]")
+        paths = self.q(DB, "SELECT sp, count(*) FROM public.sp_log GROUP BY 1")
+        if len(paths) != 1 or paths[0][0] != "pg_catalog, pg_temp" or paths[0][1] < 2:
+            raise TestFailure(f"[guc]: the queue writes ran with these search_paths: {paths} "
+                              "(a trigger's set_config outlived its write)")
         if self.worker_pid(DB) != self.pid:
             raise TestFailure("[guc]: the worker restarted")
         log("   10 events in the queue, the worker kept its pid")
