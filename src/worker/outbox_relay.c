@@ -349,6 +349,7 @@ outbox_vacuum(void)
 	if (!worker_xact_lock_extension())
 	{
 		CommitTransactionCommand(); /* the extension is gone */
+		pgstat_report_activity(STATE_IDLE, NULL);
 		return;
 	}
 	stmt = makeNode(VacuumStmt);

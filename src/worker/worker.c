@@ -160,6 +160,7 @@ refresh(void)
 	if (ext == extension_oid && !routes_changed)
 	{
 		worker_xact_commit();
+		worker_xact_expect_extension(ext);
 		return;
 	}
 

@@ -540,7 +540,10 @@ delivery_work(RouteTable *routes)
 		pgstat_report_activity(STATE_RUNNING, "claiming deliveries");
 		claimed = MemoryContextAllocZero(scratch_cxt, routes->nroutes * sizeof(Claimed));
 		if (!bookkeeping_xact_begin(false))
-			return now;
+		{
+			pgstat_report_activity(STATE_IDLE, NULL);
+			return now;			/* the extension is gone */
+		}
 		for (int i = 0; i < routes->nroutes; i++)
 		{
 			Route	   *route = &routes->routes[i];
