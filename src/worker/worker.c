@@ -10,7 +10,10 @@
  *	- It always listens to the control channel.  Without the extension it
  *	  waits: CREATE EXTENSION notifies the control channel, and the
  *	  extension is looked up again every CHECK_SECONDS (a catalog lookup,
- *	  not a query), which is also how DROP EXTENSION is noticed.
+ *	  not a query), which is also how DROP EXTENSION is noticed when the
+ *	  worker is idle; a worker transaction that finds the extension gone
+ *	  or created again (worker_xact.c) touches none of its tables and makes
+ *	  the worker look at once.
  *	- With the extension it loads notifier.routes and listens to their
  *	  channels.  A change of routes notifies the control channel: the
  *	  routes are loaded again and the channels listened to adjusted.
