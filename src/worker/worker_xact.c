@@ -74,7 +74,9 @@ static const WorkerSetting worker_settings[] =
 	 */
 	{"lock_timeout", "10s"},
 	{"idle_in_transaction_session_timeout", "0"},
+#if PG_VERSION_NUM >= 140000
 	{"idle_session_timeout", "0"},
+#endif
 	/* 'replica' would skip the triggers of queue tables and of its own */
 	{"session_replication_role", "origin"},
 	/* 'off' makes a query on a table with row security fail */
