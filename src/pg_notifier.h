@@ -25,6 +25,9 @@
 /* the channel on which the worker hears of route changes */
 #define NOTIFIER_CONTROL_CHANNEL "pg_notifier_control"
 
+/* the search_path of every query run as another role, and of the worker */
+#define NOTIFIER_SAFE_SEARCH_PATH "pg_catalog, pg_temp"
+
 /* the most databases pg_notifier.databases can name */
 #define NOTIFIER_MAX_DATABASES 64
 

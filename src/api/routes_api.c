@@ -180,9 +180,10 @@ notifier_remove_route(PG_FUNCTION_ARGS)
 
 	require_arg(fcinfo, 0, "route id", "See notifier.route_list for the routes.");
 	values[0] = PG_GETARG_DATUM(0);
-	if (routes_execute("WITH gone AS (DELETE FROM notifier.routes WHERE id = $1 RETURNING id),"
+	if (routes_execute("WITH gone AS (DELETE FROM notifier.routes"
+					   "  WHERE id OPERATOR(pg_catalog.=) $1 RETURNING id),"
 					   " deliveries AS (DELETE FROM notifier.deliveries d USING gone"
-					   "  WHERE d.route_id = gone.id)"
+					   "  WHERE d.route_id OPERATOR(pg_catalog.=) gone.id)"
 					   " SELECT id FROM gone",
 					   1, argtypes, values, NULL, SPI_OK_SELECT, NULL) == 0)
 		ereport(ERROR,

@@ -412,7 +412,10 @@ check_watch_options(WatchOptions *opts, Relation rel, int missing_elevel)
 	ListCell   *lc;
 
 	if (opts->channel == NULL)
+	{
 		opts->channel = pstrdup(RelationGetRelationName(rel));
+		check_channel_name(opts->channel, NULL);
+	}
 
 	foreach(lc, opts->columns)
 	{

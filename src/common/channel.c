@@ -2,8 +2,15 @@
  *
  * channel.c
  *	  What a channel name may be: what NOTIFY accepts (not empty, shorter
- *	  than NAMEDATALEN bytes).  One rule and one wording for the watch
- *	  option, the route functions and the worker.
+ *	  than NAMEDATALEN bytes), and not the worker's control channel.  One
+ *	  rule and one wording for the watch option, the route functions and
+ *	  the worker.
+ *
+ * The control channel is reserved: a route on it would be removed with an
+ * UNLISTEN of the worker's own channel, after which the worker would hear
+ * of no route change until it restarts.  (A NOTIFY on it, which any role
+ * can send, only makes the worker load the routes again: it never reads
+ * the payload.)
  *
  * Copyright (c) 2026, pg_notifier developers; PostgreSQL Licence (LICENSE)
  *
@@ -12,6 +19,7 @@
 #include "postgres.h"
 
 #include "common/channel.h"
+#include "pg_notifier.h"
 
 /* Would NOTIFY accept this channel name? */
 bool
@@ -21,8 +29,9 @@ channel_name_valid(const char *channel)
 }
 
 /*
- * Error out unless NOTIFY would accept the channel name.  The name is not
- * echoed: it may be of any length.
+ * Error out unless NOTIFY would accept the channel name and it is not the
+ * reserved control channel.  The name is not echoed: it may be of any
+ * length.
  */
 void
 check_channel_name(const char *channel, const char *hint_if_empty)
@@ -39,4 +48,10 @@ check_channel_name(const char *channel, const char *hint_if_empty)
 				 errdetail("It is %zu bytes; NOTIFY channel names are at most %d bytes.",
 						   strlen(channel), NAMEDATALEN - 1),
 				 errhint("Use a shorter channel name.")));
+	if (strcmp(channel, NOTIFIER_CONTROL_CHANNEL) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_RESERVED_NAME),
+				 errmsg("channel name \"%s\" is reserved", NOTIFIER_CONTROL_CHANNEL),
+				 errdetail("The pg_notifier worker hears of route changes on this channel."),
+				 errhint("Use another channel name.")));
 }

@@ -10,9 +10,17 @@
  */
 #include "postgres.h"
 
+#include "access/genam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "catalog/indexing.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_extension.h"
 #include "commands/extension.h"
+#include "utils/builtins.h"
+#include "utils/fmgroids.h"
 #include "utils/lsyscache.h"
+#include "utils/rel.h"
 
 #include "common/extension.h"
 #include "pg_notifier.h"
@@ -22,6 +30,38 @@ Oid
 notifier_extension_oid(void)
 {
 	return get_extension_oid("pg_notifier", true);
+}
+
+/*
+ * Is the extension extoid at the version this library is (its SQL objects as
+ * this code expects them)?  Not after a new library was installed and
+ * before ALTER EXTENSION pg_notifier UPDATE.
+ */
+bool
+notifier_extension_current(Oid extoid)
+{
+	Relation	rel;
+	ScanKeyData key;
+	SysScanDesc scan;
+	HeapTuple	tuple;
+	bool		current = false;
+
+	rel = table_open(ExtensionRelationId, AccessShareLock);
+	ScanKeyInit(&key, Anum_pg_extension_oid, BTEqualStrategyNumber, F_OIDEQ,
+				ObjectIdGetDatum(extoid));
+	scan = systable_beginscan(rel, ExtensionOidIndexId, true, NULL, 1, &key);
+	tuple = systable_getnext(scan);
+	if (HeapTupleIsValid(tuple))
+	{
+		bool		isnull;
+		Datum		d = heap_getattr(tuple, Anum_pg_extension_extversion,
+									 RelationGetDescr(rel), &isnull);
+
+		current = !isnull && strcmp(TextDatumGetCString(d), PG_NOTIFIER_VERSION) == 0;
+	}
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+	return current;
 }
 
 Oid

@@ -18,6 +18,7 @@
 	"Reinstall the extension: DROP EXTENSION pg_notifier; CREATE EXTENSION pg_notifier;"
 
 extern Oid	notifier_extension_oid(void);
+extern bool notifier_extension_current(Oid extoid);
 extern Oid	notifier_table_oid(const char *relname);
 extern SPIPlanPtr keep_plan(SPIPlanPtr *plan, const char *sql, int nargs,
 							const Oid *argtypes);

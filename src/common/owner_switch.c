@@ -11,6 +11,13 @@
  * triggers on it never run with the worker's rights.  Both run in a
  * security-restricted operation.
  *
+ * And both run inside a GUC nest level of their own, rolled back when the
+ * role is restored, with search_path = pg_catalog, pg_temp, as PostgreSQL
+ * does around index builds and REFRESH MATERIALIZED VIEW: what the other
+ * role's code sets (a trigger calling set_config('search_path', ...,
+ * false)) must not outlive the switch, or the next query of the session --
+ * the worker's, as a superuser -- would run with it.
+ *
  * Copyright (c) 2026, pg_notifier developers; PostgreSQL Licence (LICENSE)
  *
  *-------------------------------------------------------------------------
@@ -20,14 +27,17 @@
 #include "access/htup_details.h"
 #include "catalog/pg_class.h"
 #include "miscadmin.h"
+#include "utils/guc.h"
 #include "utils/syscache.h"
 
 #include "common/extension.h"
 #include "common/owner_switch.h"
+#include "pg_notifier.h"
 
 /*
  * Run as owner until restore_user(); an error in between aborts the
- * (sub)transaction, which restores the user as well.
+ * (sub)transaction, which restores the user and rolls the GUC nest level
+ * back as well.
  */
 void
 become_owner(Oid owner, OwnerSwitch *sw)
@@ -36,6 +46,9 @@ become_owner(Oid owner, OwnerSwitch *sw)
 	SetUserIdAndSecContext(owner, sw->save_sec_context |
 						   SECURITY_LOCAL_USERID_CHANGE |
 						   SECURITY_RESTRICTED_OPERATION);
+	sw->save_nestlevel = NewGUCNestLevel();
+	(void) set_config_option("search_path", NOTIFIER_SAFE_SEARCH_PATH, PGC_USERSET,
+							 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
 }
 
 /* Run as the owner of notifier.<relname>. */
@@ -57,5 +70,6 @@ become_table_owner(const char *relname, OwnerSwitch *sw)
 void
 restore_user(const OwnerSwitch *sw)
 {
+	AtEOXact_GUC(false, sw->save_nestlevel);
 	SetUserIdAndSecContext(sw->save_userid, sw->save_sec_context);
 }

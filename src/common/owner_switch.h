@@ -14,6 +14,7 @@ typedef struct OwnerSwitch
 {
 	Oid			save_userid;
 	int			save_sec_context;
+	int			save_nestlevel; /* GUC nest level, rolled back on restore */
 } OwnerSwitch;
 
 extern void become_owner(Oid owner, OwnerSwitch *sw);

@@ -137,3 +137,18 @@ clip_for_message(const char *input)
 	len = pg_mbcliplen(input, len, CLIP_INPUT_BYTES);
 	return psprintf("%.*s...", len, input);
 }
+
+/*
+ * Copy src into dst, a buffer of size bytes, cut at a character boundary
+ * of the database encoding: a cut inside a multi-byte character would make
+ * the text invalid, and every client that converts it to another encoding
+ * (SELECT ... FROM notifier.stats with client_encoding LATIN1) would fail.
+ */
+void
+clip_copy(char *dst, const char *src, size_t size)
+{
+	int			len = pg_mbcliplen(src, (int) strnlen(src, size), (int) size - 1);
+
+	memcpy(dst, src, len);
+	dst[len] = '\0';
+}

@@ -23,6 +23,7 @@ extern List *text_array_to_list(ArrayType *array, const char *argname);
 extern Datum list_to_text_array(List *items);
 extern TupleDesc materialize_srf(FunctionCallInfo fcinfo, Tuplestorestate **store);
 extern void require_table(Relation rel, const char *hint);
+extern void clip_copy(char *dst, const char *src, size_t size);
 
 /* how much of an input a message echoes */
 #define CLIP_INPUT_BYTES 64

@@ -170,7 +170,7 @@ stats_routes_update(Oid dboid, const RouteDelta *deltas, int ndeltas,
 		slot->last_event_at = when;
 		if (d->error != NULL)
 		{
-			strlcpy(slot->last_error, d->error, ERROR_LEN);
+			clip_copy(slot->last_error, d->error, ERROR_LEN);
 			slot->last_error_at = when;
 		}
 	}
@@ -195,7 +195,7 @@ stats_route_delivery(Oid dboid, const RouteDelivery *rd, TimestampTz when)
 			slot->last_http_status = rd->http_status;
 		if (rd->error != NULL)
 		{
-			strlcpy(slot->last_error, rd->error, ERROR_LEN);
+			clip_copy(slot->last_error, rd->error, ERROR_LEN);
 			slot->last_error_at = when;
 		}
 		for (int i = 0; i < rd->nlatencies; i++)

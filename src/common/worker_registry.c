@@ -352,7 +352,7 @@ registry_set_error(const char *message)
 	if (my_slot == NULL)
 		return;
 	LWLockAcquire(shmem_lock(), LW_EXCLUSIVE);
-	strlcpy(my_slot->last_error, message, ERROR_LEN);
+	clip_copy(my_slot->last_error, message, ERROR_LEN);
 	my_slot->last_error_at = GetCurrentTimestamp();
 	LWLockRelease(shmem_lock());
 }

@@ -472,11 +472,15 @@ forward_xact(ForwardXactFn fn, void *arg, RouteTable *table, Backoff *backoff,
 	{
 		ErrorData  *retry = NULL;
 
-		worker_xact_begin();
-		deltas = fn(arg, keep_cxt, &retry);
-		failed = retry;
-		if (retry == NULL)
-			worker_xact_commit();
+		if (!worker_xact_begin())
+			worker_xact_commit();	/* the extension is gone, with its routes */
+		else
+		{
+			deltas = fn(arg, keep_cxt, &retry);
+			failed = retry;
+			if (retry == NULL)
+				worker_xact_commit();
+		}
 	}
 	PG_CATCH();
 	{

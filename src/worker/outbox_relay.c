@@ -241,7 +241,7 @@ relay_batch(void *arg, MemoryContext keep_cxt, ErrorData **retry)
 	 */
 	keep_plan(&read_plan,
 			  "SELECT ctid, id, channel, event, notify FROM notifier.outbox"
-			  " WHERE id > $1 ORDER BY id LIMIT $2",
+			  " WHERE id OPERATOR(pg_catalog.>) $1 ORDER BY id LIMIT $2",
 			  2, read_argtypes);
 	args[0] = Int64GetDatum(batch->cursor);
 	args[1] = Int32GetDatum(RELAY_BATCH);
@@ -302,7 +302,7 @@ relay_batch(void *arg, MemoryContext keep_cxt, ErrorData **retry)
 											TYPALIGN_SHORT);
 
 		keep_plan(&delete_plan,
-				  "DELETE FROM notifier.outbox WHERE ctid = ANY($1)",
+				  "DELETE FROM notifier.outbox WHERE ctid OPERATOR(pg_catalog.=) ANY($1)",
 				  1, delete_argtypes);
 		args[0] = PointerGetDatum(array);
 		if (SPI_execute_plan(delete_plan, args, NULL, false, 0) != SPI_OK_DELETE)
@@ -347,6 +347,7 @@ outbox_relay(RouteTable *routes, Backoff *backoff)
 		CHECK_FOR_INTERRUPTS();
 		if (ShutdownRequestPending)
 			break;
+		batch.more = false;		/* stays so when the extension is gone */
 		done = forward_xact(relay_batch, &batch, routes, backoff, "moving outbox events");
 		MemoryContextReset(batch_cxt);
 		if (!done)
@@ -382,6 +383,12 @@ outbox_vacuum(void)
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
+	if (!worker_xact_lock_extension())
+	{
+		CommitTransactionCommand(); /* the extension is gone */
+		pgstat_report_activity(STATE_IDLE, NULL);
+		return;
+	}
 	stmt = makeNode(VacuumStmt);
 	stmt->options = list_make1(makeDefElem("skip_locked", NULL, -1));
 	stmt->rels = list_make1(makeVacuumRelation(makeRangeVar(NOTIFIER_SCHEMA, "outbox", -1),

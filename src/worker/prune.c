@@ -40,18 +40,23 @@ prune_table(const char *table, const char *time_column, const char *condition,
 	TimestampTz oldest = 0;
 	uint64		deleted;
 
-	delete_sql = psprintf("DELETE FROM notifier.%s WHERE id IN ("
+	delete_sql = psprintf("DELETE FROM notifier.%s WHERE id OPERATOR(pg_catalog.=) ANY (ARRAY("
 						  "SELECT id FROM notifier.%s WHERE %s"
-						  " AND %s < pg_catalog.now() - interval '%d seconds'"
-						  " ORDER BY %s LIMIT %d)",
+						  " AND %s OPERATOR(pg_catalog.<) (pg_catalog.now()"
+						  " OPERATOR(pg_catalog.-) interval '%d seconds')"
+						  " ORDER BY %s LIMIT %d))",
 						  table, table, condition, time_column, retention_secs,
 						  time_column, PRUNE_BATCH);
-	oldest_sql = psprintf("SELECT min(%s) FROM notifier.%s WHERE %s",
+	oldest_sql = psprintf("SELECT pg_catalog.min(%s) FROM notifier.%s WHERE %s",
 						  time_column, table, condition);
 	do
 	{
 		CHECK_FOR_INTERRUPTS();
-		worker_xact_begin();
+		if (!worker_xact_begin())
+		{
+			worker_xact_commit();	/* the extension is gone */
+			break;
+		}
 		if (SPI_execute(delete_sql, false, 0) != SPI_OK_DELETE)
 			elog(ERROR, "pruning notifier.%s failed", table);
 		deleted = SPI_processed;

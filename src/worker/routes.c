@@ -87,7 +87,7 @@ routes_load(MemoryContext parent)
 	uint64		n;
 
 	if (SPI_execute("SELECT id, channel, kind, queue_table::pg_catalog.oid, url,"
-					" ARRAY(SELECT h.key || ': ' || h.value"
+					" ARRAY(SELECT h.key OPERATOR(pg_catalog.||) ': ' OPERATOR(pg_catalog.||) h.value"
 					"        FROM pg_catalog.jsonb_each_text(headers) h WHERE h.value IS NOT NULL ORDER BY h.key),"
 					" secret, batch_size, max_attempts, timeout_ms, concurrency, ordered"
 					" FROM notifier.routes ORDER BY id", true, 0) != SPI_OK_SELECT)

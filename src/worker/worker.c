@@ -13,7 +13,9 @@
  *	  CREATE EXTENSION notifies the control channel.  DROP EXTENSION (any
  *	  extension's) wakes it through shared memory to look at once; the
  *	  extension is also looked up every CHECK_SECONDS (a catalog lookup,
- *	  not a query).
+ *	  not a query).  A worker transaction that finds the extension gone or
+ *	  created again (worker_xact.c) touches none of its tables and makes
+ *	  the worker look at once.
  *	- With the extension it loads notifier.routes and listens to their
  *	  channels.  A change of routes notifies the control channel: the
  *	  routes are loaded again and the channels listened to adjusted.
@@ -96,6 +98,7 @@ static RouteTable *routes = NULL;
 static bool routes_changed = true;
 static TimestampTz next_check = 0;
 static bool waiting_logged = false;
+static bool old_version_logged = false;
 static bool outbox_due = true;	/* look at the outbox even if not woken */
 static int	drain_current = 0;	/* the inbox being forwarded */
 static Backoff drain_backoff;	/* a failed notification batch, to retry */
@@ -120,7 +123,7 @@ static Prune payloads_prune = {
 	"payloads", "created_at", "true", &notifier_payload_retention, PG_UINT64_MAX, 0
 };
 static Prune deliveries_prune = {
-	"deliveries", "updated_at", "status = 'delivered'", &notifier_retention, PG_UINT64_MAX, 0
+	"deliveries", "updated_at", "status OPERATOR(pg_catalog.=) 'delivered'", &notifier_retention, PG_UINT64_MAX, 0
 };
 
 /*
@@ -169,11 +172,26 @@ refresh(void)
 	RouteTable *new_routes = NULL;
 	Oid			ext;
 
-	worker_xact_begin();
-	ext = notifier_extension_oid();
+	(void) worker_xact_begin();
+	ext = worker_xact_extension();
+	if (OidIsValid(ext) && !notifier_extension_current(ext))
+	{
+		/* the library is newer than the extension's objects: wait for UPDATE */
+		if (!old_version_logged)
+			ereport(LOG,
+					(errmsg("extension \"pg_notifier\" in database \"%s\" is not at version %s",
+							dbname, PG_NOTIFIER_VERSION),
+					 errdetail("The worker starts once the extension is updated."),
+					 errhint("ALTER EXTENSION pg_notifier UPDATE;")));
+		old_version_logged = true;
+		ext = InvalidOid;
+	}
+	else
+		old_version_logged = false;
 	if (ext == extension_oid && !routes_changed)
 	{
 		worker_xact_commit();
+		worker_xact_expect_extension(ext);
 		return;
 	}
 	if (!OidIsValid(ext) && databases_all(notifier_databases))
@@ -194,6 +212,7 @@ refresh(void)
 	waiting_logged = !OidIsValid(ext);
 	adjust_listening(routes, new_routes);
 	worker_xact_commit();
+	worker_xact_expect_extension(ext);
 
 	routes_free(routes);
 	routes = new_routes;
@@ -449,6 +468,10 @@ worker_loop(void)
 		}
 		next_delivery = delivery_work(routes);
 
+		/* a transaction found the extension dropped or created again */
+		if (worker_xact_extension_changed())
+			next_check = 0;
+
 		now = GetCurrentTimestamp();
 		if (now >= next_check)
 		{
@@ -524,6 +547,7 @@ notifier_worker_main(Datum main_arg)
 
 	/* the control channel, whether or not the extension is there */
 	StartTransactionCommand();
+	worker_xact_pin_settings();
 	listen_channel(NOTIFIER_CONTROL_CHANNEL);
 	CommitTransactionCommand();
 

@@ -10,7 +10,12 @@
 #ifndef NOTIFIER_WORKER_XACT_H
 #define NOTIFIER_WORKER_XACT_H
 
-extern void worker_xact_begin(void);
+extern void worker_xact_pin_settings(void);
+extern bool worker_xact_begin(void);
+extern bool worker_xact_lock_extension(void);
+extern Oid	worker_xact_extension(void);
+extern void worker_xact_expect_extension(Oid ext);
+extern bool worker_xact_extension_changed(void);
 extern void worker_xact_commit(void);
 extern void worker_xact_abort(void);
 extern void worker_xact_plan_for_indexes(void);

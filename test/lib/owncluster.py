@@ -419,3 +419,15 @@ class ClusterTest(Checks):
             self.setup()
         main(self.name, steps, self, setup=setup, finish=lambda ctx: self.finish(),
              cleanup=lambda ctx: self.stop(), keep_going=False)
+
+
+def run_main(name, main):
+    """sys.exit(main()); a TestFailure or a database error is one FAIL line
+    and exit status 1."""
+    try:
+        sys.exit(main())
+    except TestFailure as ex:
+        print(f"FAIL {name}: {ex}", file=sys.stderr)
+    except psycopg.Error as ex:
+        print(f"FAIL {name}: database error: {type(ex).__name__}: {ex}", file=sys.stderr)
+    sys.exit(1)

@@ -172,14 +172,19 @@ delivery_all_pending(void)
  * table, which the planner may pick for a generic plan or before the table
  * was first analyzed, costs O(rows kept) per claim, so it is ruled out.
  */
-static void
+static bool
 bookkeeping_xact_begin(bool durable)
 {
-	worker_xact_begin();
+	if (!worker_xact_begin())
+	{
+		worker_xact_commit();	/* the extension is gone */
+		return false;
+	}
 	if (!durable)
 		(void) set_config_option("synchronous_commit", "off", PGC_USERSET, PGC_S_SESSION,
 								 GUC_ACTION_LOCAL, true, 0, false);
 	worker_xact_plan_for_indexes();
+	return true;
 }
 
 /*
@@ -189,10 +194,11 @@ bookkeeping_xact_begin(bool durable)
 void
 delivery_resume(void)
 {
-	bookkeeping_xact_begin(true);
+	if (!bookkeeping_xact_begin(true))
+		return;
 	if (SPI_execute("UPDATE notifier.deliveries"
 					" SET status = 'pending', updated_at = pg_catalog.now()"
-					" WHERE status = 'in_flight'", false, 0) != SPI_OK_UPDATE)
+					" WHERE status OPERATOR(pg_catalog.=) 'in_flight'", false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "resuming deliveries failed");
 	worker_xact_commit();
 	delivery_all_pending();
@@ -279,25 +285,27 @@ claim(Route *route, RouteState *state, Claimed *claimed)
 	if (wh->ordered)
 		plan = keep_plan(&claim_ordered_plan,
 						 "UPDATE notifier.deliveries d SET status = 'in_flight',"
-						 "   attempts = d.attempts + 1, updated_at = pg_catalog.now()"
-						 " WHERE d.id = ANY (ARRAY(SELECT w.id FROM (" CLAIM_WINDOW
+						 "   attempts = d.attempts OPERATOR(pg_catalog.+) 1, updated_at = pg_catalog.now()"
+						 " WHERE d.id OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT w.id FROM (" CLAIM_WINDOW
 						 "   FROM (SELECT id, payload FROM notifier.deliveries"
-						 "    WHERE route_id = $1 AND status = 'pending' ORDER BY id LIMIT $2) c"
+						 "    WHERE route_id OPERATOR(pg_catalog.=) $1"
+						 "      AND status OPERATOR(pg_catalog.=) 'pending' ORDER BY id LIMIT $2) c"
 						 "   ) w WHERE " CLAIM_BOUND "))"
-						 "   AND (SELECT h.next_attempt_at <= pg_catalog.now()"
+						 "   AND (SELECT h.next_attempt_at OPERATOR(pg_catalog.<=) pg_catalog.now()"
 						 "          FROM notifier.deliveries h"
-						 "         WHERE h.route_id = $1 AND h.status = 'pending'"
+						 "         WHERE h.route_id OPERATOR(pg_catalog.=) $1 AND h.status OPERATOR(pg_catalog.=) 'pending'"
 						 "         ORDER BY h.id LIMIT 1)"
 						 " RETURNING d.id, d.event_id, d.payload::pg_catalog.text, d.attempts, d.received_at",
 						 3, argtypes);
 	else
 		plan = keep_plan(&claim_plan,
 						 "UPDATE notifier.deliveries d SET status = 'in_flight',"
-						 "   attempts = d.attempts + 1, updated_at = pg_catalog.now()"
-						 " WHERE d.id = ANY (ARRAY(SELECT w.id FROM (" CLAIM_WINDOW
+						 "   attempts = d.attempts OPERATOR(pg_catalog.+) 1, updated_at = pg_catalog.now()"
+						 " WHERE d.id OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT w.id FROM (" CLAIM_WINDOW
 						 "   FROM (SELECT id, payload FROM notifier.deliveries"
-						 "    WHERE route_id = $1 AND status = 'pending'"
-						 "      AND next_attempt_at <= pg_catalog.now()"
+						 "    WHERE route_id OPERATOR(pg_catalog.=) $1"
+						 "      AND status OPERATOR(pg_catalog.=) 'pending'"
+						 "      AND next_attempt_at OPERATOR(pg_catalog.<=) pg_catalog.now()"
 						 "    ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED) c"
 						 "   ) w WHERE " CLAIM_BOUND "))"
 						 " RETURNING d.id, d.event_id, d.payload::pg_catalog.text, d.attempts, d.received_at",
@@ -363,8 +371,8 @@ claim(Route *route, RouteState *state, Claimed *claimed)
 		Datum		d;
 
 		plan = keep_plan(&next_due_plan,
-						 "SELECT min(next_attempt_at) FROM notifier.deliveries"
-						 " WHERE route_id = $1 AND status = 'pending'",
+						 "SELECT pg_catalog.min(next_attempt_at) FROM notifier.deliveries"
+						 " WHERE route_id OPERATOR(pg_catalog.=) $1 AND status OPERATOR(pg_catalog.=) 'pending'",
 						 1, argtypes);
 		if (SPI_execute_plan(plan, values, NULL, true, 1) != SPI_OK_SELECT)
 			elog(ERROR, "reading deliveries failed");
@@ -427,18 +435,21 @@ record_outcomes(void)
 	SPIPlanPtr	plan;
 	Request    *req;
 
-	bookkeeping_xact_begin(true);
+	if (!bookkeeping_xact_begin(true))
+		return;
 	plan = keep_plan(&outcome_plan,
 					 "UPDATE notifier.deliveries SET"
-					 " status = CASE WHEN $2 <> 'retry' THEN $2"
-					 "               WHEN attempts >= $6 THEN 'dead' ELSE 'pending' END,"
-					 " next_attempt_at = CASE WHEN $2 = 'retry'"
-					 "   THEN pg_catalog.clock_timestamp() + $5 * interval '1 millisecond'"
+					 " status = CASE WHEN $2 OPERATOR(pg_catalog.<>) 'retry' THEN $2"
+					 "   WHEN attempts OPERATOR(pg_catalog.>=) $6 THEN 'dead' ELSE 'pending' END,"
+					 " next_attempt_at = CASE WHEN $2 OPERATOR(pg_catalog.=) 'retry'"
+					 "   THEN pg_catalog.clock_timestamp() OPERATOR(pg_catalog.+)"
+					 "        ($5::pg_catalog.float8 OPERATOR(pg_catalog.*) interval '1 millisecond')"
 					 "   ELSE next_attempt_at END,"
 					 " last_http_status = $3, last_error = $4,"
 					 " updated_at = pg_catalog.clock_timestamp(),"
-					 " delivered_at = CASE WHEN $2 = 'delivered' THEN pg_catalog.clock_timestamp() END"
-					 " WHERE id = ANY ($1) AND status = 'in_flight'"
+					 " delivered_at = CASE WHEN $2 OPERATOR(pg_catalog.=) 'delivered'"
+					 "   THEN pg_catalog.clock_timestamp() END"
+					 " WHERE id OPERATOR(pg_catalog.=) ANY ($1) AND status OPERATOR(pg_catalog.=) 'in_flight'"
 					 " RETURNING status",
 					 6, argtypes);
 
@@ -569,7 +580,11 @@ delivery_work(RouteTable *routes)
 	{
 		pgstat_report_activity(STATE_RUNNING, "claiming deliveries");
 		claimed = MemoryContextAllocZero(scratch_cxt, routes->nroutes * sizeof(Claimed));
-		bookkeeping_xact_begin(false);
+		if (!bookkeeping_xact_begin(false))
+		{
+			pgstat_report_activity(STATE_IDLE, NULL);
+			return now;			/* the extension is gone */
+		}
 		for (int i = 0; i < routes->nroutes; i++)
 		{
 			Route	   *route = &routes->routes[i];

@@ -148,7 +148,23 @@ discard_body(char *ptr, size_t size, size_t nmemb, void *userdata)
 	return size * nmemb;
 }
 
-/* curl: Retry-After, in seconds or as an HTTP date */
+/*
+ * Seconds from now (or before now: negative) in milliseconds, saturated at
+ * pg_notifier.retry_max_ms: no wait is longer, and no product overflows.
+ */
+static long
+retry_after_saturated(double secs)
+{
+	return (long) Max(0.0, Min(secs * 1000.0, (double) notifier_retry_max_ms));
+}
+
+/*
+ * curl: Retry-After, in seconds or as an HTTP date.  A number of seconds
+ * of any size saturates at pg_notifier.retry_max_ms (strtol's overflow of
+ * 99999999999999999999 included); a date in the past is no wait; a
+ * negative number or anything else is not a Retry-After (RFC 9110), and
+ * the usual backoff applies.
+ */
 static size_t
 header_callback(char *buffer, size_t size, size_t nitems, void *userdata)
 {
@@ -160,20 +176,27 @@ header_callback(char *buffer, size_t size, size_t nitems, void *userdata)
 	{
 		char		value[64];
 		size_t		vlen = Min(len - (sizeof(name) - 1), sizeof(value) - 1);
+		char	   *start = value;
 		char	   *end;
-		long		secs;
 
 		memcpy(value, buffer + sizeof(name) - 1, vlen);
 		value[vlen] = '\0';
-		secs = strtol(value, &end, 10);
-		if (end != value && secs >= 0)
-			req->retry_after_ms = secs * 1000;
+		while (*start == ' ' || *start == '\t')
+			start++;
+		end = start;
+		while (isdigit((unsigned char) *end))
+			end++;
+		if (end != start && strspn(end, " \t\r\n") == strlen(end))
+		{
+			/* digits only: strtod cannot overflow them into garbage */
+			req->retry_after_ms = retry_after_saturated(strtod(start, NULL));
+		}
 		else
 		{
-			time_t		when = curl_getdate(value, NULL);
+			time_t		when = curl_getdate(start, NULL);
 
 			if (when > 0)
-				req->retry_after_ms = Max(0, (long) (when - time(NULL)) * 1000);
+				req->retry_after_ms = retry_after_saturated(difftime(when, time(NULL)));
 		}
 	}
 	return len;
