@@ -210,7 +210,7 @@ def is_end(p):
 def step_equal(ctx):
     db = ctx.db
     db.execute(sql.SQL("CREATE TABLE eq_n ({c}); CREATE TABLE eq_o ({c})").format(c=sql.SQL(EQ_COLS)))
-    db.execute("SELECT notifier.watch('eq_n', channel => 'ob_eq_n')")
+    db.execute("SELECT notifier.watch('eq_n', channel => 'ob_eq_n', delivery => 'notify')")
     outbox_watch(db, "eq_o", "ob_eq_o")
     add_queue(db, "ob_eq_o")
     w = db.execute("SELECT \"table\", channel, delivery, notify FROM notifier.watches "

@@ -289,7 +289,9 @@ class Ctx(Checks):
 
 def watched_table(db, table, channel, cols="id int PRIMARY KEY, v text"):
     db.execute(sql.SQL("CREATE TABLE {} ({})").format(ident(table), sql.SQL(cols)))
-    db.execute("SELECT notifier.watch(%s, channel => %s)", (table, channel))
+    # notify mode: the test also routes hand-written NOTIFYs of the channel,
+    # which 'auto' (test_durability) never takes as events
+    db.execute("SELECT notifier.watch(%s, channel => %s, delivery => 'notify')", (table, channel))
 
 
 def worker_cpu_seconds(pid):
@@ -589,7 +591,7 @@ def step_mixed(ctx, admin):
     db, R = ctx.db, ctx.rcv
     db.execute("CREATE TABLE mix_t (id int PRIMARY KEY, n int, s text, j jsonb, "
                "t timestamptz DEFAULT now())")
-    db.execute("SELECT notifier.watch('mix_t', channel => 'wh_mixed')")
+    db.execute("SELECT notifier.watch('mix_t', channel => 'wh_mixed', delivery => 'notify')")
     whsec = "whsec_" + base64.b64encode(os.urandom(24)).decode()
     ra = {"channel": "wh_mixed", "url": R.url("/mixed-a"),
           "headers": {"X-Token": "abc", "X-Trace": "mixed run 1"},

@@ -40,6 +40,10 @@ Connects with the libpq environment (PGHOST, PGPORT, PGUSER...).  Run it with
 Debian's python3 (psycopg 3.1).  Environment knobs: PG_NOTIFIER_TEST_TIMEOUT
 (watchdog, seconds), PG_NOTIFIER_TEST_BURST (events of the burst, default
 1000000).
+
+Its watches use delivery => 'notify' (0.1's default): the worker's in-process
+LISTEN path, hand-written NOTIFYs routed too.  The default, 'auto', is tested
+by test_durability.py.
 """
 
 import json
@@ -370,7 +374,7 @@ RAW_CASES = [                       # (NOTIFY payload, what the queue must hold)
 def step_live(ctx, admin):
     db = ctx.db
     db.execute("CREATE TABLE live_t (id int PRIMARY KEY, v text)")
-    db.execute("SELECT notifier.watch('live_t', channel => 'it_live')")
+    db.execute("SELECT notifier.watch('live_t', channel => 'it_live', delivery => 'notify')")
     lis = Listener(DB, ["it_live", "it_sentinel"])
     try:
         t0 = time.monotonic()
@@ -514,8 +518,8 @@ MIX_TABLES = """
         extra       int NOT NULL DEFAULT 7,
         received_at timestamptz NOT NULL DEFAULT now(),
         tag         text);
-    SELECT notifier.watch('mix_a', channel => 'it_two');
-    SELECT notifier.watch('mix_b', channel => 'it_two', payload => 'full');
+    SELECT notifier.watch('mix_a', channel => 'it_two', delivery => 'notify');
+    SELECT notifier.watch('mix_b', channel => 'it_two', payload => 'full', delivery => 'notify');
 """
 
 
@@ -617,7 +621,7 @@ def step_two(ctx, admin):
 def step_oversize(ctx, admin):
     db = ctx.db
     db.execute("CREATE TABLE bigt (id int PRIMARY KEY, body text)")
-    db.execute("SELECT notifier.watch('bigt', channel => 'it_big')")
+    db.execute("SELECT notifier.watch('bigt', channel => 'it_big', delivery => 'notify')")
     r = db.execute("SELECT notifier.add_queue('it_big')").fetchone()[0]
     ctx.wait_channels(present=("it_big",))
     lis = Listener(DB, ["it_big"])
@@ -666,7 +670,7 @@ def step_oversize(ctx, admin):
 def step_pop(ctx, admin):
     db = ctx.db
     db.execute("CREATE TABLE pop_t (id int PRIMARY KEY)")
-    db.execute("SELECT notifier.watch('pop_t', channel => 'it_pop', payload => 'keys')")
+    db.execute("SELECT notifier.watch('pop_t', channel => 'it_pop', payload => 'keys', delivery => 'notify')")
     r = db.execute("SELECT notifier.add_queue('it_pop')").fetchone()[0]
     ctx.wait_channels(present=("it_pop",))
 
@@ -747,7 +751,7 @@ def step_pop(ctx, admin):
 def step_burst(ctx, admin):
     db = ctx.db
     db.execute("CREATE TABLE burst_t (id int PRIMARY KEY)")
-    db.execute("SELECT notifier.watch('burst_t', channel => 'it_burst', payload => 'keys')")
+    db.execute("SELECT notifier.watch('burst_t', channel => 'it_burst', payload => 'keys', delivery => 'notify')")
     r = db.execute("SELECT notifier.add_queue('it_burst')").fetchone()[0]
     ctx.wait_channels(present=("it_burst",))
 

@@ -117,7 +117,7 @@ class Test(ClusterTest):
         self.cl.q(db, "CREATE EXTENSION pg_notifier")
         self.cl.q(db, "CREATE TABLE lc_items (id bigserial PRIMARY KEY, db text NOT NULL, "
                       "tag text NOT NULL, note text)")
-        self.cl.q(db, "SELECT notifier.watch('lc_items', channel => %s)", (CHANNEL,))
+        self.cl.q(db, "SELECT notifier.watch('lc_items', channel => %s, delivery => 'notify')", (CHANNEL,))
         return self.cl.one(db, "SELECT notifier.add_queue(%s)", (CHANNEL,))
 
     def produce(self, db, tag, n):
