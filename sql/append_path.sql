@@ -61,5 +61,17 @@ UPDATE ap SET id = 1 WHERE id = 12;
 COMMIT;
 SELECT * FROM ev;
 
+-- rows this transaction wrote frozen (COPY FREEZE) are still its own: the
+-- UPDATE merges into their INSERT
+BEGIN;
+TRUNCATE ap;
+COPY ap FROM stdin (FREEZE);
+1	0
+2	0
+\.
+UPDATE ap SET v = 5 WHERE id = 1;
+COMMIT;
+SELECT * FROM ev;
+
 SELECT notifier.unwatch('ap');
 DROP TABLE ap;

@@ -487,21 +487,24 @@ level_index(Level *l)
 
 /*
  * Is the change the first of its row in the transaction, nothing held for
- * its key (see the append path above)?  false when unsure.
+ * its key (see the append path above)?  false when unsure.  The row's raw
+ * xmin, not the one visibility reads: a row this transaction wrote frozen
+ * (COPY FREEZE) is still its own.
  */
 static bool
 first_change(const ChangeEvent *ev)
 {
 	TupleTableSlot *slot = ev->oldslot;
-	bool		isnull;
-	Datum		xmin;
+	HeapTuple	tuple;
 
 	if (ev->op == OP_INSERT)
 		return !deletes_held;
 	if (slot == NULL || !(TTS_IS_BUFFERTUPLE(slot) || TTS_IS_HEAPTUPLE(slot)))
 		return false;
-	xmin = slot_getsysattr(slot, MinTransactionIdAttributeNumber, &isnull);
-	return !isnull && !TransactionIdIsCurrentTransactionId(DatumGetTransactionId(xmin));
+	tuple = ((HeapTupleTableSlot *) slot)->tuple;
+	if (tuple == NULL || tuple->t_data == NULL)
+		return false;
+	return !TransactionIdIsCurrentTransactionId(HeapTupleHeaderGetRawXmin(tuple->t_data));
 }
 
 /*
