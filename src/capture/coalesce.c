@@ -125,8 +125,13 @@ typedef struct Pending
 	int64		count;			/* statement level: rows affected */
 } Pending;
 
-/* appended changes are kept in chunks of this many */
+/*
+ * Appended changes are kept in chunks of this many; the first chunk starts
+ * with room for APPEND_FIRST and grows (a transaction of a few rows does
+ * not allocate for a thousand).
+ */
 #define APPEND_CHUNK 1024
+#define APPEND_FIRST 8
 
 /* what one subtransaction level holds */
 typedef struct Level
@@ -134,6 +139,7 @@ typedef struct Level
 	HTAB	   *map;			/* keyed states; NULL until needed */
 	Pending   **chunks;			/* appended changes, in order (see above) */
 	int			nchunks;		/* allocated length of chunks */
+	int			first_room;		/* allocated length of chunks[0] */
 	int64		nappended;		/* appended changes */
 	int64		nindexed;		/* the first nindexed of them are in map */
 } Level;
@@ -236,7 +242,17 @@ append_slot(Level *l)
 		}
 		l->nchunks = newlen;
 	}
-	if (l->chunks[chunk] == NULL)
+	if (chunk == 0 && l->nappended == l->first_room)
+	{
+		/* the first chunk grows, up to APPEND_CHUNK */
+		l->first_room = l->first_room == 0 ? APPEND_FIRST :
+			Min(l->first_room * 4, APPEND_CHUNK);
+		if (l->chunks[0] == NULL)
+			l->chunks[0] = MemoryContextAlloc(coalesce_cxt, sizeof(Pending) * l->first_room);
+		else
+			l->chunks[0] = repalloc(l->chunks[0], sizeof(Pending) * l->first_room);
+	}
+	else if (l->chunks[chunk] == NULL)
 		l->chunks[chunk] = MemoryContextAlloc(coalesce_cxt, sizeof(Pending) * APPEND_CHUNK);
 	return appended(l, l->nappended++);
 }
