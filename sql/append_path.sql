@@ -52,12 +52,13 @@ INSERT INTO ap VALUES (9, 0);
 COMMIT;
 SELECT * FROM ev;
 
--- a change of key: DELETE of the old, INSERT of the new, each merged
+-- changes of key (DELETE of the old, INSERT of the new), each merged: row 10
+-- inserted and moved to 110 is an INSERT of 110; row 1, moved away and
+-- back, is nothing
 BEGIN;
 INSERT INTO ap VALUES (10, 0);
-UPDATE ap SET id = 11 WHERE id = 10;
-UPDATE ap SET id = 12 WHERE id = 1;
-UPDATE ap SET id = 1 WHERE id = 12;
+UPDATE ap SET id = id + 100 WHERE id IN (1, 10);
+UPDATE ap SET id = id - 100 WHERE id = 101;
 COMMIT;
 SELECT * FROM ev;
 
