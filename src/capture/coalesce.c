@@ -44,6 +44,27 @@
  * be sent (a rollback to the savepoint would take them along): there the
  * change goes out at once, possibly before events held by outer levels.
  *
+ * The append path.  Most changes are a row's first in the transaction: a
+ * bulk INSERT, an UPDATE or DELETE of rows that existed before.  Such a
+ * change needs no lookup -- nothing is held for its key -- so it is
+ * appended to its level's list as it is, without a key (no JSON key built,
+ * nothing hashed).  A change that may be a row's second is looked up: the
+ * level's appended changes are first entered into its map, in order, as
+ * the lookups would have entered them, and the change is then merged as
+ * ever.  A change is a first when
+ *
+ *	- it is an UPDATE or DELETE of a row version that this transaction did
+ *	  not make (its xmin is not ours): had the transaction changed the row
+ *	  before, it would be changing its own version now;
+ *	- it is an INSERT, and no DELETE has been held in the transaction: the
+ *	  key is unique (the primary key, or the replica identity index, both
+ *	  immediate), so an INSERT can only meet a held state of its key after
+ *	  that row was deleted.
+ *
+ * Both rest on every change firing the trigger: a row deleted and inserted
+ * again with the trigger not firing for the DELETE (session_replication_role
+ * = replica, a disabled trigger) gives two INSERT events, not one.
+ *
  * Statement level: one count per (watch, operation, generation), no row
  * kept at all.
  *
@@ -104,10 +125,30 @@ typedef struct Pending
 	int64		count;			/* statement level: rows affected */
 } Pending;
 
+/*
+ * Appended changes are kept in chunks of this many; the first chunk starts
+ * with room for APPEND_FIRST and grows (a transaction of a few rows does
+ * not allocate for a thousand).
+ */
+#define APPEND_CHUNK 1024
+#define APPEND_FIRST 8
+
+/* what one subtransaction level holds */
+typedef struct Level
+{
+	HTAB	   *map;			/* keyed states; NULL until needed */
+	Pending   **chunks;			/* appended changes, in order (see above) */
+	int			nchunks;		/* allocated length of chunks */
+	int			first_room;		/* allocated length of chunks[0] */
+	int64		nappended;		/* appended changes */
+	int64		nindexed;		/* the first nindexed of them are in map */
+} Level;
+
 /* the state of the current transaction; everything in coalesce_cxt */
 static MemoryContext coalesce_cxt = NULL;
-static HTAB **levels = NULL;	/* by transaction nest level, from 1 */
+static Level *levels = NULL;	/* by transaction nest level, from 1 */
 static int	nlevels = 0;		/* allocated length of levels */
+static bool deletes_held = false;	/* a DELETE went through coalesce_change */
 static int	held = 0;			/* row states held, all levels */
 static uint64 next_order = 0;
 static uint32 generation = 0;	/* TRUNCATEs seen in the transaction */
@@ -149,8 +190,75 @@ static void coalesce_subxact_callback(SubXactEvent event,
 									  SubTransactionId mySubid,
 									  SubTransactionId parentSubid, void *arg);
 
-/* the map of the current nest level, created on first use */
+static bool
+level_empty(Level *l)
+{
+	return (l->map == NULL || hash_get_num_entries(l->map) == 0) &&
+		l->nappended == l->nindexed;
+}
+
+/* the i-th appended change of a level */
+static inline Pending *
+appended(Level *l, int64 i)
+{
+	return &l->chunks[i / APPEND_CHUNK][i % APPEND_CHUNK];
+}
+
+/* the map of a level, created on first use */
 static HTAB *
+level_map(Level *l)
+{
+	if (l->map == NULL)
+	{
+		HASHCTL		ctl;
+
+		ctl.keysize = sizeof(PendingKey);
+		ctl.entrysize = sizeof(Pending);
+		ctl.hash = pending_hash;
+		ctl.match = pending_match;
+		ctl.hcxt = coalesce_cxt;
+		l->map = hash_create("pg_notifier pending events", 256, &ctl,
+							 HASH_ELEM | HASH_FUNCTION | HASH_COMPARE | HASH_CONTEXT);
+	}
+	return l->map;
+}
+
+/* room for one more appended change; returns it, uninitialised */
+static Pending *
+append_slot(Level *l)
+{
+	int			chunk = l->nappended / APPEND_CHUNK;
+
+	if (chunk >= l->nchunks)
+	{
+		int			newlen = Max(l->nchunks * 2, 8);
+
+		if (l->chunks == NULL)
+			l->chunks = MemoryContextAllocZero(coalesce_cxt, sizeof(Pending *) * newlen);
+		else
+		{
+			l->chunks = repalloc(l->chunks, sizeof(Pending *) * newlen);
+			memset(l->chunks + l->nchunks, 0, sizeof(Pending *) * (newlen - l->nchunks));
+		}
+		l->nchunks = newlen;
+	}
+	if (chunk == 0 && l->nappended == l->first_room)
+	{
+		/* the first chunk grows, up to APPEND_CHUNK */
+		l->first_room = l->first_room == 0 ? APPEND_FIRST :
+			Min(l->first_room * 4, APPEND_CHUNK);
+		if (l->chunks[0] == NULL)
+			l->chunks[0] = MemoryContextAlloc(coalesce_cxt, sizeof(Pending) * l->first_room);
+		else
+			l->chunks[0] = repalloc(l->chunks[0], sizeof(Pending) * l->first_room);
+	}
+	else if (l->chunks[chunk] == NULL)
+		l->chunks[chunk] = MemoryContextAlloc(coalesce_cxt, sizeof(Pending) * APPEND_CHUNK);
+	return appended(l, l->nappended++);
+}
+
+/* the current nest level, set up on first use */
+static Level *
 current_level(void)
 {
 	int			nest = GetCurrentTransactionNestLevel();
@@ -170,27 +278,15 @@ current_level(void)
 		int			newlen = Max(nest + 1, 8);
 
 		if (levels == NULL)
-			levels = MemoryContextAllocZero(coalesce_cxt, sizeof(HTAB *) * newlen);
+			levels = MemoryContextAllocZero(coalesce_cxt, sizeof(Level) * newlen);
 		else
 		{
-			levels = repalloc(levels, sizeof(HTAB *) * newlen);
-			memset(levels + nlevels, 0, sizeof(HTAB *) * (newlen - nlevels));
+			levels = repalloc(levels, sizeof(Level) * newlen);
+			memset(levels + nlevels, 0, sizeof(Level) * (newlen - nlevels));
 		}
 		nlevels = newlen;
 	}
-	if (levels[nest] == NULL)
-	{
-		HASHCTL		ctl;
-
-		ctl.keysize = sizeof(PendingKey);
-		ctl.entrysize = sizeof(Pending);
-		ctl.hash = pending_hash;
-		ctl.match = pending_match;
-		ctl.hcxt = coalesce_cxt;
-		levels[nest] = hash_create("pg_notifier pending events", 256, &ctl,
-								   HASH_ELEM | HASH_FUNCTION | HASH_COMPARE | HASH_CONTEXT);
-	}
-	return levels[nest];
+	return &levels[nest];
 }
 
 /*
@@ -216,7 +312,6 @@ copy_row(TupleTableSlot *slot)
 	return tuple;
 }
 
-/* a new entry: everything but its key zeroed, the next place in order */
 /*
  * Lock now what the held events of w will write at commit.  DROP
  * EXTENSION locks the extension's tables, then the watched tables (to drop
@@ -248,6 +343,7 @@ lock_commit_tables(const Watch *w)
 	}
 }
 
+/* a new entry: everything but its key zeroed, the next place in order */
 static void
 pending_init(Pending *p, const Watch *w)
 {
@@ -276,12 +372,12 @@ static bool
 anything_held(void)
 {
 	for (int i = 1; levels != NULL && i < nlevels; i++)
-		if (levels[i] != NULL && hash_get_num_entries(levels[i]) > 0)
+		if (!level_empty(&levels[i]))
 			return true;
 	return false;
 }
 
-static void emit_held(HTAB *map);
+static void emit_held(Level *l);
 static void free_level(int nest);
 
 /*
@@ -292,11 +388,139 @@ static void
 make_room(void)
 {
 	if (GetCurrentTransactionNestLevel() == 1 && levels != NULL &&
-		nlevels > 1 && levels[1] != NULL)
+		nlevels > 1)
 	{
-		emit_held(levels[1]);
+		emit_held(&levels[1]);
 		free_level(1);
 	}
+}
+
+/*
+ * A slot to read held rows of one table version with, made again only
+ * when the version changes (in cxt, which outlives the rows read).
+ */
+typedef struct HeldSlot
+{
+	const Watch *version;
+	TupleTableSlot *slot;
+	MemoryContext cxt;
+} HeldSlot;
+
+/* a held row in a slot of the table version it was formed with */
+static TupleTableSlot *
+held_row_slot(HeldSlot *hs, HeapTuple tuple, const Watch *version)
+{
+	if (hs->version != version)
+	{
+		MemoryContext oldcxt = MemoryContextSwitchTo(hs->cxt);
+
+		if (hs->slot != NULL)
+			ExecDropSingleTupleTableSlot(hs->slot);
+		hs->slot = MakeSingleTupleTableSlot(version->tupdesc, &TTSOpsHeapTuple);
+		hs->version = version;
+		MemoryContextSwitchTo(oldcxt);
+	}
+	ExecStoreHeapTuple(tuple, hs->slot, false);
+	slot_getallattrs(hs->slot);
+	return hs->slot;
+}
+
+static void
+held_slot_release(HeldSlot *hs)
+{
+	if (hs->slot != NULL)
+		ExecDropSingleTupleTableSlot(hs->slot);
+	hs->slot = NULL;
+	hs->version = NULL;
+}
+
+/*
+ * Enter the level's appended changes into its map, in order, as looking
+ * each one up when it came would have: a new state for a key not held, or
+ * composed onto the state held for it.
+ */
+static void
+level_index(Level *l)
+{
+	HTAB	   *map;
+	MemoryContext rowcxt;
+	MemoryContext oldcxt;
+	HeldSlot	hs = {0};
+
+	if (l->nindexed == l->nappended)
+		return;
+	map = level_map(l);
+	hs.cxt = CurrentMemoryContext;
+	rowcxt = AllocSetContextCreate(CurrentMemoryContext, "pg_notifier index",
+								   ALLOCSET_DEFAULT_SIZES);
+	oldcxt = MemoryContextSwitchTo(rowcxt);
+	for (; l->nindexed < l->nappended; l->nindexed++)
+	{
+		Pending    *e = appended(l, l->nindexed);
+		ChangeEvent ev = {0};
+		StringInfoData key;
+		Pending    *p;
+		bool		found;
+
+		/* the key as the change's own lookup would have built it */
+		if (e->exists)
+		{
+			ev.op = OP_INSERT;
+			ev.newslot = held_row_slot(&hs, e->newtuple, e->newwatch);
+		}
+		else
+		{
+			ev.op = OP_DELETE;
+			ev.oldslot = held_row_slot(&hs, e->oldtuple, e->oldwatch);
+		}
+		initStringInfo(&key);
+		event_append_key(&key, e->watch, &ev);
+		e->k.key = key.data;
+
+		p = hash_search(map, &e->k, HASH_ENTER, &found);
+		if (!found)
+		{
+			*p = *e;
+			p->k.key = MemoryContextStrdup(coalesce_cxt, key.data);
+		}
+		else
+		{
+			/* as coalesce_change() composes a change onto a held state */
+			compose(p, e->exists, e->newtuple, e->newwatch);
+			p->watch = e->watch;
+			p->ts = e->ts;
+			if (e->oldtuple)
+				heap_freetuple(e->oldtuple);
+			held--;
+		}
+		ExecClearTuple(hs.slot);
+		MemoryContextReset(rowcxt);
+	}
+	MemoryContextSwitchTo(oldcxt);
+	held_slot_release(&hs);
+	MemoryContextDelete(rowcxt);
+}
+
+/*
+ * Is the change the first of its row in the transaction, nothing held for
+ * its key (see the append path above)?  false when unsure.  The row's raw
+ * xmin, not the one visibility reads: a row this transaction wrote frozen
+ * (COPY FREEZE) is still its own.
+ */
+static bool
+first_change(const ChangeEvent *ev)
+{
+	TupleTableSlot *slot = ev->oldslot;
+	HeapTuple	tuple;
+
+	if (ev->op == OP_INSERT)
+		return !deletes_held;
+	if (slot == NULL || !(TTS_IS_BUFFERTUPLE(slot) || TTS_IS_HEAPTUPLE(slot)))
+		return false;
+	tuple = ((HeapTupleTableSlot *) slot)->tuple;
+	if (tuple == NULL || tuple->t_data == NULL)
+		return false;
+	return !TransactionIdIsCurrentTransactionId(HeapTupleHeaderGetRawXmin(tuple->t_data));
 }
 
 /*
@@ -305,6 +529,7 @@ make_room(void)
 void
 coalesce_change(const Watch *w, const ChangeEvent *ev)
 {
+	Level	   *l;
 	HTAB	   *map;
 	MemoryContext oldcxt;
 	StringInfoData key;
@@ -318,15 +543,44 @@ coalesce_change(const Watch *w, const ChangeEvent *ev)
 		return;
 	}
 
-	map = current_level();
-
-	/* the key, built in the caller's (per-row) context */
-	initStringInfo(&key);
-	event_append_key(&key, w, ev);
+	l = current_level();
 	memset(&k, 0, sizeof(k));
 	k.tgoid = w->tgoid;
 	k.op = PENDING_ROW;
 	k.generation = generation;
+
+	if (first_change(ev))
+	{
+		if (held >= notifier_max_coalesce_events)
+		{
+			/* over the cap: this one goes out now, after what is held */
+			make_room();
+			emit_event(w, ev);
+			return;
+		}
+		oldcxt = MemoryContextSwitchTo(coalesce_cxt);
+		p = append_slot(l);
+		p->k = k;
+		pending_init(p, w);
+		p->existed = ev->op != OP_INSERT;
+		p->oldtuple = copy_row(ev->oldslot);
+		p->oldwatch = p->oldtuple ? w : NULL;
+		compose(p, ev->op != OP_DELETE, copy_row(ev->newslot), w);
+		p->ts = ev->ts;
+		held++;
+		MemoryContextSwitchTo(oldcxt);
+		if (ev->op == OP_DELETE)
+			deletes_held = true;
+		return;
+	}
+
+	/* maybe not the first: look it up, with everything appended before */
+	level_index(l);
+	map = level_map(l);
+
+	/* the key, built in the caller's (per-row) context */
+	initStringInfo(&key);
+	event_append_key(&key, w, ev);
 	k.key = key.data;
 
 	p = hash_search(map, &k, HASH_FIND, &found);
@@ -354,6 +608,8 @@ coalesce_change(const Watch *w, const ChangeEvent *ev)
 	p->watch = w;
 	p->ts = ev->ts;
 	MemoryContextSwitchTo(oldcxt);
+	if (ev->op == OP_DELETE)
+		deletes_held = true;
 }
 
 /*
@@ -377,7 +633,7 @@ coalesce_in_order(const Watch *w, const ChangeEvent *ev)
 	}
 	else
 	{
-		map = current_level();
+		map = level_map(current_level());
 		memset(&k, 0, sizeof(k));
 		k.tgoid = w->tgoid;
 		k.op = PENDING_EVENT;
@@ -408,7 +664,7 @@ coalesce_in_order(const Watch *w, const ChangeEvent *ev)
 void
 coalesce_count(const Watch *w, ChangeOp op, TimestampTz ts)
 {
-	HTAB	   *map = current_level();
+	HTAB	   *map = level_map(current_level());
 	PendingKey	k = {w->tgoid, op, generation, 0, NULL};
 	Pending    *p;
 	bool		found;
@@ -440,52 +696,83 @@ pending_free(Pending *p)
 		heap_freetuple(p->newtuple);
 }
 
+/* forget a level's map and appended list (what they own is freed or moved) */
+static void
+level_reset(Level *l)
+{
+	if (l->map != NULL)
+		hash_destroy(l->map);
+	for (int i = 0; i < l->nchunks && l->chunks[i] != NULL; i++)
+		pfree(l->chunks[i]);
+	if (l->chunks != NULL)
+		pfree(l->chunks);
+	memset(l, 0, sizeof(Level));
+}
+
 /*
  * Subcommit: compose the level's states onto its parent's.
  */
 static void
 merge_level(int nest)
 {
-	HTAB	   *parent = NULL;
+	Level	   *child = &levels[nest];
+	Level	   *parent = &levels[nest - 1];
 	HASH_SEQ_STATUS status;
-	Pending    *child;
+	Pending    *c;
 
-	/* make the parent's map (current_level() works on the current level) */
-	if (nest - 1 >= 1 && levels[nest - 1] == NULL)
+	/* nothing held by the parent: it takes the child's as they are */
+	if (level_empty(parent))
 	{
-		HTAB	   *save = levels[nest];
-
-		levels[nest] = NULL;
-		levels[nest - 1] = save;	/* reuse the child's map as it is */
+		level_reset(parent);
+		*parent = *child;
+		memset(child, 0, sizeof(Level));
 		return;
 	}
-	parent = levels[nest - 1];
 
-	hash_seq_init(&status, levels[nest]);
-	while ((child = hash_seq_search(&status)) != NULL)
+	if (child->map != NULL && hash_get_num_entries(child->map) > 0)
 	{
-		bool		found;
-		Pending    *p = hash_search(parent, &child->k, HASH_ENTER, &found);
+		HTAB	   *map;
 
-		if (!found)
+		/* the parent's appended changes may be what the child's compose onto */
+		level_index(parent);
+		map = level_map(parent);
+		hash_seq_init(&status, child->map);
+		while ((c = hash_seq_search(&status)) != NULL)
 		{
-			*p = *child;		/* moves the tuples and the key */
-			continue;
+			bool		found;
+			Pending    *p = hash_search(map, &c->k, HASH_ENTER, &found);
+
+			if (!found)
+			{
+				*p = *c;		/* moves the tuples and the key */
+				continue;
+			}
+			if (c->k.op >= 0)
+				p->count += c->count;
+			else
+			{
+				compose(p, c->exists, c->newtuple, c->newwatch);
+				held--;
+			}
+			p->watch = c->watch;
+			p->ts = c->ts;
+			c->newtuple = NULL; /* moved to p, or never set */
+			pending_free(c);
 		}
-		if (child->k.op >= 0)
-			p->count += child->count;
-		else
-		{
-			compose(p, child->exists, child->newtuple, child->newwatch);
-			held--;
-		}
-		p->watch = child->watch;
-		p->ts = child->ts;
-		child->newtuple = NULL; /* moved to p, or never set */
-		pending_free(child);
 	}
-	hash_destroy(levels[nest]);
-	levels[nest] = NULL;
+
+	/*
+	 * The child's appended changes are firsts in the whole transaction: they
+	 * follow the parent's, in order, tuples and all.
+	 */
+	for (int64 i = child->nindexed; i < child->nappended; i++)
+	{
+		MemoryContext oldcxt = MemoryContextSwitchTo(coalesce_cxt);
+
+		*append_slot(parent) = *appended(child, i);
+		MemoryContextSwitchTo(oldcxt);
+	}
+	level_reset(child);
 }
 
 /*
@@ -494,18 +781,26 @@ merge_level(int nest)
 static void
 free_level(int nest)
 {
+	Level	   *l = &levels[nest];
 	HASH_SEQ_STATUS status;
 	Pending    *p;
 
-	hash_seq_init(&status, levels[nest]);
-	while ((p = hash_seq_search(&status)) != NULL)
+	if (l->map != NULL)
 	{
-		if (p->k.op < 0)
-			held--;
-		pending_free(p);
+		hash_seq_init(&status, l->map);
+		while ((p = hash_seq_search(&status)) != NULL)
+		{
+			if (p->k.op < 0)
+				held--;
+			pending_free(p);
+		}
 	}
-	hash_destroy(levels[nest]);
-	levels[nest] = NULL;
+	for (int64 i = l->nindexed; i < l->nappended; i++)
+	{
+		held--;
+		pending_free(appended(l, i));
+	}
+	level_reset(l);
 }
 
 static int
@@ -517,21 +812,9 @@ pending_order_cmp(const void *a, const void *b)
 	return pa->order < pb->order ? -1 : pa->order > pb->order ? 1 : 0;
 }
 
-/* a held row in a slot of the table version it was formed with */
-static TupleTableSlot *
-held_row_slot(HeapTuple tuple, const Watch *version)
-{
-	TupleTableSlot *slot = MakeSingleTupleTableSlot(version->tupdesc,
-													&TTSOpsHeapTuple);
-
-	ExecStoreHeapTuple(tuple, slot, false);
-	slot_getallattrs(slot);
-	return slot;
-}
-
 /* emit one held row state as the event it amounts to */
 static void
-emit_pending_row(Pending *p)
+emit_pending_row(Pending *p, HeldSlot *oldhs, HeldSlot *newhs)
 {
 	const Watch *w = p->watch;
 	ChangeEvent ev = {0};
@@ -549,9 +832,9 @@ emit_pending_row(Pending *p)
 
 	ev.ts = p->ts;
 	if (p->existed)
-		ev.oldslot = held_row_slot(p->oldtuple, p->oldwatch);
+		ev.oldslot = held_row_slot(oldhs, p->oldtuple, p->oldwatch);
 	if (p->exists)
-		ev.newslot = held_row_slot(p->newtuple, p->newwatch);
+		ev.newslot = held_row_slot(newhs, p->newtuple, p->newwatch);
 
 	/* DDL between the changes: read each row as its version had it */
 	if ((p->existed && p->oldwatch != w) || (p->exists && p->newwatch != w))
@@ -579,49 +862,66 @@ emit_pending_row(Pending *p)
 		emit_event(w, &ev);
 
 	if (ev.oldslot)
-		ExecDropSingleTupleTableSlot(ev.oldslot);
+		ExecClearTuple(ev.oldslot);
 	if (ev.newslot)
-		ExecDropSingleTupleTableSlot(ev.newslot);
+		ExecClearTuple(ev.newslot);
 }
 
 /*
- * Send everything held in map (the top level's), in the order of first
- * changes.  The caller has a snapshot active: output functions may run
- * queries.
+ * Send everything a level holds (the top level's): its keyed states and
+ * its appended changes, in the order of first changes.  The caller has a
+ * snapshot active: output functions may run queries.
  */
 static void
-emit_held(HTAB *map)
+emit_held(Level *l)
 {
 	HASH_SEQ_STATUS status;
 	Pending    *p;
-	Pending   **all;
-	long		n = 0;
+	Pending   **keyed;
+	long		nkeyed = 0;
+	long		k = 0;
+	int64		a = l->nindexed;
 	MemoryContext cxt;
 	MemoryContext oldcxt;
+	HeldSlot	oldhs = {0};
+	HeldSlot	newhs = {0};
 
-	all = MemoryContextAlloc(coalesce_cxt, sizeof(Pending *) * Max(hash_get_num_entries(map), 1));
-	hash_seq_init(&status, map);
-	while ((p = hash_seq_search(&status)) != NULL)
-		all[n++] = p;
-	qsort(all, n, sizeof(Pending *), pending_order_cmp);
+	/* the keyed states in order; the appended ones are */
+	keyed = MemoryContextAlloc(coalesce_cxt, sizeof(Pending *) *
+							   Max(l->map ? hash_get_num_entries(l->map) : 0, 1));
+	if (l->map != NULL)
+	{
+		hash_seq_init(&status, l->map);
+		while ((p = hash_seq_search(&status)) != NULL)
+			keyed[nkeyed++] = p;
+		if (nkeyed > 1)
+			qsort(keyed, nkeyed, sizeof(Pending *), pending_order_cmp);
+	}
 
+	oldhs.cxt = newhs.cxt = CurrentMemoryContext;
 	cxt = AllocSetContextCreate(CurrentMemoryContext, "pg_notifier flush",
 								ALLOCSET_DEFAULT_SIZES);
 	oldcxt = MemoryContextSwitchTo(cxt);
 	outbox_batch_begin();
-	for (long i = 0; i < n; i++)
+	while (k < nkeyed || a < l->nappended)
 	{
-		p = all[i];
+		if (a == l->nappended ||
+			(k < nkeyed && keyed[k]->order < appended(l, a)->order))
+			p = keyed[k++];
+		else
+			p = appended(l, a++);
 		if (p->k.op >= 0)
 			emit_statement_event(p->watch, p->k.op, p->count, p->ts);
 		else
-			emit_pending_row(p);
+			emit_pending_row(p, &oldhs, &newhs);
 		MemoryContextReset(cxt);
 	}
 	outbox_batch_end();
 	MemoryContextSwitchTo(oldcxt);
+	held_slot_release(&oldhs);
+	held_slot_release(&newhs);
 	MemoryContextDelete(cxt);
-	pfree(all);
+	pfree(keyed);
 }
 
 /*
@@ -630,13 +930,14 @@ emit_held(HTAB *map)
 static void
 flush_pending(void)
 {
-	if (levels == NULL || levels[1] == NULL)
+	if (levels == NULL || nlevels < 2 ||
+		(levels[1].map == NULL && levels[1].nappended == 0))
 		return;
 	flushed = true;
 
 	/* nothing is active at pre-commit */
 	PushActiveSnapshot(GetTransactionSnapshot());
-	emit_held(levels[1]);
+	emit_held(&levels[1]);
 	PopActiveSnapshot();
 }
 
@@ -651,6 +952,7 @@ reset_state(void)
 	next_order = 0;
 	generation = 0;
 	flushed = false;
+	deletes_held = false;
 	outbox_locked = payloads_locked = false;
 }
 
@@ -663,8 +965,7 @@ coalesce_xact_callback(XactEvent event, void *arg)
 			flush_pending();
 			break;
 		case XACT_EVENT_PRE_PREPARE:
-			if (levels != NULL && levels[1] != NULL &&
-				hash_get_num_entries(levels[1]) > 0)
+			if (levels != NULL && nlevels > 1 && !level_empty(&levels[1]))
 				ereport(ERROR,
 						(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 						 errmsg("cannot PREPARE a transaction that has pending pg_notifier events"),
@@ -688,7 +989,8 @@ coalesce_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 {
 	int			nest = GetCurrentTransactionNestLevel();
 
-	if (levels == NULL || nest >= nlevels || levels[nest] == NULL)
+	if (levels == NULL || nest >= nlevels ||
+		(levels[nest].map == NULL && levels[nest].nappended == 0))
 		return;
 	if (event == SUBXACT_EVENT_PRE_COMMIT_SUB)
 		merge_level(nest);
