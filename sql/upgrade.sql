@@ -69,7 +69,7 @@ SELECT count(*) AS upg_outbox FROM notifier.outbox WHERE channel = 'upg';
 SELECT channel, kind, secret IS NOT NULL AS has_secret FROM notifier.routes ORDER BY id;
 SELECT channel, payload FROM notifier.queue WHERE channel = 'upg_q';
 SELECT event::text FROM notifier.payloads WHERE event::text = '{"big":true}';
-SELECT "table", channel, delivery FROM notifier.watches WHERE "table" = 'upg'::regclass;
+SELECT "table", channel, delivery FROM notifier.watches WHERE "table" = 'upg'::regclass ORDER BY channel;
 
 -- a fresh install of the default version has the same objects
 SET client_min_messages = warning;
