@@ -13,7 +13,7 @@ PGFILEDESC = "pg_notifier - table changes as JSON events"
 
 REGRESS = setup options payload types oversize identifiers partitions errors coalesce routes webhooks outbox capture_ddl watch_api nolost hardening auto append_path upgrade
 REGRESS_OPTS = --inputdir=. --outputdir=.
-ISOLATION = commit_order savepoint_rollback concurrent_pop watch_concurrent drop_extension
+ISOLATION = commit_order savepoint_rollback concurrent_pop watch_concurrent drop_extension auto_route
 
 PG_CPPFLAGS = -I$(srcdir)/src -Werror -Wall -Wmissing-prototypes
 SHLIB_LINK = -lcurl
