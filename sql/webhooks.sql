@@ -92,6 +92,18 @@ SELECT notifier.redeliver_dead(NULL);
 SELECT notifier.redeliver_dead(-1);
 SELECT notifier.redeliver_dead(:hook);
 SELECT event_id, status, attempts FROM notifier.deliveries ORDER BY id;
+-- a batch is one message: redeliver() of one of its rows sends it whole
+DELETE FROM notifier.deliveries;
+INSERT INTO notifier.deliveries (route_id, event_id, payload, status, attempts)
+SELECT :hook, e, pg_catalog.json_build_object('id', e), 'dead', 5
+  FROM unnest(ARRAY['2.1', '2.2', '2.3', '2.4']) e;
+UPDATE notifier.deliveries d SET batch_id = b.first
+  FROM (SELECT min(id) AS first FROM notifier.deliveries WHERE event_id <> '2.4') b
+ WHERE d.event_id <> '2.4';
+UPDATE notifier.deliveries SET batch_id = id WHERE event_id = '2.4';
+SELECT notifier.redeliver(id) FROM notifier.deliveries WHERE event_id = '2.2';
+SELECT event_id, status, attempts, batch_id = min(id) OVER () AS batch_of_first
+  FROM notifier.deliveries ORDER BY id;
 
 -- a role without grants: no routes, no secrets, no deliveries
 CREATE ROLE notifier_user;

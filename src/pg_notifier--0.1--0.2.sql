@@ -300,6 +300,66 @@ SELECT r.id AS route_id,
 	  FROM notifier.outbox o
 	 WHERE o.channel = r.channel) ob ON true;
 
+-- ---------------------------------------------------------------------------
+-- Delivery engine (issue 16): a batch is one message
+-- ---------------------------------------------------------------------------
+
+-- A request of a batch_size > 1 route is one message: its webhook-id, its
+-- events and their order are fixed when it is first claimed, and every retry
+-- sends exactly them.  batch_id is the id of the batch's first row, written
+-- on each row of the batch by that first claim (NULL: not claimed yet, or a
+-- route of batch_size 1, where a row is its own message); a retry claims the
+-- batch by it (worker/sinks/webhook_delivery.c).  The rows of a batch always
+-- share their status, attempts and next attempt.
+ALTER TABLE notifier.deliveries ADD COLUMN batch_id bigint;
+
+COMMENT ON COLUMN notifier.deliveries.batch_id IS
+'the id of the first row of the message (batch) this row was first sent in; NULL: not sent yet, or sent alone';
+
+-- The batches waiting for a retry, and the dead ones (redeliver): a retry
+-- claims whole batches.
+CREATE INDEX deliveries_batch_idx ON notifier.deliveries (route_id, batch_id)
+	WHERE batch_id IS NOT NULL AND status IN ('pending', 'dead');
+
+-- redeliver() of one row of a batch sends its whole batch again: the same
+-- message, from attempt 1.
+CREATE OR REPLACE FUNCTION notifier.redeliver(delivery_id bigint)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	current_status text;
+	batch bigint;
+	route bigint;
+BEGIN
+	IF delivery_id IS NULL THEN
+		RAISE EXCEPTION 'delivery_id must not be NULL'
+			USING ERRCODE = 'null_value_not_allowed',
+				  HINT = 'Pass the id of a row of notifier.deliveries.';
+	END IF;
+	SELECT d.status, d.batch_id, d.route_id INTO current_status, batch, route
+	  FROM notifier.deliveries d
+	 WHERE d.id = delivery_id FOR UPDATE;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'delivery % does not exist', delivery_id
+			USING ERRCODE = 'undefined_object',
+				  HINT = 'Delivered rows are removed after pg_notifier.retention.';
+	END IF;
+	IF current_status <> 'dead' THEN
+		RAISE EXCEPTION 'delivery % is %, not dead', delivery_id, current_status
+			USING ERRCODE = 'object_not_in_prerequisite_state',
+				  HINT = 'Only dead deliveries can be sent again.';
+	END IF;
+	UPDATE notifier.deliveries d
+	   SET status = 'pending', attempts = 0, next_attempt_at = now(),
+		   updated_at = now()
+	 WHERE d.id = delivery_id
+		OR (d.route_id = route AND d.batch_id = batch AND d.status = 'dead');
+	PERFORM pg_notify('pg_notifier_control', 'deliveries');
+END
+$$;
+
 -- Keep these last: once everything above is committed, the launcher starts
 -- the worker ('*'), or the waiting worker of a listed database takes it in.
 SELECT notifier.worker_start();

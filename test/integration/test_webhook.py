@@ -31,6 +31,11 @@ every request: path, headers, body, time, connection, requests in flight.
   [batch]    batch_size 10: array bodies of 1..10 events, every event once,
              in order within a batch, webhook-id = the first event's id,
              signed;
+  [batch-retry] a batch is one message: batch_size 5, a receiver that
+             answers 503 twice to every webhook-id while events keep coming;
+             every webhook-id carries the same events at its 3 attempts, no
+             event under two ids, all delivered (an ordered route: in commit
+             order too);
   [ordered]  ordered routes under failures.  The receiver fails the first 3
              requests with 500: the accepted ids are exactly the commit order,
              never 2 requests in flight.  A second ordered route with
@@ -84,6 +89,7 @@ import random
 import re
 import socket
 import sys
+import threading
 import time
 from decimal import Decimal
 
@@ -772,6 +778,82 @@ def step_batch(ctx, admin):
         lis.close()
 
 
+def step_batch_retry(ctx, admin):
+    """A batch is one message: with batch_size 5 and a receiver that answers
+    503 to the first two attempts of every webhook-id while events keep
+    arriving, each webhook-id always carries the same events in the same
+    order, no event travels under two ids, and every event is delivered.
+    Two routes: concurrency 4, and ordered (whose messages are also in
+    commit order)."""
+    db, R = ctx.db, ctx.rcv
+    watched_table(db, "batch_retry_t", "wh_batch_retry")
+    routes = {"/batch-retry": {"channel": "wh_batch_retry", "url": R.url("/batch-retry"),
+                               "secret": "br-secret", "batch_size": 5, "concurrency": 4},
+              "/batch-retry-ord": {"channel": "wh_batch_retry", "url": R.url("/batch-retry-ord"),
+                                   "batch_size": 5, "ordered": True}}
+    tries, lock = collections.Counter(), threading.Lock()
+
+    def fail_first_two(k, r):
+        with lock:
+            tries[(r.path, r.wid)] += 1
+            return (503, [], 0.0) if tries[(r.path, r.wid)] <= 2 else (200, [], 0.0)
+    for path in routes:
+        R.on(path, fail_first_two)
+    lis = Listener(DB, ["wh_batch_retry"])
+    try:
+        ids = ctx.add_routes(routes)
+        with connect(DB) as c:
+            # small transactions, paced so that retries come due while new
+            # events are still arriving
+            for t in range(60):
+                c.execute("INSERT INTO batch_retry_t SELECT g, 'v' FROM generate_series(%s::int, %s::int) g",
+                          (t * 3 + 1, t * 3 + 1 + t % 3))
+                time.sleep(0.01)
+            c.execute("NOTIFY wh_batch_retry, 'END-batch-retry'")
+        heard = [n.payload for n in lis.until(lambda ch, p: p == "END-batch-retry", 30,
+                                              "END-batch-retry")]
+        want = expected_events(db, heard)
+        n = len(want)
+        for path, route in routes.items():
+            ctx.wait_final(ids[path], n, 60, f"{path} route")
+            reqs = R.requests(path)
+            problems = [f"request #{r.seq}: {p}" for r in reqs for p in request_problems(r, route)]
+            by_wid, wid_of, delivered, order = {}, {}, set(), []
+            for r in reqs:
+                body = canon(parse(r.body))
+                evs = [event_id(e) for e in (body if isinstance(body, list) else [body])]
+                if by_wid.setdefault(r.wid, evs) != evs:
+                    problems.append(f"webhook-id {r.wid} attempt {tries_seen(reqs, r)}: events "
+                                    f"{evs}, first attempt {by_wid[r.wid]}")
+                for e in evs:
+                    if wid_of.setdefault(e, r.wid) != r.wid:
+                        problems.append(f"event {e} under webhook-ids {wid_of[e]} and {r.wid}")
+                if r.status == 200:
+                    delivered.update(evs)
+                    order += evs
+            ctx.check_list(f"{path}: one message per webhook-id", problems, limit=6)
+            attempts = collections.Counter(r.wid for r in reqs)
+            ctx.check_list(f"{path}: requests per webhook-id (2 x 503, then 200)",
+                           [f"{w}: {k}" for w, k in attempts.items() if k != 3])
+            missing = [event_id(e) for e in want if event_id(e) not in delivered]
+            ctx.check(not missing, f"{path}: {len(missing)} of {n} events never delivered "
+                                   f"(a 2xx): {missing[:5]}")
+            multi = sum(1 for evs in by_wid.values() if len(evs) > 1)
+            ctx.check(multi > 0, f"{path}: no request carried more than one event")
+            if route.get("ordered"):
+                ctx.check(order == [event_id(e) for e in want],
+                          f"{path}: events accepted out of commit order")
+            log(f"{path}: {n} events in {len(by_wid)} messages ({multi} of several events), "
+                f"{len(reqs)} requests; each webhook-id carried the same events at each attempt")
+    finally:
+        lis.close()
+
+
+def tries_seen(reqs, r):
+    """The attempt number of request r among the requests of its webhook-id."""
+    return 1 + sum(1 for q in reqs if q.wid == r.wid and q.seq < r.seq)
+
+
 def step_ordered(ctx, admin):
     db, R = ctx.db, ctx.rcv
     watched_table(db, "ord_t", "wh_ordered", "id int PRIMARY KEY, v int")
@@ -1318,6 +1400,8 @@ STEPS = [
     Step("role", "non-superuser, masked secrets", step_role),
     Step("mixed", "mixed workload to two routes = what a LISTEN client saw", step_mixed),
     Step("batch", "batch_size 10", step_batch),
+    Step("batch-retry", "a batch is one message: retries send the same events under the same id",
+         step_batch_retry),
     Step("ordered", "ordered routes under failures", step_ordered),
     Step("codes", "HTTP status codes: retried, dead, delivered", step_codes),
     Step("retry-after", "429 / 503 with Retry-After", step_retry_after),
