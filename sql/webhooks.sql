@@ -120,3 +120,16 @@ DROP ROLE notifier_user;
 SELECT notifier.remove_route(:hook);
 SELECT count(*) FROM notifier.deliveries;
 DELETE FROM notifier.routes;
+
+-- ordered: 'none' (the default), 'key', 'route'; 0.1's true and false are
+-- 'route' and 'none' (no worker warning here)
+SET client_min_messages = error;
+SELECT notifier.add_webhook('ord', 'http://h/a') > 0 AS added,
+	   notifier.add_webhook('ord', 'http://h/b', ordered => 'key') > 0 AS added_key,
+	   notifier.add_webhook('ord', 'http://h/c', ordered => 'route') > 0 AS added_route,
+	   notifier.add_webhook('ord', 'http://h/d', ordered => true) > 0 AS added_true,
+	   notifier.add_webhook('ord', 'http://h/e', ordered => false) > 0 AS added_false;
+RESET client_min_messages;
+SELECT target, ordered FROM notifier.route_list ORDER BY id;
+SELECT notifier.add_webhook('ord', 'http://h/', ordered => 'keys');
+DELETE FROM notifier.routes;

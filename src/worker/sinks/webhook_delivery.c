@@ -20,8 +20,12 @@
  * (as Standard Webhooks advises) loses nothing.
  *
  * Scheduling: each webhook route has at most `concurrency` requests in
- * flight (one if `ordered`), a new one claimed as soon as one finishes (no
- * batch barrier).  The worker knows when a route may have due rows: events
+ * flight (one if ordered => 'route'), a new one claimed as soon as one
+ * finishes (no batch barrier).  With ordered => 'key' a row is claimed only
+ * when no earlier row of its key (order_key: a hash of the event's schema,
+ * table and key, written by webhook_sink.c) is pending or in flight: the
+ * events of one key go one after the other, each after the outcome of the
+ * one before (its retries included), the keys side by side.  The worker knows when a route may have due rows: events
  * were written to it, a request of it finished, a retry time passed, rows
  * were redelivered; only then does it query.  A request carries one event,
  * or a batch: a JSON array of up to batch_size events and at most
@@ -70,6 +74,7 @@ typedef struct RouteState
 	bool		pending;		/* may have due pending rows */
 	TimestampTz next_due;		/* a retry is due then; 0: none known */
 	bool		retries;		/* may have rows waiting for a retry */
+	bool		by_key;			/* ordered by key: an outcome may free rows */
 } RouteState;
 
 static MemoryContext delivery_cxt = NULL;	/* the states */
@@ -79,6 +84,9 @@ static uint64 delivered_count = 0;	/* rows delivered by this process */
 
 static SPIPlanPtr claim_plan = NULL;
 static SPIPlanPtr claim_ordered_plan = NULL;
+static SPIPlanPtr claim_key_plan = NULL;
+static SPIPlanPtr fresh_key_plan = NULL;
+static SPIPlanPtr next_retry_plan = NULL;
 static SPIPlanPtr retry_plan = NULL;
 static SPIPlanPtr retry_ordered_plan = NULL;
 static SPIPlanPtr fresh_plan = NULL;
@@ -124,6 +132,17 @@ static SPIPlanPtr outcome_plan = NULL;
 	"          FROM notifier.deliveries h" \
 	"         WHERE h.route_id OPERATOR(pg_catalog.=) $1 AND h.status OPERATOR(pg_catalog.=) 'pending'" \
 	"         ORDER BY h.id LIMIT 1)"
+
+/*
+ * For a route ordered by key: a row may go when no earlier row of its key is
+ * pending or in flight (the inner query of CLAIM_DUE reads "deliveries").
+ */
+#define KEY_FREE \
+	" AND NOT EXISTS (SELECT FROM notifier.deliveries k" \
+	"   WHERE k.route_id OPERATOR(pg_catalog.=) $1" \
+	"     AND k.order_key OPERATOR(pg_catalog.=) deliveries.order_key" \
+	"     AND k.id OPERATOR(pg_catalog.<) deliveries.id" \
+	"     AND k.status IN ('pending', 'in_flight'))"
 
 /* a claim: one more attempt, in flight */
 #define CLAIM_SET \
@@ -175,6 +194,7 @@ route_state(int64 route_id)
 		state->pending = true;
 		state->next_due = 0;
 		state->retries = true;
+		state->by_key = false;
 	}
 	return state;
 }
@@ -389,7 +409,7 @@ free_slots(Route *route, RouteState *state)
 {
 	WebhookConfig *wh = &route->webhook;
 
-	return wh->ordered ? (state->inflight == 0 ? 1 : 0) :
+	return wh->ordered == ROUTE_ORDER_ROUTE ? (state->inflight == 0 ? 1 : 0) :
 		wh->concurrency - state->inflight;
 }
 
@@ -434,10 +454,17 @@ claim_rows(Route *route, Claimed *claimed, Datum *values, int want)
 	Oid			argtypes[3] = {INT8OID, INT4OID, INT8OID};
 	SPIPlanPtr	plan;
 
-	if (route->webhook.ordered)
+	if (route->webhook.ordered == ROUTE_ORDER_ROUTE)
 		plan = keep_plan(&claim_ordered_plan,
 						 "UPDATE notifier.deliveries d SET " CLAIM_SET
 						 CLAIM_HEAD
+						 " RETURNING " CLAIM_COLUMNS ","
+						 "   NULL::pg_catalog.int8",
+						 3, argtypes);
+	else if (route->webhook.ordered == ROUTE_ORDER_KEY)
+		plan = keep_plan(&claim_key_plan,
+						 "UPDATE notifier.deliveries d SET " CLAIM_SET
+						 CLAIM_DUE(KEY_FREE)
 						 " RETURNING " CLAIM_COLUMNS ","
 						 "   NULL::pg_catalog.int8",
 						 3, argtypes);
@@ -482,7 +509,7 @@ claim_batches(Route *route, Claimed *claimed, Datum *values, int slots,
 		int			nbatches = 0;
 
 		values[1] = Int32GetDatum(slots);
-		if (wh->ordered)
+		if (wh->ordered == ROUTE_ORDER_ROUTE)
 			plan = keep_plan(&retry_ordered_plan,
 							 "UPDATE notifier.deliveries d SET " CLAIM_SET
 							 " WHERE d.route_id OPERATOR(pg_catalog.=) $1 AND d.status OPERATOR(pg_catalog.=) 'pending'"
@@ -519,12 +546,19 @@ claim_batches(Route *route, Claimed *claimed, Datum *values, int slots,
 	/* rows never sent, in id order */
 	want = Min(slots * wh->batch_size, MAX_CLAIM);
 	values[1] = Int32GetDatum(want);
-	if (wh->ordered)
+	if (wh->ordered == ROUTE_ORDER_ROUTE)
 		plan = keep_plan(&fresh_ordered_plan,
 						 "SELECT " CLAIM_COLUMNS ","
 						 "   d.batch_id FROM notifier.deliveries d"
 						 CLAIM_HEAD
 						 " ORDER BY d.id FOR UPDATE",
+						 3, argtypes);
+	else if (wh->ordered == ROUTE_ORDER_KEY)
+		plan = keep_plan(&fresh_key_plan,
+						 "SELECT " CLAIM_COLUMNS ","
+						 "   d.batch_id FROM notifier.deliveries d"
+						 CLAIM_DUE(" AND batch_id IS NULL" KEY_FREE)
+						 " ORDER BY d.id",
 						 3, argtypes);
 	else
 		plan = keep_plan(&fresh_plan,
@@ -588,15 +622,46 @@ claim_batches(Route *route, Claimed *claimed, Datum *values, int slots,
 	return claimed->n - first == want;
 }
 
+/*
+ * When is the route due next: its first pending row's next attempt, or
+ * with later_only the first one after now (a route ordered by key: rows due
+ * but waiting for their key are not, an outcome frees them).  The route has
+ * nothing due now.
+ */
+static void
+read_next_due(RouteState *state, Datum *values, bool later_only)
+{
+	Oid			argtypes[1] = {INT8OID};
+	bool		isnull;
+	Datum		d;
+	SPIPlanPtr	plan;
+
+	if (later_only)
+		plan = keep_plan(&next_retry_plan,
+						 "SELECT pg_catalog.min(next_attempt_at) FROM notifier.deliveries"
+						 " WHERE route_id OPERATOR(pg_catalog.=) $1 AND status OPERATOR(pg_catalog.=) 'pending'"
+						 "   AND next_attempt_at OPERATOR(pg_catalog.>) pg_catalog.now()",
+						 1, argtypes);
+	else
+		plan = keep_plan(&next_due_plan,
+						 "SELECT pg_catalog.min(next_attempt_at) FROM notifier.deliveries"
+						 " WHERE route_id OPERATOR(pg_catalog.=) $1 AND status OPERATOR(pg_catalog.=) 'pending'",
+						 1, argtypes);
+	if (SPI_execute_plan(plan, values, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "reading deliveries failed");
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	state->pending = false;
+	state->next_due = isnull ? 0 : DatumGetTimestampTz(d);
+	state->retries = !isnull;
+}
+
 static void
 claim(Route *route, RouteState *state, Claimed *claimed, bool *durable)
 {
 	WebhookConfig *wh = &route->webhook;
-	Oid			argtypes[3] = {INT8OID, INT4OID, INT8OID};
 	int			slots = free_slots(route, state);
 	int			want = Min(slots * wh->batch_size, MAX_CLAIM);
 	Datum		values[3];
-	SPIPlanPtr	plan;
 	bool		full;
 
 	claimed->route = route;
@@ -611,8 +676,22 @@ claim(Route *route, RouteState *state, Claimed *claimed, bool *durable)
 	else
 		full = claim_rows(route, claimed, values, want);
 
+	/*
+	 * Ordered by key: rows wait for the outcome of their key's previous one,
+	 * which makes the route due again (record_outcomes()).  Until then only a
+	 * retry coming due does; rows claimed: more may be free.
+	 */
+	if (wh->ordered == ROUTE_ORDER_KEY)
+	{
+		state->by_key = true;
+		if (claimed->n > 0)
+			state->pending = true;
+		else
+			read_next_due(state, values, true);
+	}
+
 	/* as many as wanted: more may be due */
-	if (full)
+	else if (full)
 		state->pending = true;
 
 	/*
@@ -626,21 +705,7 @@ claim(Route *route, RouteState *state, Claimed *claimed, bool *durable)
 		state->next_due = 0;
 	}
 	else
-	{
-		bool		isnull;
-		Datum		d;
-
-		plan = keep_plan(&next_due_plan,
-						 "SELECT pg_catalog.min(next_attempt_at) FROM notifier.deliveries"
-						 " WHERE route_id OPERATOR(pg_catalog.=) $1 AND status OPERATOR(pg_catalog.=) 'pending'",
-						 1, argtypes);
-		if (SPI_execute_plan(plan, values, NULL, true, 1) != SPI_OK_SELECT)
-			elog(ERROR, "reading deliveries failed");
-		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-		state->pending = false;
-		state->next_due = isnull ? 0 : DatumGetTimestampTz(d);
-		state->retries = !isnull;
-	}
+		read_next_due(state, values, false);
 }
 
 /* full jitter: a random wait up to min(max, base * 2^(attempt - 1)) */
@@ -774,6 +839,8 @@ record_outcomes(void)
 		 * (pending is still true) or a retry comes due.
 		 */
 		state->inflight--;
+		if (state->by_key)
+			state->pending = true;
 		if (rd.retried > 0)
 		{
 			TimestampTz due = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), delay);
