@@ -142,7 +142,7 @@ static SPIPlanPtr outcome_plan = NULL;
 	"   WHERE k.route_id OPERATOR(pg_catalog.=) $1" \
 	"     AND k.order_key OPERATOR(pg_catalog.=) deliveries.order_key" \
 	"     AND k.id OPERATOR(pg_catalog.<) deliveries.id" \
-	"     AND k.status IN ('pending', 'in_flight'))"
+	"     AND k.status OPERATOR(pg_catalog.=) ANY ('{pending,in_flight}'::pg_catalog.text[]))"
 
 /* a claim: one more attempt, in flight */
 #define CLAIM_SET \
