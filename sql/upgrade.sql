@@ -17,6 +17,14 @@ CREATE TRIGGER notifier_upg_ex AFTER INSERT ON upg FOR EACH ROW
 	EXECUTE FUNCTION notifier.notify_change('channel=upg_ex', 'exclude=v');
 SELECT notifier.add_queue('upg_q') > 0 AS queue_route;
 SELECT notifier.add_webhook('upg_w', 'http://127.0.0.1:9/', secret => 'whsec_c2VjcmV0') > 0 AS webhook_route;
+SET client_min_messages = error;
+SELECT notifier.add_webhook('upg_o', 'http://127.0.0.1:9/', ordered => true) > 0 AS ordered_route;
+RESET client_min_messages;
+-- grants of objects the update makes again are kept
+CREATE ROLE upg_manager;
+GRANT EXECUTE ON FUNCTION notifier.add_webhook(text, text, jsonb, text, integer, integer, integer, integer, boolean)
+	TO upg_manager;
+GRANT SELECT ON notifier.route_list TO upg_manager;
 INSERT INTO notifier.queue (channel, payload) VALUES ('upg_q', '{"a":1}');
 INSERT INTO notifier.payloads (event) VALUES ('{"big":true}');
 
@@ -62,6 +70,15 @@ $$;
 
 ALTER EXTENSION pg_notifier UPDATE;
 SELECT extversion FROM pg_extension WHERE extname = 'pg_notifier';
+SELECT channel, ordered FROM notifier.routes ORDER BY id;
+SELECT has_function_privilege('upg_manager',
+		'notifier.add_webhook(text, text, jsonb, text, integer, integer, integer, integer, notifier.ordering)',
+		'EXECUTE') AS add_webhook_granted,
+	   has_table_privilege('upg_manager', 'notifier.route_list', 'SELECT') AS route_list_granted;
+REVOKE EXECUTE ON FUNCTION notifier.add_webhook(text, text, jsonb, text, integer, integer, integer, integer, notifier.ordering)
+	FROM upg_manager;
+REVOKE SELECT ON notifier.route_list FROM upg_manager;
+DROP ROLE upg_manager;
 CREATE TEMP TABLE upgraded AS SELECT * FROM ext_objects();
 
 -- the data is still there

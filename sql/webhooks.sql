@@ -92,6 +92,18 @@ SELECT notifier.redeliver_dead(NULL);
 SELECT notifier.redeliver_dead(-1);
 SELECT notifier.redeliver_dead(:hook);
 SELECT event_id, status, attempts FROM notifier.deliveries ORDER BY id;
+-- a batch is one message: redeliver() of one of its rows sends it whole
+DELETE FROM notifier.deliveries;
+INSERT INTO notifier.deliveries (route_id, event_id, payload, status, attempts)
+SELECT :hook, e, pg_catalog.json_build_object('id', e), 'dead', 5
+  FROM unnest(ARRAY['2.1', '2.2', '2.3', '2.4']) e;
+UPDATE notifier.deliveries d SET batch_id = b.first
+  FROM (SELECT min(id) AS first FROM notifier.deliveries WHERE event_id <> '2.4') b
+ WHERE d.event_id <> '2.4';
+UPDATE notifier.deliveries SET batch_id = id WHERE event_id = '2.4';
+SELECT notifier.redeliver(id) FROM notifier.deliveries WHERE event_id = '2.2';
+SELECT event_id, status, attempts, batch_id = min(id) OVER () AS batch_of_first
+  FROM notifier.deliveries ORDER BY id;
 
 -- a role without grants: no routes, no secrets, no deliveries
 CREATE ROLE notifier_user;
@@ -107,4 +119,17 @@ DROP ROLE notifier_user;
 -- removing a webhook route removes its deliveries
 SELECT notifier.remove_route(:hook);
 SELECT count(*) FROM notifier.deliveries;
+DELETE FROM notifier.routes;
+
+-- ordered: 'none' (the default), 'key', 'route'; 0.1's true and false are
+-- 'route' and 'none' (no worker warning here)
+SET client_min_messages = error;
+SELECT notifier.add_webhook('ord', 'http://h/a') > 0 AS added,
+	   notifier.add_webhook('ord', 'http://h/b', ordered => 'key') > 0 AS added_key,
+	   notifier.add_webhook('ord', 'http://h/c', ordered => 'route') > 0 AS added_route,
+	   notifier.add_webhook('ord', 'http://h/d', ordered => true) > 0 AS added_true,
+	   notifier.add_webhook('ord', 'http://h/e', ordered => false) > 0 AS added_false;
+RESET client_min_messages;
+SELECT target, ordered FROM notifier.route_list ORDER BY id;
+SELECT notifier.add_webhook('ord', 'http://h/', ordered => 'keys');
 DELETE FROM notifier.routes;

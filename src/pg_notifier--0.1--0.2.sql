@@ -238,26 +238,8 @@ REVOKE ALL ON FUNCTION notifier.masked_url(text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION notifier.can_manage_routes() TO pg_monitor;
 GRANT EXECUTE ON FUNCTION notifier.masked_url(text) TO pg_monitor;
 
--- The same columns as in 0.1: CREATE OR REPLACE keeps the grants.
-CREATE OR REPLACE VIEW notifier.route_list AS
-SELECT r.id,
-	   r.channel,
-	   r.kind,
-	   coalesce(r.queue_table::text,
-				CASE WHEN notifier.can_manage_routes() THEN r.url
-					 ELSE notifier.masked_url(r.url) END) AS target,
-	   CASE WHEN notifier.can_manage_routes() THEN r.headers
-			ELSE (SELECT coalesce(pg_catalog.jsonb_object_agg(h.key, '"********"'::jsonb),
-								  '{}'::jsonb)
-					FROM pg_catalog.jsonb_each(r.headers) h) END AS headers,
-	   CASE WHEN r.secret IS NOT NULL THEN '********' END AS secret,
-	   r.batch_size,
-	   r.max_attempts,
-	   r.timeout_ms,
-	   r.concurrency,
-	   r.ordered,
-	   r.created_at
-  FROM notifier.routes r;
+-- notifier.route_list masks them too: see "ordered => 'key'" below, where it is
+-- made again for the new type of notifier.routes.ordered.
 
 CREATE OR REPLACE VIEW notifier.stats AS
 SELECT r.id AS route_id,
@@ -299,6 +281,197 @@ SELECT r.id AS route_id,
 		   pg_catalog.now() - min(o.created_at) AS oldest_age
 	  FROM notifier.outbox o
 	 WHERE o.channel = r.channel) ob ON true;
+
+-- ---------------------------------------------------------------------------
+-- Delivery engine (issue 16): a batch is one message
+-- ---------------------------------------------------------------------------
+
+-- A request of a batch_size > 1 route is one message: its webhook-id, its
+-- events and their order are fixed when it is first claimed, and every retry
+-- sends exactly them.  batch_id is the id of the batch's first row, written
+-- on each row of the batch by that first claim (NULL: not claimed yet, or a
+-- route of batch_size 1, where a row is its own message); a retry claims the
+-- batch by it (worker/sinks/webhook_delivery.c).  The rows of a batch always
+-- share their status, attempts and next attempt.
+ALTER TABLE notifier.deliveries ADD COLUMN batch_id bigint;
+
+COMMENT ON COLUMN notifier.deliveries.batch_id IS
+'the id of the first row of the message (batch) this row was first sent in; NULL: not sent yet, or sent alone';
+
+-- The batches waiting for a retry, and the dead ones (redeliver): a retry
+-- claims whole batches.
+CREATE INDEX deliveries_batch_idx ON notifier.deliveries (route_id, batch_id)
+	WHERE batch_id IS NOT NULL AND status IN ('pending', 'dead');
+
+-- redeliver() of one row of a batch sends its whole batch again: the same
+-- message, from attempt 1.
+CREATE OR REPLACE FUNCTION notifier.redeliver(delivery_id bigint)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	current_status text;
+	batch bigint;
+	route bigint;
+BEGIN
+	IF delivery_id IS NULL THEN
+		RAISE EXCEPTION 'delivery_id must not be NULL'
+			USING ERRCODE = 'null_value_not_allowed',
+				  HINT = 'Pass the id of a row of notifier.deliveries.';
+	END IF;
+	SELECT d.status, d.batch_id, d.route_id INTO current_status, batch, route
+	  FROM notifier.deliveries d
+	 WHERE d.id = delivery_id FOR UPDATE;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'delivery % does not exist', delivery_id
+			USING ERRCODE = 'undefined_object',
+				  HINT = 'Delivered rows are removed after pg_notifier.retention.';
+	END IF;
+	IF current_status <> 'dead' THEN
+		RAISE EXCEPTION 'delivery % is %, not dead', delivery_id, current_status
+			USING ERRCODE = 'object_not_in_prerequisite_state',
+				  HINT = 'Only dead deliveries can be sent again.';
+	END IF;
+	UPDATE notifier.deliveries d
+	   SET status = 'pending', attempts = 0, next_attempt_at = now(),
+		   updated_at = now()
+	 WHERE d.id = delivery_id
+		OR (d.route_id = route AND d.batch_id = batch AND d.status = 'dead');
+	PERFORM pg_notify('pg_notifier_control', 'deliveries');
+END
+$$;
+
+-- ---------------------------------------------------------------------------
+-- Delivery engine (issue 16): ordered => 'none' | 'key' | 'route'
+-- ---------------------------------------------------------------------------
+
+-- How a webhook route orders its deliveries: 'none' (up to concurrency
+-- requests in any order), 'key' (the events of one table and key in commit
+-- order, the next waiting for the outcome of the one before, retries
+-- included; different keys concurrently, up to concurrency), 'route' (one
+-- request at a time, in commit order).  0.1's boolean still works:
+-- true is 'route', false 'none' (an implicit cast).
+CREATE TYPE notifier.ordering AS ENUM ('none', 'key', 'route');
+
+CREATE FUNCTION notifier.ordering(boolean)
+RETURNS notifier.ordering
+LANGUAGE sql IMMUTABLE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $$
+SELECT CASE WHEN $1 THEN 'route' ELSE 'none' END::notifier.ordering
+$$;
+
+CREATE CAST (boolean AS notifier.ordering)
+	WITH FUNCTION notifier.ordering(boolean) AS IMPLICIT;
+
+-- Copy the grants of a saved ACL onto an object (kind: 'FUNCTION', 'TABLE'),
+-- for the objects this upgrade makes again; the owner's are its own.
+CREATE FUNCTION notifier.copy_grants(acl aclitem[], kind text, target text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	g record;
+BEGIN
+	FOR g IN SELECT a.privilege_type, a.grantee, a.is_grantable
+			   FROM pg_catalog.aclexplode(acl) a
+			  WHERE a.grantee OPERATOR(pg_catalog.<>) a.grantor
+	LOOP
+		EXECUTE pg_catalog.format('GRANT %s ON %s %s TO %s%s', g.privilege_type, kind, target,
+								  CASE WHEN g.grantee OPERATOR(pg_catalog.=) 0 THEN 'PUBLIC'
+									   ELSE pg_catalog.quote_ident(g.grantee::pg_catalog.regrole::text) END,
+								  CASE WHEN g.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
+	END LOOP;
+END
+$$;
+
+-- the column changes type: the view that shows it is made again, with its grants
+DO $$
+DECLARE
+	saved_acl aclitem[];
+BEGIN
+	SELECT c.relacl INTO saved_acl FROM pg_catalog.pg_class c
+	 WHERE c.oid OPERATOR(pg_catalog.=) 'notifier.route_list'::pg_catalog.regclass;
+	DROP VIEW notifier.route_list;
+	ALTER TABLE notifier.routes
+		ALTER COLUMN ordered TYPE notifier.ordering
+		USING CASE WHEN ordered THEN 'route' WHEN NOT ordered THEN 'none' END::notifier.ordering;
+	CREATE VIEW notifier.route_list AS
+	SELECT r.id,
+		   r.channel,
+		   r.kind,
+		   coalesce(r.queue_table::text,
+					CASE WHEN notifier.can_manage_routes() THEN r.url
+						 ELSE notifier.masked_url(r.url) END) AS target,
+		   CASE WHEN notifier.can_manage_routes() THEN r.headers
+				ELSE (SELECT coalesce(pg_catalog.jsonb_object_agg(h.key, '"********"'::jsonb),
+									  '{}'::jsonb)
+						FROM pg_catalog.jsonb_each(r.headers) h) END AS headers,
+		   CASE WHEN r.secret IS NOT NULL THEN '********' END AS secret,
+		   r.batch_size,
+		   r.max_attempts,
+		   r.timeout_ms,
+		   r.concurrency,
+		   r.ordered,
+		   r.created_at
+	  FROM notifier.routes r;
+	PERFORM notifier.copy_grants(saved_acl, 'TABLE', 'notifier.route_list');
+END
+$$;
+REVOKE ALL ON notifier.route_list FROM PUBLIC;
+GRANT SELECT ON notifier.route_list TO pg_monitor;
+
+-- add_webhook() with ordered notifier.ordering, with the grants of 0.1's
+CREATE FUNCTION notifier.add_webhook(
+	channel		text,
+	url			text,
+	headers		jsonb DEFAULT '{}',
+	secret		text DEFAULT NULL,
+	batch_size	integer DEFAULT 1,
+	max_attempts integer DEFAULT 10,
+	timeout_ms	integer DEFAULT 5000,
+	concurrency integer DEFAULT 8,
+	ordered		notifier.ordering DEFAULT 'none')
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'notifier_add_webhook'
+LANGUAGE C CALLED ON NULL INPUT VOLATILE;
+
+COMMENT ON FUNCTION notifier.add_webhook(text, text, jsonb, text, integer, integer, integer, integer, notifier.ordering) IS
+'route the events of a channel to an HTTP endpoint (POST); returns the route id';
+
+REVOKE ALL ON FUNCTION notifier.add_webhook(text, text, jsonb, text, integer, integer, integer, integer, notifier.ordering) FROM PUBLIC;
+SELECT notifier.copy_grants(p.proacl, 'FUNCTION',
+		'notifier.add_webhook(text, text, jsonb, text, integer, integer, integer, integer, notifier.ordering)')
+  FROM pg_catalog.pg_proc p
+ WHERE p.oid OPERATOR(pg_catalog.=)
+	   'notifier.add_webhook(text, text, jsonb, text, integer, integer, integer, integer, boolean)'::pg_catalog.regprocedure;
+
+CREATE OR REPLACE FUNCTION notifier.can_manage_routes()
+RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+SELECT pg_catalog.has_function_privilege(
+	'notifier.add_webhook(text, text, jsonb, text, integer, integer, integer, integer, notifier.ordering)'::pg_catalog.regprocedure,
+	'EXECUTE')
+$$;
+
+DROP FUNCTION notifier.add_webhook(text, text, jsonb, text, integer, integer, integer, integer, boolean);
+DROP FUNCTION notifier.copy_grants(aclitem[], text, text);
+
+-- The key of a delivery of a route ordered by key: a hash of the event's
+-- schema, table and key (0 for an event without them).  Two keys of one
+-- hash are ordered together: more order than asked, never less.
+ALTER TABLE notifier.deliveries ADD COLUMN order_key bigint;
+
+COMMENT ON COLUMN notifier.deliveries.order_key IS
+'for a route ordered by key: a hash of the event''s schema, table and key; the rows of one key are sent one after the other';
+
+-- A row of a key may go when no earlier row of its key is pending or in flight.
+CREATE INDEX deliveries_order_key_idx ON notifier.deliveries (route_id, order_key, id)
+	WHERE order_key IS NOT NULL AND status IN ('pending', 'in_flight');
 
 -- Keep these last: once everything above is committed, the launcher starts
 -- the worker ('*'), or the waiting worker of a listed database takes it in.

@@ -201,12 +201,15 @@ PG_FUNCTION_INFO_V1(notifier_add_webhook);
  * notifier.add_webhook(channel, url, headers, secret, batch_size,
  *						max_attempts, timeout_ms, concurrency, ordered)
  *	-> route id
+ *
+ * ordered is a notifier.ordering (an enum of the extension, whose OID this
+ * library does not know: its type is read from the call).
  */
 Datum
 notifier_add_webhook(PG_FUNCTION_ARGS)
 {
 	Oid			argtypes[9] = {TEXTOID, TEXTOID, JSONBOID, TEXTOID, INT4OID,
-	INT4OID, INT4OID, INT4OID, BOOLOID};
+	INT4OID, INT4OID, INT4OID, InvalidOid};
 	Datum		values[9];
 	char		nulls[9] = "         ";
 	int64		id = 0;
@@ -224,6 +227,8 @@ notifier_add_webhook(PG_FUNCTION_ARGS)
 	(void) int_arg(fcinfo, 6, "timeout_ms", MAX_TIMEOUT_MS);
 	(void) int_arg(fcinfo, 7, "concurrency", MAX_CONCURRENCY);
 	require_arg(fcinfo, 8, "ordered", DEFAULT_HINT);
+	/* notifier.ordering: 'none', 'key' or 'route' (0.1's boolean casts to it) */
+	argtypes[8] = get_fn_expr_argtype(fcinfo->flinfo, 8);
 
 	for (int i = 0; i < 9; i++)
 		values[i] = PG_ARGISNULL(i) ? (Datum) 0 : PG_GETARG_DATUM(i);

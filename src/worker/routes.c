@@ -43,6 +43,17 @@ compare_strings(const ListCell *a, const ListCell *b)
  * 'auto' event is for LISTEN clients, and a NOTIFY anyone can send must not
  * reach a route as an event.  Only the other channels are listened to.
  */
+/* notifier.routes.ordered (notifier.ordering, as text) */
+static RouteOrdering
+ordering(const char *value)
+{
+	if (value != NULL && strcmp(value, "key") == 0)
+		return ROUTE_ORDER_KEY;
+	if (value != NULL && strcmp(value, "route") == 0)
+		return ROUTE_ORDER_ROUTE;
+	return ROUTE_ORDER_NONE;
+}
+
 static void
 mark_outbox_channels(RouteTable *table)
 {
@@ -89,7 +100,7 @@ routes_load(MemoryContext parent)
 	if (SPI_execute("SELECT id, channel, kind, queue_table::pg_catalog.oid, url,"
 					" ARRAY(SELECT h.key OPERATOR(pg_catalog.||) ': ' OPERATOR(pg_catalog.||) h.value"
 					"        FROM pg_catalog.jsonb_each_text(headers) h WHERE h.value IS NOT NULL ORDER BY h.key),"
-					" secret, batch_size, max_attempts, timeout_ms, concurrency, ordered"
+					" secret, batch_size, max_attempts, timeout_ms, concurrency, ordered::pg_catalog.text"
 					" FROM notifier.routes ORDER BY id", true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "reading notifier.routes failed");
 	n = SPI_processed;
@@ -144,7 +155,7 @@ routes_load(MemoryContext parent)
 			wh->max_attempts = DatumGetInt32(SPI_getbinval(tuple, tupdesc, 9, &isnull));
 			wh->timeout_ms = DatumGetInt32(SPI_getbinval(tuple, tupdesc, 10, &isnull));
 			wh->concurrency = DatumGetInt32(SPI_getbinval(tuple, tupdesc, 11, &isnull));
-			wh->ordered = DatumGetBool(SPI_getbinval(tuple, tupdesc, 12, &isnull));
+			wh->ordered = ordering(SPI_getvalue(tuple, tupdesc, 12));
 		}
 		else
 		{

@@ -21,6 +21,14 @@ typedef enum RouteKind
 } RouteKind;
 
 /* what a webhook route says about its requests */
+/* notifier.routes.ordered */
+typedef enum RouteOrdering
+{
+	ROUTE_ORDER_NONE,			/* up to concurrency requests, in any order */
+	ROUTE_ORDER_KEY,			/* one request at a time per table and key */
+	ROUTE_ORDER_ROUTE			/* one request at a time, in commit order */
+} RouteOrdering;
+
 typedef struct WebhookConfig
 {
 	const char *url;
@@ -31,7 +39,7 @@ typedef struct WebhookConfig
 	int			max_attempts;
 	int			timeout_ms;
 	int			concurrency;
-	bool		ordered;
+	RouteOrdering ordered;
 } WebhookConfig;
 
 /* one row of notifier.routes, as the worker holds it */

@@ -31,10 +31,19 @@ every request: path, headers, body, time, connection, requests in flight.
   [batch]    batch_size 10: array bodies of 1..10 events, every event once,
              in order within a batch, webhook-id = the first event's id,
              signed;
+  [batch-retry] a batch is one message: batch_size 5, a receiver that
+             answers 503 twice to every webhook-id while events keep coming;
+             every webhook-id carries the same events at its 3 attempts, no
+             event under two ids, all delivered (an ordered route: in commit
+             order too);
   [ordered]  ordered routes under failures.  The receiver fails the first 3
              requests with 500: the accepted ids are exactly the commit order,
              never 2 requests in flight.  A second ordered route with
              max_attempts 2: its head goes dead, then the rest follow in order;
+  [ordered-key] ordered => 'key' (batch_size 1 and 3) with a receiver that
+             fails a third of the requests at random and delays them: per
+             key, first 2xx in commit order, each event sent only after the
+             previous one's 2xx; more than one request in flight;
   [codes]    one event to 13 routes.  500,500,200 / 503 / 408 / 425 / 302
              (redirect not followed) then 200: delivered once, attempts =
              requests, last_http_status 200.  201, 204: delivered.  404, 400,
@@ -84,6 +93,7 @@ import random
 import re
 import socket
 import sys
+import threading
 import time
 from decimal import Decimal
 
@@ -112,7 +122,7 @@ SIG_ARGS = ("channel", "url", "headers", "secret", "batch_size", "max_attempts",
             "timeout_ms", "concurrency", "ordered")
 CASTS = {"channel": "text", "url": "text", "headers": "jsonb", "secret": "text",
          "batch_size": "integer", "max_attempts": "integer", "timeout_ms": "integer",
-         "concurrency": "integer", "ordered": "boolean"}
+         "concurrency": "integer", "ordered": "notifier.ordering"}
 
 
 # ---------------------------------------------------------------- JSON helpers
@@ -319,7 +329,7 @@ def step_start(ctx, admin):
     if "pg_notifier" not in spl:
         raise TestFailure(f"shared_preload_libraries = {spl!r}: the cluster must preload pg_notifier")
     have = ctx.db.execute("SELECT to_regprocedure('notifier.add_webhook(text, text, jsonb, text, "
-                          "integer, integer, integer, integer, boolean)')").fetchone()[0]
+                          "integer, integer, integer, integer, notifier.ordering)')").fetchone()[0]
     if have is None:
         raise TestFailure("the installed pg_notifier has no notifier.add_webhook(...)")
     dbs = [d.strip() for d in admin.execute("SHOW pg_notifier.databases").fetchone()[0].split(",")
@@ -523,7 +533,7 @@ def step_role(ctx, admin):
 
             # "only superuser (or an explicit grant) can add/remove routes"
             grant = sql.SQL("EXECUTE ON FUNCTION notifier.add_webhook(text, text, jsonb, text, integer, "
-                            "integer, integer, integer, boolean), notifier.remove_route(bigint)")
+                            "integer, integer, integer, notifier.ordering), notifier.remove_route(bigint)")
             db.execute(sql.SQL("GRANT {} TO {}").format(grant, ident(ROLE)))
             try:
                 r3 = u.execute("SELECT notifier.add_webhook('wh_role', 'http://127.0.0.1:9/granted', "
@@ -608,7 +618,7 @@ def step_mixed(ctx, admin):
                         "WHERE id IN (%s, %s) ORDER BY id", (id_a, id_b)).fetchall()
         ctx.check([r[1:3] for r in rl] == [("webhook", ra["url"]), ("webhook", rb["url"])]
                   and [r[4] for r in rl] == ["********", "********"]
-                  and [tuple(r[5:]) for r in rl] == [(1, 10, 5000, 4, False), (1, 10, 5000, 8, True)]
+                  and [tuple(r[5:]) for r in rl] == [(1, 10, 5000, 4, "none"), (1, 10, 5000, 8, "route")]
                   and json.loads(rl[0][3]) == ra["headers"] and json.loads(rl[1][3]) == {},
                   f"route_list rows: {rl}")
 
@@ -768,6 +778,160 @@ def step_batch(ctx, admin):
             f"each event once, in order within each batch, webhook-id = first event id, signed")
         ctx.expect[rid] = {"path": "/batch", "events": n, "delivered": (n, len(reqs)), "dead": 0,
                            "retried": False, "status": 200, "latency": took_ms}
+    finally:
+        lis.close()
+
+
+def step_batch_retry(ctx, admin):
+    """A batch is one message: with batch_size 5 and a receiver that answers
+    503 to the first two attempts of every webhook-id while events keep
+    arriving, each webhook-id always carries the same events in the same
+    order, no event travels under two ids, and every event is delivered.
+    Two routes: concurrency 4, and ordered (whose messages are also in
+    commit order)."""
+    db, R = ctx.db, ctx.rcv
+    watched_table(db, "batch_retry_t", "wh_batch_retry")
+    routes = {"/batch-retry": {"channel": "wh_batch_retry", "url": R.url("/batch-retry"),
+                               "secret": "br-secret", "batch_size": 5, "concurrency": 4},
+              "/batch-retry-ord": {"channel": "wh_batch_retry", "url": R.url("/batch-retry-ord"),
+                                   "batch_size": 5, "ordered": True}}
+    tries, lock = collections.Counter(), threading.Lock()
+
+    def fail_first_two(k, r):
+        with lock:
+            tries[(r.path, r.wid)] += 1
+            return (503, [], 0.0) if tries[(r.path, r.wid)] <= 2 else (200, [], 0.0)
+    for path in routes:
+        R.on(path, fail_first_two)
+    lis = Listener(DB, ["wh_batch_retry"])
+    try:
+        ids = ctx.add_routes(routes)
+        with connect(DB) as c:
+            # small transactions, paced so that retries come due while new
+            # events are still arriving
+            for t in range(60):
+                c.execute("INSERT INTO batch_retry_t SELECT g, 'v' FROM generate_series(%s::int, %s::int) g",
+                          (t * 3 + 1, t * 3 + 1 + t % 3))
+                time.sleep(0.01)
+            c.execute("NOTIFY wh_batch_retry, 'END-batch-retry'")
+        heard = [n.payload for n in lis.until(lambda ch, p: p == "END-batch-retry", 30,
+                                              "END-batch-retry")]
+        want = expected_events(db, heard)
+        n = len(want)
+        for path, route in routes.items():
+            ctx.wait_final(ids[path], n, 60, f"{path} route")
+            reqs = R.requests(path)
+            problems = [f"request #{r.seq}: {p}" for r in reqs for p in request_problems(r, route)]
+            by_wid, wid_of, delivered, order = {}, {}, set(), []
+            for r in reqs:
+                body = canon(parse(r.body))
+                evs = [event_id(e) for e in (body if isinstance(body, list) else [body])]
+                if by_wid.setdefault(r.wid, evs) != evs:
+                    problems.append(f"webhook-id {r.wid} attempt {tries_seen(reqs, r)}: events "
+                                    f"{evs}, first attempt {by_wid[r.wid]}")
+                for e in evs:
+                    if wid_of.setdefault(e, r.wid) != r.wid:
+                        problems.append(f"event {e} under webhook-ids {wid_of[e]} and {r.wid}")
+                if r.status == 200:
+                    delivered.update(evs)
+                    order += evs
+            ctx.check_list(f"{path}: one message per webhook-id", problems, limit=6)
+            attempts = collections.Counter(r.wid for r in reqs)
+            ctx.check_list(f"{path}: requests per webhook-id (2 x 503, then 200)",
+                           [f"{w}: {k}" for w, k in attempts.items() if k != 3])
+            missing = [event_id(e) for e in want if event_id(e) not in delivered]
+            ctx.check(not missing, f"{path}: {len(missing)} of {n} events never delivered "
+                                   f"(a 2xx): {missing[:5]}")
+            multi = sum(1 for evs in by_wid.values() if len(evs) > 1)
+            ctx.check(multi > 0, f"{path}: no request carried more than one event")
+            if route.get("ordered"):
+                ctx.check(order == [event_id(e) for e in want],
+                          f"{path}: events accepted out of commit order")
+            log(f"{path}: {n} events in {len(by_wid)} messages ({multi} of several events), "
+                f"{len(reqs)} requests; checked: each webhook-id carries the same events at each attempt")
+    finally:
+        lis.close()
+
+
+def tries_seen(reqs, r):
+    """The attempt number of request r among the requests of its webhook-id."""
+    return 1 + sum(1 for q in reqs if q.wid == r.wid and q.seq < r.seq)
+
+
+def step_ordered_key(ctx, admin):
+    """ordered => 'key': a receiver that fails (5xx) a third of the requests
+    at random and answers after a random delay; 12 keys updated 12 times
+    each, in random interleavings.  Per key, the order of first 2xx is the
+    commit order, and no request of a key starts before the previous event
+    of the key had its 2xx; different keys are in flight together."""
+    db, R = ctx.db, ctx.rcv
+    watched_table(db, "key_t", "wh_key", "id int PRIMARY KEY, v int")
+    routes = {"/key": {"channel": "wh_key", "url": R.url("/key"), "ordered": "key",
+                       "concurrency": 8},
+              "/key-batch": {"channel": "wh_key", "url": R.url("/key-batch"), "ordered": "key",
+                             "concurrency": 4, "batch_size": 3}}
+    rnd, lock = random.Random(16), threading.Lock()
+
+    def flaky(k, r):
+        with lock:
+            fail, delay = rnd.random() < 0.33, rnd.random() * 0.02
+        return (rnd.choice((500, 503)) if fail else 200, [], delay)
+    for path in routes:
+        R.on(path, flaky)
+    lis = Listener(DB, ["wh_key"])
+    keys = 12
+    try:
+        ids = ctx.add_routes(routes)
+        with connect(DB) as c:
+            c.execute("INSERT INTO key_t SELECT g, 0 FROM generate_series(1, %s) g", (keys,))
+            order = [k for k in range(1, keys + 1) for _ in range(12)]
+            random.Random(7).shuffle(order)
+            for i in range(0, len(order), 3):
+                with c.transaction():
+                    for k in order[i:i + 3]:
+                        c.execute("UPDATE key_t SET v = v + 1 WHERE id = %s", (k,))
+            c.execute("NOTIFY wh_key, 'END-key'")
+        heard = [n.payload for n in lis.until(lambda ch, p: p == "END-key", 30, "END-key")]
+        want = expected_events(db, heard)
+        n = len(want)
+        # the END NOTIFY is no event of the table: a key of its own
+        key_of = {event_id(e): key(e["key"]) if isinstance(e, dict) else "END" for e in want}
+        commit = collections.defaultdict(list)
+        for e in want:
+            commit[key_of[event_id(e)]].append(event_id(e))
+        for path in routes:
+            ctx.wait_final(ids[path], n, 90, f"{path} route")
+            reqs = R.requests(path)
+            problems, first_ok, ok_at, sent = [], {}, {}, collections.defaultdict(list)
+            for r in sorted(reqs, key=lambda q: q.t0):
+                body = canon(parse(r.body))
+                evs = [event_id(e) for e in (body if isinstance(body, list) else [body])]
+                ks = [key_of.get(e) for e in evs]
+                if len(set(ks)) != len(ks):
+                    problems.append(f"request #{r.seq} carries two events of one key: {evs}")
+                for e in evs:
+                    sent[e].append(r)
+                    if r.status == 200 and e not in first_ok:
+                        first_ok[e] = len(first_ok)
+                        ok_at[e] = r.t1
+            for k, evs in commit.items():
+                got = sorted((e for e in evs if e in first_ok), key=first_ok.get)
+                if got != evs:
+                    problems.append(f"key {k}: first 2xx in order {got}, commit order {evs}")
+                    continue
+                for prev, nxt in zip(evs, evs[1:]):
+                    early = [r.seq for r in sent[nxt] if r.t0 < ok_at[prev]]
+                    if early:
+                        problems.append(f"key {k}: event {nxt} sent (request #{early[0]}) before "
+                                        f"event {prev} had its 2xx")
+            ctx.check_list(f"{path}: per-key order", problems, limit=4)
+            failed = sum(1 for r in reqs if r.status != 200)
+            ctx.check(failed > 0, f"{path}: the receiver never failed a request")
+            ctx.check(R.max_inflight[path] > 1,
+                      f"{path}: never more than one request in flight: keys did not overlap")
+            log(f"{path}: {n} events of {keys} keys in {len(reqs)} requests ({failed} failed); "
+                f"checked: per key in commit order, each after the previous one's 2xx; up to "
+                f"{R.max_inflight[path]} requests in flight")
     finally:
         lis.close()
 
@@ -1318,7 +1482,11 @@ STEPS = [
     Step("role", "non-superuser, masked secrets", step_role),
     Step("mixed", "mixed workload to two routes = what a LISTEN client saw", step_mixed),
     Step("batch", "batch_size 10", step_batch),
+    Step("batch-retry", "a batch is one message: retries send the same events under the same id",
+         step_batch_retry),
     Step("ordered", "ordered routes under failures", step_ordered),
+    Step("ordered-key", "ordered => 'key': per-key order under failures, keys concurrent",
+         step_ordered_key),
     Step("codes", "HTTP status codes: retried, dead, delivered", step_codes),
     Step("retry-after", "429 / 503 with Retry-After", step_retry_after),
     Step("timeout", "a receiver that hangs", step_timeout),

@@ -24,7 +24,9 @@ concurrency 2), both max_attempts 100.
      in notifier.deliveries, part of them delivered): the cluster
      reinitialises, the worker comes back, and every event reaches both
      routes at least once.  Duplicates are at most concurrency x batch_size
-     (A: 8, B: 20), and identifiable by webhook-id (a repeated webhook-id);
+     (A: 8, B: 20), and identifiable by webhook-id (a repeated webhook-id,
+     which carries the same events as before: an event never travels under
+     two ids);
   2. pg_ctl restart -m fast mid-delivery: the same;
   3. pg_ctl restart -m immediate mid-delivery: the same;
   4. receiver down: stopped (keep-alive connections cut), 1000 events
@@ -186,6 +188,17 @@ class Test(ClusterTest):
             if unident:
                 raise TestFailure(f"phase {tag}, route {path}: duplicated events in requests whose "
                                   f"webhook-id was not repeated (not identifiable): {unident[:5]}")
+            # a batch is one message: a repeated webhook-id carries the same
+            # events, and an event travels under one webhook-id only
+            body_of, wid_of, split = {}, {}, []
+            for r, ns, ids in got:
+                if body_of.setdefault(r.wid, ids) != ids:
+                    split.append(f"webhook-id {r.wid}: {ids} after {body_of[r.wid]}")
+                split += [f"event {i} under {wid_of[i]} and {r.wid}" for i in ids
+                          if wid_of.setdefault(i, r.wid) != r.wid]
+            if split:
+                raise TestFailure(f"phase {tag}, route {path}: a resent batch is not the same "
+                                  f"message: {split[:3]}")
             dup_w = sorted(w for w, c in wids.items() if c > 1)
             log(f"   route {path} (concurrency {conc}, batch {batch}): {len(got)} requests, "
                 f"all {n} events, {extra} duplicate event deliveries (limit {limit}), repeated "

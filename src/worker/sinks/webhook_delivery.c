@@ -11,12 +11,24 @@
  * rows left in_flight by a crash become pending again: delivery is at
  * least once, and a duplicate has the same webhook-id.
  *
+ * A batch is one message.  On a route of batch_size > 1, the first claim of
+ * rows cuts them into batches and writes each batch's key (the id of its
+ * first row) on its rows, durably before any of them is sent; a retry (or
+ * a resend after a crash) claims whole batches by that key.  So a
+ * webhook-id always carries the same events in the same order, and an event
+ * never travels under two ids: a receiver that drops repeated webhook-ids
+ * (as Standard Webhooks advises) loses nothing.
+ *
  * Scheduling: each webhook route has at most `concurrency` requests in
- * flight (one if `ordered`), a new one claimed as soon as one finishes (no
- * batch barrier).  The worker knows when a route may have due rows: events
+ * flight (one if ordered => 'route'), a new one claimed as soon as one
+ * finishes (no batch barrier).  With ordered => 'key' a row is claimed only
+ * when no earlier row of its key (order_key: a hash of the event's schema,
+ * table and key, written by webhook_sink.c) is pending or in flight: the
+ * events of one key go one after the other, each after the outcome of the
+ * one before (its retries included), the keys side by side.  The worker knows when a route may have due rows: events
  * were written to it, a request of it finished, a retry time passed, rows
  * were redelivered; only then does it query.  A request carries one event,
- * or a JSON array of up to batch_size events and at most
+ * or a batch: a JSON array of up to batch_size events and at most
  * pg_notifier.max_webhook_body_bytes (a larger event goes alone); a claim
  * holds at most pg_notifier.max_batch_bytes of events (or one larger).
  *
@@ -62,6 +74,7 @@ typedef struct RouteState
 	bool		pending;		/* may have due pending rows */
 	TimestampTz next_due;		/* a retry is due then; 0: none known */
 	bool		retries;		/* may have rows waiting for a retry */
+	bool		by_key;			/* ordered by key: an outcome may free rows */
 } RouteState;
 
 static MemoryContext delivery_cxt = NULL;	/* the states */
@@ -71,6 +84,14 @@ static uint64 delivered_count = 0;	/* rows delivered by this process */
 
 static SPIPlanPtr claim_plan = NULL;
 static SPIPlanPtr claim_ordered_plan = NULL;
+static SPIPlanPtr claim_key_plan = NULL;
+static SPIPlanPtr fresh_key_plan = NULL;
+static SPIPlanPtr next_retry_plan = NULL;
+static SPIPlanPtr retry_plan = NULL;
+static SPIPlanPtr retry_ordered_plan = NULL;
+static SPIPlanPtr fresh_plan = NULL;
+static SPIPlanPtr fresh_ordered_plan = NULL;
+static SPIPlanPtr batch_claim_plan = NULL;
 static SPIPlanPtr next_due_plan = NULL;
 static SPIPlanPtr outcome_plan = NULL;
 
@@ -89,6 +110,48 @@ static SPIPlanPtr outcome_plan = NULL;
 	"   OVER (ORDER BY c.id) AS upto, pg_catalog.row_number() OVER (ORDER BY c.id) AS n"
 #define CLAIM_BOUND \
 	"w.upto OPERATOR(pg_catalog.<=) $3 OR w.n OPERATOR(pg_catalog.=) 1"
+
+/* the due rows of route $1, up to $2 of them and the bytes of $3 */
+#define CLAIM_DUE(filter) \
+	" WHERE d.id OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT w.id FROM (" CLAIM_WINDOW \
+	"   FROM (SELECT id, payload FROM notifier.deliveries" \
+	"    WHERE route_id OPERATOR(pg_catalog.=) $1" \
+	"      AND status OPERATOR(pg_catalog.=) 'pending'" filter \
+	"      AND next_attempt_at OPERATOR(pg_catalog.<=) pg_catalog.now()" \
+	"    ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED) c" \
+	"   ) w WHERE " CLAIM_BOUND "))"
+
+/* the same for an ordered route: the first pending rows, if the first is due */
+#define CLAIM_HEAD \
+	" WHERE d.id OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT w.id FROM (" CLAIM_WINDOW \
+	"   FROM (SELECT id, payload FROM notifier.deliveries" \
+	"    WHERE route_id OPERATOR(pg_catalog.=) $1" \
+	"      AND status OPERATOR(pg_catalog.=) 'pending' ORDER BY id LIMIT $2) c" \
+	"   ) w WHERE " CLAIM_BOUND "))" \
+	"   AND (SELECT h.next_attempt_at OPERATOR(pg_catalog.<=) pg_catalog.now()" \
+	"          FROM notifier.deliveries h" \
+	"         WHERE h.route_id OPERATOR(pg_catalog.=) $1 AND h.status OPERATOR(pg_catalog.=) 'pending'" \
+	"         ORDER BY h.id LIMIT 1)"
+
+/*
+ * For a route ordered by key: a row may go when no earlier row of its key is
+ * pending or in flight (the inner query of CLAIM_DUE reads "deliveries").
+ */
+#define KEY_FREE \
+	" AND NOT EXISTS (SELECT FROM notifier.deliveries k" \
+	"   WHERE k.route_id OPERATOR(pg_catalog.=) $1" \
+	"     AND k.order_key OPERATOR(pg_catalog.=) deliveries.order_key" \
+	"     AND k.id OPERATOR(pg_catalog.<) deliveries.id" \
+	"     AND k.status OPERATOR(pg_catalog.=) ANY ('{pending,in_flight}'::pg_catalog.text[]))"
+
+/* a claim: one more attempt, in flight */
+#define CLAIM_SET \
+	"status = 'in_flight', attempts = d.attempts OPERATOR(pg_catalog.+) 1," \
+	" updated_at = pg_catalog.now()"
+
+/* what a claim reads of a row (take_rows()) */
+#define CLAIM_COLUMNS \
+	"d.id, d.event_id, d.payload::pg_catalog.text, d.attempts, d.received_at"
 
 
 
@@ -131,6 +194,7 @@ route_state(int64 route_id)
 		state->pending = true;
 		state->next_due = 0;
 		state->retries = true;
+		state->by_key = false;
 	}
 	return state;
 }
@@ -220,30 +284,124 @@ delivery_stop(void)
 
 
 
-static int
-compare_int64(const void *a, const void *b)
-{
-	int64		x = *(const int64 *) a;
-	int64		y = *(const int64 *) b;
-
-	return (x > y) - (x < y);
-}
-
 /*
  * Claim what the route may send now and start the requests.  In a
  * transaction, connected to SPI; the requests start after the commit, so
- * they are collected in *claimed.
+ * they are collected in *claimed.  The rows of one request are consecutive
+ * and share their batch key (batch[]): the id of their first row.
  */
 typedef struct Claimed
 {
 	Route	   *route;
 	int			n;
+	int			size;			/* allocated */
 	int64	   *ids;
+	int64	   *batch;
 	char	  **event_ids;
 	char	  **payloads;
 	int		   *attempts;
 	TimestampTz *received;
 } Claimed;
+
+/* a claimed row: its batch key, its id, its place in SPI_tuptable */
+typedef struct RowKey
+{
+	int64		batch;
+	int64		id;
+	uint64		i;
+} RowKey;
+
+static int
+compare_row_keys(const void *a, const void *b)
+{
+	const RowKey *x = a;
+	const RowKey *y = b;
+
+	if (x->batch != y->batch)
+		return (x->batch > y->batch) - (x->batch < y->batch);
+	return (x->id > y->id) - (x->id < y->id);
+}
+
+/*
+ * Append the rows of SPI_tuptable (id, event_id, payload, attempts,
+ * received_at, batch_id) to *claimed, batch by batch and in id order within
+ * each (RETURNING has no order), at most max of them; a row without a batch
+ * is its own.  attempts_add: 1 when the query read the rows without
+ * claiming them.  Kept past SPI_finish().
+ */
+static void
+take_rows(Claimed *claimed, uint64 max, int attempts_add)
+{
+	uint64		n = Min(SPI_processed, max);
+	TupleDesc	tupdesc = SPI_tuptable->tupdesc;
+	MemoryContext old;
+	RowKey	   *keys;
+
+	if (n == 0)
+		return;
+	old = MemoryContextSwitchTo(scratch_cxt);
+	keys = palloc(n * sizeof(RowKey));
+	for (uint64 i = 0; i < n; i++)
+	{
+		bool		isnull;
+		Datum		b;
+
+		keys[i].id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], tupdesc, 1, &isnull));
+		b = SPI_getbinval(SPI_tuptable->vals[i], tupdesc, 6, &isnull);
+		keys[i].batch = isnull ? keys[i].id : DatumGetInt64(b);
+		keys[i].i = i;
+	}
+	qsort(keys, n, sizeof(RowKey), compare_row_keys);
+
+	if (claimed->n + (int) n > claimed->size)
+	{
+		int			size = claimed->n + (int) n;
+
+		if (claimed->size == 0)
+		{
+			claimed->ids = palloc(size * sizeof(int64));
+			claimed->batch = palloc(size * sizeof(int64));
+			claimed->event_ids = palloc(size * sizeof(char *));
+			claimed->payloads = palloc(size * sizeof(char *));
+			claimed->attempts = palloc(size * sizeof(int));
+			claimed->received = palloc(size * sizeof(TimestampTz));
+		}
+		else
+		{
+			claimed->ids = repalloc(claimed->ids, size * sizeof(int64));
+			claimed->batch = repalloc(claimed->batch, size * sizeof(int64));
+			claimed->event_ids = repalloc(claimed->event_ids, size * sizeof(char *));
+			claimed->payloads = repalloc(claimed->payloads, size * sizeof(char *));
+			claimed->attempts = repalloc(claimed->attempts, size * sizeof(int));
+			claimed->received = repalloc(claimed->received, size * sizeof(TimestampTz));
+		}
+		claimed->size = size;
+	}
+	for (uint64 k = 0; k < n; k++)
+	{
+		HeapTuple	tuple = SPI_tuptable->vals[keys[k].i];
+		int			c = claimed->n++;
+		bool		isnull;
+
+		claimed->ids[c] = keys[k].id;
+		claimed->batch[c] = keys[k].batch;
+		claimed->event_ids[c] = SPI_getvalue(tuple, tupdesc, 2);
+		claimed->payloads[c] = SPI_getvalue(tuple, tupdesc, 3);
+		claimed->attempts[c] = DatumGetInt32(SPI_getbinval(tuple, tupdesc, 4, &isnull)) + attempts_add;
+		claimed->received[c] = DatumGetTimestampTz(SPI_getbinval(tuple, tupdesc, 5, &isnull));
+	}
+	pfree(keys);
+	MemoryContextSwitchTo(old);
+}
+
+/* run a claiming UPDATE ... RETURNING, take its rows */
+static void
+claim_update(SPIPlanPtr plan, Datum *values, Claimed *claimed)
+{
+	if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
+		elog(ERROR, "claiming deliveries failed");
+	take_rows(claimed, SPI_processed, 0);
+}
 
 /* requests the route may start now */
 static int
@@ -251,7 +409,7 @@ free_slots(Route *route, RouteState *state)
 {
 	WebhookConfig *wh = &route->webhook;
 
-	return wh->ordered ? (state->inflight == 0 ? 1 : 0) :
+	return wh->ordered == ROUTE_ORDER_ROUTE ? (state->inflight == 0 ? 1 : 0) :
 		wh->concurrency - state->inflight;
 }
 
@@ -263,96 +421,277 @@ route_due(Route *route, RouteState *state, TimestampTz now)
 		(state->pending || (state->next_due != 0 && state->next_due <= now));
 }
 
-static void
-claim(Route *route, RouteState *state, Claimed *claimed)
+/*
+ * How many of the n events (n <= batch_size) the next request carries: as
+ * many as fit in a body of pg_notifier.max_webhook_body_bytes (a JSON array:
+ * brackets and commas), and at least one.
+ */
+static int
+request_size(char **payloads, int n)
+{
+	Size		body = 2 + strlen(payloads[0]);
+	int			k = 1;
+
+	while (k < n)
+	{
+		Size		len = 1 + strlen(payloads[k]);
+
+		if (body + len > (Size) notifier_max_webhook_body_bytes)
+			break;
+		body += len;
+		k++;
+	}
+	return k;
+}
+
+/*
+ * Claim the rows of a route of batch_size 1: each row is a request.
+ * Returns whether the claim was full (more rows may be due).
+ */
+static bool
+claim_rows(Route *route, Claimed *claimed, Datum *values, int want)
+{
+	Oid			argtypes[3] = {INT8OID, INT4OID, INT8OID};
+	SPIPlanPtr	plan;
+
+	if (route->webhook.ordered == ROUTE_ORDER_ROUTE)
+		plan = keep_plan(&claim_ordered_plan,
+						 "UPDATE notifier.deliveries d SET " CLAIM_SET
+						 CLAIM_HEAD
+						 " RETURNING " CLAIM_COLUMNS ","
+						 "   NULL::pg_catalog.int8",
+						 3, argtypes);
+	else if (route->webhook.ordered == ROUTE_ORDER_KEY)
+		plan = keep_plan(&claim_key_plan,
+						 "UPDATE notifier.deliveries d SET " CLAIM_SET
+						 CLAIM_DUE(KEY_FREE)
+						 " RETURNING " CLAIM_COLUMNS ","
+						 "   NULL::pg_catalog.int8",
+						 3, argtypes);
+	else
+		plan = keep_plan(&claim_plan,
+						 "UPDATE notifier.deliveries d SET " CLAIM_SET
+						 CLAIM_DUE("")
+						 " RETURNING " CLAIM_COLUMNS ","
+						 "   NULL::pg_catalog.int8",
+						 3, argtypes);
+	claim_update(plan, values, claimed);
+	return claimed->n == want;
+}
+
+/*
+ * Claim the messages of a route of batch_size > 1: a batch is one message.
+ * First the batches due for a retry, whole, by their key (as they were
+ * first sent); then, with the slots left, rows never sent, cut into
+ * batches here (batch_size events, max_webhook_body_bytes) and claimed with
+ * their batch key written.  That claim must be durable before its requests
+ * start (*durable): were it lost in a crash, the rows would be batched
+ * again, differently, under the same webhook-id.  An ordered route sends
+ * its head first, whatever it is.  Returns whether the claim was full.
+ */
+static bool
+claim_batches(Route *route, Claimed *claimed, Datum *values, int slots,
+			  bool retries, bool *durable)
 {
 	WebhookConfig *wh = &route->webhook;
 	Oid			argtypes[3] = {INT8OID, INT4OID, INT8OID};
-	int			want = Min(free_slots(route, state) * wh->batch_size, MAX_CLAIM);
-	Datum		values[3];
+	Oid			batch_types[2] = {INT8ARRAYOID, INT8ARRAYOID};
 	SPIPlanPtr	plan;
-	uint64		n;
-	int64	   *order;
+	int			want;
+	int			from;
+	int			first;
+	Datum	   *idd;
+	Datum	   *batchd;
+	Datum		bvalues[2];
+
+	if (retries)
+	{
+		int			nbatches = 0;
+
+		values[1] = Int32GetDatum(slots);
+		if (wh->ordered == ROUTE_ORDER_ROUTE)
+			plan = keep_plan(&retry_ordered_plan,
+							 "UPDATE notifier.deliveries d SET " CLAIM_SET
+							 " WHERE d.route_id OPERATOR(pg_catalog.=) $1 AND d.status OPERATOR(pg_catalog.=) 'pending'"
+							 "   AND d.batch_id IS NOT NULL AND d.batch_id OPERATOR(pg_catalog.=)"
+							 "   (SELECT CASE WHEN h.next_attempt_at OPERATOR(pg_catalog.<=) pg_catalog.now()"
+							 "           THEN h.batch_id END"
+							 "      FROM notifier.deliveries h"
+							 "     WHERE h.route_id OPERATOR(pg_catalog.=) $1 AND h.status OPERATOR(pg_catalog.=) 'pending'"
+							 "     ORDER BY h.id LIMIT 1)"
+							 " RETURNING " CLAIM_COLUMNS ","
+							 "   d.batch_id",
+							 3, argtypes);
+		else
+			plan = keep_plan(&retry_plan,
+							 "UPDATE notifier.deliveries d SET " CLAIM_SET
+							 " WHERE d.route_id OPERATOR(pg_catalog.=) $1 AND d.status OPERATOR(pg_catalog.=) 'pending'"
+							 "   AND d.batch_id IS NOT NULL AND d.batch_id OPERATOR(pg_catalog.=) ANY (ARRAY("
+							 "     SELECT DISTINCT h.batch_id FROM notifier.deliveries h"
+							 "      WHERE h.route_id OPERATOR(pg_catalog.=) $1 AND h.status OPERATOR(pg_catalog.=) 'pending'"
+							 "        AND h.batch_id IS NOT NULL"
+							 "        AND h.next_attempt_at OPERATOR(pg_catalog.<=) pg_catalog.now()"
+							 "      ORDER BY h.batch_id LIMIT $2))"
+							 " RETURNING " CLAIM_COLUMNS ","
+							 "   d.batch_id",
+							 3, argtypes);
+		claim_update(plan, values, claimed);
+		for (int i = 0; i < claimed->n; i++)
+			nbatches += i == 0 || claimed->batch[i] != claimed->batch[i - 1];
+		slots -= nbatches;
+		if (slots <= 0)
+			return true;
+	}
+
+	/* rows never sent, in id order */
+	want = Min(slots * wh->batch_size, MAX_CLAIM);
+	values[1] = Int32GetDatum(want);
+	if (wh->ordered == ROUTE_ORDER_ROUTE)
+		plan = keep_plan(&fresh_ordered_plan,
+						 "SELECT " CLAIM_COLUMNS ","
+						 "   d.batch_id FROM notifier.deliveries d"
+						 CLAIM_HEAD
+						 " ORDER BY d.id FOR UPDATE",
+						 3, argtypes);
+	else if (wh->ordered == ROUTE_ORDER_KEY)
+		plan = keep_plan(&fresh_key_plan,
+						 "SELECT " CLAIM_COLUMNS ","
+						 "   d.batch_id FROM notifier.deliveries d"
+						 CLAIM_DUE(" AND batch_id IS NULL" KEY_FREE)
+						 " ORDER BY d.id",
+						 3, argtypes);
+	else
+		plan = keep_plan(&fresh_plan,
+						 "SELECT " CLAIM_COLUMNS ","
+						 "   d.batch_id FROM notifier.deliveries d"
+						 CLAIM_DUE(" AND batch_id IS NULL")
+						 " ORDER BY d.id",
+						 3, argtypes);
+	if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "claiming deliveries failed");
+
+	/* an ordered route stops at a row already sent: its batch goes first */
+	{
+		uint64		n = 0;
+
+		while (n < SPI_processed)
+		{
+			bool		isnull;
+
+			(void) SPI_getbinval(SPI_tuptable->vals[n], SPI_tuptable->tupdesc, 6, &isnull);
+			if (!isnull)
+				break;
+			n++;
+		}
+		first = claimed->n;
+		take_rows(claimed, n, 1);
+		if (n < SPI_processed)
+			return false;
+	}
+	if (claimed->n == first)
+		return false;
+
+	/* cut into batches, write their keys */
+	idd = MemoryContextAlloc(scratch_cxt, (claimed->n - first) * sizeof(Datum));
+	batchd = MemoryContextAlloc(scratch_cxt, (claimed->n - first) * sizeof(Datum));
+	for (from = first; from < claimed->n;)
+	{
+		int			k = request_size(claimed->payloads + from,
+									 Min(wh->batch_size, claimed->n - from));
+
+		for (int i = from; i < from + k; i++)
+		{
+			claimed->batch[i] = claimed->ids[from];
+			idd[i - first] = Int64GetDatum(claimed->ids[i]);
+			batchd[i - first] = Int64GetDatum(claimed->ids[from]);
+		}
+		from += k;
+	}
+	bvalues[0] = PointerGetDatum(construct_array(idd, claimed->n - first, INT8OID, 8,
+												 FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	bvalues[1] = PointerGetDatum(construct_array(batchd, claimed->n - first, INT8OID, 8,
+												 FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	plan = keep_plan(&batch_claim_plan,
+					 "UPDATE notifier.deliveries d SET " CLAIM_SET ", batch_id = b.batch_id"
+					 "  FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) AS b(id, batch_id)"
+					 " WHERE d.id OPERATOR(pg_catalog.=) b.id",
+					 2, batch_types);
+	if (SPI_execute_plan(plan, bvalues, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "claiming deliveries failed");
+	*durable = true;
+	return claimed->n - first == want;
+}
+
+/*
+ * When is the route due next: its first pending row's next attempt, or
+ * with later_only the first one after now (a route ordered by key: rows due
+ * but waiting for their key are not, an outcome frees them).  The route has
+ * nothing due now.
+ */
+static void
+read_next_due(RouteState *state, Datum *values, bool later_only)
+{
+	Oid			argtypes[1] = {INT8OID};
+	bool		isnull;
+	Datum		d;
+	SPIPlanPtr	plan;
+
+	if (later_only)
+		plan = keep_plan(&next_retry_plan,
+						 "SELECT pg_catalog.min(next_attempt_at) FROM notifier.deliveries"
+						 " WHERE route_id OPERATOR(pg_catalog.=) $1 AND status OPERATOR(pg_catalog.=) 'pending'"
+						 "   AND next_attempt_at OPERATOR(pg_catalog.>) pg_catalog.now()",
+						 1, argtypes);
+	else
+		plan = keep_plan(&next_due_plan,
+						 "SELECT pg_catalog.min(next_attempt_at) FROM notifier.deliveries"
+						 " WHERE route_id OPERATOR(pg_catalog.=) $1 AND status OPERATOR(pg_catalog.=) 'pending'",
+						 1, argtypes);
+	if (SPI_execute_plan(plan, values, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "reading deliveries failed");
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	state->pending = false;
+	state->next_due = isnull ? 0 : DatumGetTimestampTz(d);
+	state->retries = !isnull;
+}
+
+static void
+claim(Route *route, RouteState *state, Claimed *claimed, bool *durable)
+{
+	WebhookConfig *wh = &route->webhook;
+	int			slots = free_slots(route, state);
+	int			want = Min(slots * wh->batch_size, MAX_CLAIM);
+	Datum		values[3];
+	bool		full;
 
 	claimed->route = route;
-	claimed->n = 0;
 	if (want <= 0)
 		return;
 
 	values[0] = Int64GetDatum(route->id);
 	values[1] = Int32GetDatum(want);
 	values[2] = Int64GetDatum(Max(notifier_max_batch_bytes, notifier_max_webhook_body_bytes));
-	if (wh->ordered)
-		plan = keep_plan(&claim_ordered_plan,
-						 "UPDATE notifier.deliveries d SET status = 'in_flight',"
-						 "   attempts = d.attempts OPERATOR(pg_catalog.+) 1, updated_at = pg_catalog.now()"
-						 " WHERE d.id OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT w.id FROM (" CLAIM_WINDOW
-						 "   FROM (SELECT id, payload FROM notifier.deliveries"
-						 "    WHERE route_id OPERATOR(pg_catalog.=) $1"
-						 "      AND status OPERATOR(pg_catalog.=) 'pending' ORDER BY id LIMIT $2) c"
-						 "   ) w WHERE " CLAIM_BOUND "))"
-						 "   AND (SELECT h.next_attempt_at OPERATOR(pg_catalog.<=) pg_catalog.now()"
-						 "          FROM notifier.deliveries h"
-						 "         WHERE h.route_id OPERATOR(pg_catalog.=) $1 AND h.status OPERATOR(pg_catalog.=) 'pending'"
-						 "         ORDER BY h.id LIMIT 1)"
-						 " RETURNING d.id, d.event_id, d.payload::pg_catalog.text, d.attempts, d.received_at",
-						 3, argtypes);
+	if (wh->batch_size > 1)
+		full = claim_batches(route, claimed, values, slots, state->retries, durable);
 	else
-		plan = keep_plan(&claim_plan,
-						 "UPDATE notifier.deliveries d SET status = 'in_flight',"
-						 "   attempts = d.attempts OPERATOR(pg_catalog.+) 1, updated_at = pg_catalog.now()"
-						 " WHERE d.id OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT w.id FROM (" CLAIM_WINDOW
-						 "   FROM (SELECT id, payload FROM notifier.deliveries"
-						 "    WHERE route_id OPERATOR(pg_catalog.=) $1"
-						 "      AND status OPERATOR(pg_catalog.=) 'pending'"
-						 "      AND next_attempt_at OPERATOR(pg_catalog.<=) pg_catalog.now()"
-						 "    ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED) c"
-						 "   ) w WHERE " CLAIM_BOUND "))"
-						 " RETURNING d.id, d.event_id, d.payload::pg_catalog.text, d.attempts, d.received_at",
-						 3, argtypes);
-	if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
-		elog(ERROR, "claiming deliveries failed");
-	n = SPI_processed;
+		full = claim_rows(route, claimed, values, want);
 
-	/* in id order (RETURNING has none), kept past SPI_finish() */
-	if (n > 0)
+	/*
+	 * Ordered by key: rows wait for the outcome of their key's previous one,
+	 * which makes the route due again (record_outcomes()).  Until then only a
+	 * retry coming due does; rows claimed: more may be free.
+	 */
+	if (wh->ordered == ROUTE_ORDER_KEY)
 	{
-		MemoryContext old = MemoryContextSwitchTo(scratch_cxt);
-		TupleDesc	tupdesc = SPI_tuptable->tupdesc;
-
-		order = palloc(n * 2 * sizeof(int64));
-		for (uint64 i = 0; i < n; i++)
-		{
-			bool		isnull;
-
-			order[2 * i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], tupdesc, 1, &isnull));
-			order[2 * i + 1] = (int64) i;
-		}
-		qsort(order, n, 2 * sizeof(int64), compare_int64);
-
-		claimed->ids = palloc(n * sizeof(int64));
-		claimed->event_ids = palloc(n * sizeof(char *));
-		claimed->payloads = palloc(n * sizeof(char *));
-		claimed->attempts = palloc(n * sizeof(int));
-		claimed->received = palloc(n * sizeof(TimestampTz));
-		for (uint64 k = 0; k < n; k++)
-		{
-			HeapTuple	tuple = SPI_tuptable->vals[order[2 * k + 1]];
-			bool		isnull;
-
-			claimed->ids[k] = order[2 * k];
-			claimed->event_ids[k] = SPI_getvalue(tuple, tupdesc, 2);
-			claimed->payloads[k] = SPI_getvalue(tuple, tupdesc, 3);
-			claimed->attempts[k] = DatumGetInt32(SPI_getbinval(tuple, tupdesc, 4, &isnull));
-			claimed->received[k] = DatumGetTimestampTz(SPI_getbinval(tuple, tupdesc, 5, &isnull));
-		}
-		claimed->n = n;
-		pfree(order);
-		MemoryContextSwitchTo(old);
+		state->by_key = true;
+		if (claimed->n > 0)
+			state->pending = true;
+		else
+			read_next_due(state, values, true);
 	}
 
 	/* as many as wanted: more may be due */
-	if (n == (uint64) want)
+	else if (full)
 		state->pending = true;
 
 	/*
@@ -360,27 +699,13 @@ claim(Route *route, RouteState *state, Claimed *claimed)
 	 * bytes; when is the next retry (or the next row)?  (Only worth a query
 	 * when some row may be waiting.)
 	 */
-	else if (!state->retries && n == 0)
+	else if (!state->retries && claimed->n == 0)
 	{
 		state->pending = false;
 		state->next_due = 0;
 	}
 	else
-	{
-		bool		isnull;
-		Datum		d;
-
-		plan = keep_plan(&next_due_plan,
-						 "SELECT pg_catalog.min(next_attempt_at) FROM notifier.deliveries"
-						 " WHERE route_id OPERATOR(pg_catalog.=) $1 AND status OPERATOR(pg_catalog.=) 'pending'",
-						 1, argtypes);
-		if (SPI_execute_plan(plan, values, NULL, true, 1) != SPI_OK_SELECT)
-			elog(ERROR, "reading deliveries failed");
-		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-		state->pending = false;
-		state->next_due = isnull ? 0 : DatumGetTimestampTz(d);
-		state->retries = !isnull;
-	}
+		read_next_due(state, values, false);
 }
 
 /* full jitter: a random wait up to min(max, base * 2^(attempt - 1)) */
@@ -514,6 +839,8 @@ record_outcomes(void)
 		 * (pending is still true) or a retry comes due.
 		 */
 		state->inflight--;
+		if (state->by_key)
+			state->pending = true;
 		if (rd.retried > 0)
 		{
 			TimestampTz due = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), delay);
@@ -529,28 +856,6 @@ record_outcomes(void)
 }
 
 
-/*
- * How many of the n events (n <= batch_size) the next request carries: as
- * many as fit in a body of pg_notifier.max_webhook_body_bytes (a JSON array:
- * brackets and commas), and at least one.
- */
-static int
-request_size(char **payloads, int n)
-{
-	Size		body = 2 + strlen(payloads[0]);
-	int			k = 1;
-
-	while (k < n)
-	{
-		Size		len = 1 + strlen(payloads[k]);
-
-		if (body + len > (Size) notifier_max_webhook_body_bytes)
-			break;
-		body += len;
-		k++;
-	}
-	return k;
-}
 
 /*
  * Record what finished, claim what may be sent, start it.  Returns when a
@@ -564,6 +869,7 @@ delivery_work(RouteTable *routes)
 	Claimed    *claimed;
 	int			nclaimed = 0;
 	bool		any = false;
+	bool		durable = false;
 
 	if (routes == NULL)
 		return 0;
@@ -595,19 +901,24 @@ delivery_work(RouteTable *routes)
 				continue;
 			if (state->next_due != 0 && state->next_due <= now)
 				state->next_due = 0;
-			claim(route, state, &claimed[nclaimed++]);
+			claim(route, state, &claimed[nclaimed++], &durable);
 		}
+		if (durable)
+			(void) set_config_option("synchronous_commit", "on", PGC_USERSET, PGC_S_SESSION,
+									 GUC_ACTION_LOCAL, true, 0, false);
 		worker_xact_commit();
 		pgstat_report_activity(STATE_IDLE, NULL);
 
 		for (int c = 0; c < nclaimed; c++)
 		{
 			Claimed    *cl = &claimed[c];
-			int			batch = cl->route->webhook.batch_size;
 
 			for (int from = 0; from < cl->n;)
 			{
-				int			k = request_size(cl->payloads + from, Min(batch, cl->n - from));
+				int			k = 1;
+
+				while (from + k < cl->n && cl->batch[from + k] == cl->batch[from])
+					k++;
 
 				webhook_http_start(cl->route, cl->ids + from, cl->event_ids + from,
 								   cl->payloads + from, cl->attempts + from,

@@ -8,7 +8,8 @@
  * Once an event is a row of notifier.deliveries it is delivered at least
  * once, whatever crashes or restarts come.  Each row keeps the event's id
  * (the "id" of pg_notifier's events; NULL for other payloads), which
- * becomes the webhook-id header.
+ * becomes the webhook-id header, and for a route ordered by key the hash
+ * of the event's schema, table and key (its order_key).
  *
  * Copyright (c) 2026, pg_notifier developers; PostgreSQL Licence (LICENSE)
  *
@@ -44,21 +45,25 @@ webhook_sink_write(Route *route, char **payloads, int npayloads,
 				   TimestampTz received_at)
 {
 	static const Oid insert_argtypes[] = {
-		INT8OID, TEXTARRAYOID, TIMESTAMPTZOID, TEXTARRAYOID
+		INT8OID, TEXTARRAYOID, TIMESTAMPTZOID, TEXTARRAYOID, BOOLOID
 	};
 	Datum	   *events = palloc(npayloads * sizeof(Datum));
 	Datum	   *ids = palloc(npayloads * sizeof(Datum));
 	bool	   *id_nulls = palloc(npayloads * sizeof(bool));
 	int			dims[1] = {npayloads};
 	int			lbs[1] = {1};
-	Datum		values[4];
+	Datum		values[5];
 	int			rc;
 
 	keep_plan(&insert_plan,
-			  "INSERT INTO notifier.deliveries (route_id, event_id, payload, received_at)"
-			  " SELECT $1, e, p::pg_catalog.json, $3"
-			  " FROM ROWS FROM (pg_catalog.unnest($2), pg_catalog.unnest($4)) AS u(p, e)",
-			  4, insert_argtypes);
+			  "INSERT INTO notifier.deliveries (route_id, event_id, payload, received_at, order_key)"
+			  " SELECT $1, e, j, $3,"
+			  "   CASE WHEN $5 THEN pg_catalog.hashtextextended(pg_catalog.concat_ws(' ',"
+			  "     j OPERATOR(pg_catalog.->>) 'schema', j OPERATOR(pg_catalog.->>) 'table',"
+			  "     (j OPERATOR(pg_catalog.->) 'key')::pg_catalog.text), 0) END"
+			  " FROM ROWS FROM (pg_catalog.unnest($2), pg_catalog.unnest($4)) AS u(p, e),"
+			  "   LATERAL (SELECT p::pg_catalog.json AS j) x",
+			  5, insert_argtypes);
 
 	for (int i = 0; i < npayloads; i++)
 	{
@@ -71,6 +76,8 @@ webhook_sink_write(Route *route, char **payloads, int npayloads,
 	values[2] = TimestampTzGetDatum(received_at);
 	values[3] = PointerGetDatum(construct_md_array(ids, id_nulls, 1, dims, lbs,
 												   TEXTOID, -1, false, TYPALIGN_INT));
+
+	values[4] = BoolGetDatum(route->webhook.ordered == ROUTE_ORDER_KEY);
 
 	rc = SPI_execute_plan(insert_plan, values, NULL, false, 0);
 	if (rc != SPI_OK_INSERT || SPI_processed != (uint64) npayloads)
