@@ -50,6 +50,7 @@ class Test(crash.Test):
     WATCH = ""              # the default: delivery => 'auto'
     SETTINGS = ""           # the default: pg_notifier.databases = '*'
     TXN_ROWS = 1            # single-row transactions
+    KILL_EVENTS = 50_000    # single-row transactions are slower: kills enough
 
     def worker_of(self, db):
         rows = self.cl.q("postgres", "SELECT pid FROM pg_stat_activity "

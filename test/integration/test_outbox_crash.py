@@ -19,8 +19,8 @@ transaction whose COMMIT got no answer is decided afterwards by whether its
 rows exist.  The watched table is the truth: every row of it is a committed
 event.
 
-  1. kill -9 of the worker in a loop (each time the worker is back, 0.3-0.5 s
-     later) while 4 producers commit 100,000 events; queue route: every
+  1. kill -9 of the worker in a loop (each time the worker is back, 0.15-0.35 s
+     later) while 4 producers commit 200,000 events; queue route: every
      committed event in notifier.queue exactly once (by key and by event id,
      with its transaction's xid), none of a transaction that did not commit,
      each transaction's events in order, the outbox empty;
@@ -63,7 +63,7 @@ NAME = "test_outbox_crash"
 TIMEOUT = int(os.environ.get("PG_NOTIFIER_TEST_TIMEOUT", "240"))
 DB = "ob"
 WORKER = "pg_notifier worker"
-KILL_EVENTS = 100_000
+KILL_EVENTS = 200_000
 RESTART_EVENTS = 30_000
 DOWN_EVENTS = 6_000
 WH_CONCURRENCY, WH_BATCH = 4, 10
@@ -170,6 +170,7 @@ class Test(ClusterTest):
     WATCH = ", delivery => 'outbox'"                    # the watches' delivery option
     SETTINGS = f"pg_notifier.databases = '{DB}'\n"
     TXN_ROWS = 60                                       # rows per transaction: 1..TXN_ROWS
+    KILL_EVENTS = KILL_EVENTS                           # events of the kill -9 phase
 
     def __init__(self):
         super().__init__(self.NAME, self.SETTINGS + "pg_notifier.retry_base_ms = 50\n"
@@ -271,7 +272,7 @@ class Test(ClusterTest):
 
     # -- 1. kill -9 loop ----------------------------------------------------------
     def phase_kill(self):
-        phase, n = "kill9", KILL_EVENTS
+        phase, n = "kill9", self.KILL_EVENTS
         log(f"1. kill -9 of the worker in a loop while 4 producers commit {n} events")
         prod = Producers(self.cl, "items", phase, n, 4, 1, self.TXN_ROWS)
         t0 = time.monotonic()
@@ -281,7 +282,7 @@ class Test(ClusterTest):
         backs = []
         busy = []          # at each kill: (events in the outbox, the worker moving them)
         while True:
-            time.sleep(random.uniform(0.3, 0.5))
+            time.sleep(random.uniform(0.15, 0.35))
             if not prod.alive():
                 break
             try:
