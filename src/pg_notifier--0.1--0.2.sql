@@ -473,6 +473,47 @@ COMMENT ON COLUMN notifier.deliveries.order_key IS
 CREATE INDEX deliveries_order_key_idx ON notifier.deliveries (route_id, order_key, id)
 	WHERE order_key IS NOT NULL AND status IN ('pending', 'in_flight');
 
+--
+-- replay(): the retained delivered events of a webhook route sent again, as
+-- new deliveries under their own event ids (a receiver that keeps the ids it
+-- has seen will drop them: replay is for receivers that lost their copy).
+-- Delivered rows are retained for pg_notifier.retention (a day by default).
+--
+CREATE FUNCTION notifier.replay(route_id bigint, since timestamptz)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	n bigint;
+BEGIN
+	IF route_id IS NULL OR since IS NULL THEN
+		RAISE EXCEPTION 'route_id and since must not be NULL'
+			USING ERRCODE = 'null_value_not_allowed',
+				  HINT = 'replay(route_id, since) sends again the delivered events received since then.';
+	END IF;
+	IF NOT EXISTS (SELECT 1 FROM notifier.routes r
+					WHERE r.id = replay.route_id AND r.kind = 'webhook') THEN
+		RAISE EXCEPTION 'webhook route % does not exist', route_id
+			USING ERRCODE = 'undefined_object',
+				  HINT = 'See notifier.route_list for the routes.';
+	END IF;
+	INSERT INTO notifier.deliveries (route_id, event_id, payload, received_at, order_key)
+	SELECT d.route_id, d.event_id, d.payload, pg_catalog.now(), d.order_key
+	  FROM notifier.deliveries d
+	 WHERE d.route_id = replay.route_id AND d.status = 'delivered'
+	   AND d.received_at >= replay.since
+	 ORDER BY d.id;
+	GET DIAGNOSTICS n = ROW_COUNT;
+	PERFORM pg_notify('pg_notifier_control', 'deliveries');
+	RETURN n;
+END
+$$;
+REVOKE ALL ON FUNCTION notifier.replay(bigint, timestamptz) FROM PUBLIC;
+
+COMMENT ON FUNCTION notifier.replay(bigint, timestamptz) IS
+'send again the delivered events of a webhook route received since a time (retained for pg_notifier.retention); returns how many';
+
 -- Keep these last: once everything above is committed, the launcher starts
 -- the worker ('*'), or the waiting worker of a listed database takes it in.
 SELECT notifier.worker_start();
