@@ -70,6 +70,15 @@ every request: path, headers, body, time, connection, requests in flight.
              delivered at attempt 1; redeliver_dead again returns 0.  Bad
              calls to both functions raise.  remove_route deletes the route's
              deliveries;
+  [ssrf]     pg_notifier.denied_networks, checked on the address connected
+             to: 169.254.169.254 spelled plainly, in decimal, in hex and as
+             IPv4-mapped IPv6, and 0.0.0.0 (which connects to this machine,
+             where a receiver listens on the port): each dead at attempt 1
+             with "address denied", the receiver never hit.  With
+             127.0.0.1/32 and ::1/128 added, a URL naming localhost is
+             refused the same way (the name resolves through /etc/hosts);
+             by default the loopback receiver gets its event.  A bad CIDR is
+             refused, and so is SET by a non-superuser;
   [stats]    notifier.stats per route: received, delivered, retried, dead,
              pending, in_flight, last_http_status, latency_p50/p99_ms agree
              with what happened; the worker never restarted; no request went
@@ -116,7 +125,7 @@ RETRY_BASE_MS = 50
 RETRY_MAX_MS = 500
 # the settings this test changes with ALTER SYSTEM (and puts back)
 GUCS = ("pg_notifier.databases", "pg_notifier.retry_base_ms", "pg_notifier.retry_max_ms",
-        "pg_notifier.allowed_hosts")
+        "pg_notifier.allowed_hosts", "pg_notifier.denied_networks")
 SLACK = 0.4         # seconds of scheduling slack on upper time bounds (2 shared cores)
 SIG_ARGS = ("channel", "url", "headers", "secret", "batch_size", "max_attempts",
             "timeout_ms", "concurrency", "ordered")
@@ -1424,6 +1433,92 @@ def step_redeliver(ctx, admin):
     log("remove_route of the refused route deleted its deliveries")
 
 
+def step_ssrf(ctx, admin):
+    db = ctx.db
+    R = ctx.rcv
+    port = R.port
+    R.on("/ssrf-ok", ok())
+    R.on("/ssrf", ok())
+    watched_table(db, "ssrf_t", "wh_ssrf")
+    shown = db.execute("SHOW pg_notifier.denied_networks").fetchone()[0]
+    ctx.check("169.254.0.0/16" in shown and "0.0.0.0/8" in shown,
+              f"denied_networks by default: {shown!r}")
+    denied = {
+        "plain": "http://169.254.169.254/ssrf",
+        "decimal": "http://2852039166/ssrf",
+        "hex": "http://0xa9.0xfe.0xa9.0xfe/ssrf",
+        "mapped": "http://[::ffff:169.254.169.254]/ssrf",
+        "zero": f"http://0.0.0.0:{port}/ssrf",
+        "mapped-zero": f"http://[::ffff:0.0.0.0]:{port}/ssrf",
+    }
+    routes = {k: {"channel": "wh_ssrf", "url": u, "max_attempts": 5} for k, u in denied.items()}
+    routes["allowed"] = {"channel": "wh_ssrf", "url": R.url("/ssrf-ok")}
+    ids = {}
+    with db.transaction():
+        for k, args in routes.items():
+            ids[k] = add_webhook(db, **args)
+    ctx.wait_channels(["wh_ssrf"])
+    ctx.known_paths.add("/ssrf-ok")
+    db.execute("INSERT INTO ssrf_t VALUES (1, 'metadata?')")
+    for k, rid in ids.items():
+        ctx.wait_final(rid, 1, 15, f"denied_networks: {k}")
+        r = route_rows(db, rid)[0]
+        if k == "allowed":
+            ctx.check(r["status"] == "delivered",
+                      f"loopback receiver under the default denied_networks: {r['status']}, "
+                      f"last_error {r['last_error']!r}")
+            continue
+        ctx.check((r["status"], r["attempts"]) == ("dead", 1)
+                  and "address denied" in (r["last_error"] or ""),
+                  f"{denied[k]}: {r['status']} at attempt {r['attempts']}, "
+                  f"last_error {r['last_error']!r}")
+        log(f"{denied[k]}: {r['status']}, last_error {r['last_error']!r}")
+    ctx.check(R.count("/ssrf") == 0, f"the receiver got {R.count('/ssrf')} denied requests")
+    ctx.check(R.count("/ssrf-ok") == 1, f"the allowed route sent {R.count('/ssrf-ok')} requests")
+    st = {r[0]: r[1] for r in db.execute(
+        "SELECT route_id, last_error FROM notifier.stats WHERE route_id = ANY(%s)",
+        (list(ids.values()),)).fetchall()}
+    ctx.check("address denied" in (st.get(ids["plain"]) or ""),
+              f"notifier.stats last_error {st.get(ids['plain'])!r}")
+
+    # a host name, resolved by the worker through /etc/hosts
+    ctx.set_gucs(admin, {"pg_notifier.denied_networks":
+                         "169.254.0.0/16, 127.0.0.1/32, ::1/128"})
+    try:
+        rid = add_webhook(db, channel="wh_ssrf_name", url=f"http://localhost:{port}/ssrf",
+                          max_attempts=5)
+        watched_table(db, "ssrf_name_t", "wh_ssrf_name")
+        ctx.wait_channels(["wh_ssrf_name"])
+        db.execute("INSERT INTO ssrf_name_t VALUES (1, 'by name')")
+        ctx.wait_final(rid, 1, 15, "denied_networks: localhost")
+        r = route_rows(db, rid)[0]
+        ctx.check((r["status"], r["attempts"]) == ("dead", 1)
+                  and "address denied" in (r["last_error"] or ""),
+                  f"localhost with 127.0.0.1/32 denied: {r['status']} at attempt {r['attempts']}, "
+                  f"last_error {r['last_error']!r}")
+        ctx.check(R.count("/ssrf") == 0, f"the receiver got {R.count('/ssrf')} denied requests")
+        log(f"http://localhost:{port}/ssrf with 127.0.0.1/32 denied: {r['status']}, "
+            f"last_error {r['last_error']!r}")
+    finally:
+        ctx.set_gucs(admin, {"pg_notifier.denied_networks":
+                             ctx.saved.get("pg_notifier.denied_networks")})
+
+    for bad in ("169.254.0.0/33", "not-a-network", "10.0.0.0/", "fe80::/129", "1.2.3.4/-1",
+                "10.0.0.0/8,,"):
+        expect_error(ctx, db, f"denied_networks = {bad!r}",
+                     sql.SQL("SET pg_notifier.denied_networks = {}").format(sql.Literal(bad)),
+                     need=["denied_networks"], codes=("22023",))
+    db.execute(sql.SQL("SET ROLE {}").format(ident(ROLE)))
+    try:
+        expect_error(ctx, db, "SET denied_networks by a non-superuser",
+                     "SET pg_notifier.denied_networks = ''", need=["permission"],
+                     codes=("42501",))
+    finally:
+        db.execute("RESET ROLE")
+    for rid in ids.values():
+        ctx.expect.pop(rid, None)
+
+
 def step_stats(ctx, admin):
     cur = ctx.db.cursor(row_factory=dict_row)
     rows = {r["route_id"]: r for r in cur.execute("SELECT * FROM notifier.stats").fetchall()}
@@ -1494,6 +1589,7 @@ STEPS = [
     Step("down", "receiver down for a while, then back", step_down),
     Step("redeliver", "redeliver and redeliver_dead", step_redeliver,
          needs=("mixed", "codes", "timeout", "refused")),
+    Step("ssrf", "denied_networks: the address connected to", step_ssrf, needs=("role",)),
     Step("stats", "notifier.stats", step_stats),
 ]
 
