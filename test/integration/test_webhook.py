@@ -71,14 +71,15 @@ every request: path, headers, body, time, connection, requests in flight.
              calls to both functions raise.  remove_route deletes the route's
              deliveries;
   [ssrf]     pg_notifier.denied_networks, checked on the address connected
-             to: 169.254.169.254 spelled plainly, in decimal, in hex and as
-             IPv4-mapped IPv6, and 0.0.0.0 (which connects to this machine,
-             where a receiver listens on the port): each dead at attempt 1
-             with "address denied", the receiver never hit.  With
-             127.0.0.1/32 and ::1/128 added, a URL naming localhost is
-             refused the same way (the name resolves through /etc/hosts);
-             by default the loopback receiver gets its event.  A bad CIDR is
-             refused, and so is SET by a non-superuser;
+             to.  By default: 0.0.0.0 and [::ffff:0.0.0.0] (which connect to
+             this machine, where the receiver listens on the port) dead at
+             attempt 1 with "address denied" (also in notifier.stats), the
+             loopback receiver gets its event.  With 127.0.0.2/32,
+             127.0.0.1/32 and ::1/128 added, a receiver on 127.0.0.2 is never
+             hit through any spelling (plain, decimal, hex, 127.2,
+             IPv4-mapped IPv6), nor localhost (a name, through /etc/hosts).
+             No URL leaves this machine even if the guard is broken.  Bad
+             CIDRs are refused, and so is SET by a non-superuser;
   [stats]    notifier.stats per route: received, delivered, retried, dead,
              pending, in_flight, last_http_status, latency_p50/p99_ms agree
              with what happened; the worker never restarted; no request went
@@ -1433,78 +1434,82 @@ def step_redeliver(ctx, admin):
     log("remove_route of the refused route deleted its deliveries")
 
 
-def step_ssrf(ctx, admin):
+def ssrf_routes(ctx, channel, urls, allowed=None):
+    """One event to a webhook route per URL (and to allowed, a URL that must
+    get it); each denied URL's row dead at attempt 1 with "address denied"."""
     db = ctx.db
-    R = ctx.rcv
-    port = R.port
-    R.on("/ssrf-ok", ok())
-    R.on("/ssrf", ok())
-    watched_table(db, "ssrf_t", "wh_ssrf")
-    shown = db.execute("SHOW pg_notifier.denied_networks").fetchone()[0]
-    ctx.check("169.254.0.0/16" in shown and "0.0.0.0/8" in shown,
-              f"denied_networks by default: {shown!r}")
-    denied = {
-        "plain": "http://169.254.169.254/ssrf",
-        "decimal": "http://2852039166/ssrf",
-        "hex": "http://0xa9.0xfe.0xa9.0xfe/ssrf",
-        "mapped": "http://[::ffff:169.254.169.254]/ssrf",
-        "zero": f"http://0.0.0.0:{port}/ssrf",
-        "mapped-zero": f"http://[::ffff:0.0.0.0]:{port}/ssrf",
-    }
-    routes = {k: {"channel": "wh_ssrf", "url": u, "max_attempts": 5} for k, u in denied.items()}
-    routes["allowed"] = {"channel": "wh_ssrf", "url": R.url("/ssrf-ok")}
-    ids = {}
+    table = channel + "_t"
+    routes = {u: {"channel": channel, "url": u, "max_attempts": 5} for u in urls}
+    if allowed:
+        routes[allowed] = {"channel": channel, "url": allowed}
     with db.transaction():
-        for k, args in routes.items():
-            ids[k] = add_webhook(db, **args)
-    ctx.wait_channels(["wh_ssrf"])
-    ctx.known_paths.add("/ssrf-ok")
-    db.execute("INSERT INTO ssrf_t VALUES (1, 'metadata?')")
-    for k, rid in ids.items():
-        ctx.wait_final(rid, 1, 15, f"denied_networks: {k}")
+        ids = {u: add_webhook(db, **args) for u, args in routes.items()}
+        watched_table(db, table, channel)
+    ctx.wait_channels([channel])
+    db.execute(sql.SQL("INSERT INTO {} VALUES (1, 'metadata?')").format(ident(table)))
+    for u, rid in ids.items():
+        ctx.wait_final(rid, 1, 15, f"denied_networks: {u}")
         r = route_rows(db, rid)[0]
-        if k == "allowed":
+        if u == allowed:
             ctx.check(r["status"] == "delivered",
-                      f"loopback receiver under the default denied_networks: {r['status']}, "
-                      f"last_error {r['last_error']!r}")
+                      f"{u}, not denied: {r['status']}, last_error {r['last_error']!r}")
             continue
         ctx.check((r["status"], r["attempts"]) == ("dead", 1)
                   and "address denied" in (r["last_error"] or ""),
-                  f"{denied[k]}: {r['status']} at attempt {r['attempts']}, "
-                  f"last_error {r['last_error']!r}")
-        log(f"{denied[k]}: {r['status']}, last_error {r['last_error']!r}")
-    ctx.check(R.count("/ssrf") == 0, f"the receiver got {R.count('/ssrf')} denied requests")
-    ctx.check(R.count("/ssrf-ok") == 1, f"the allowed route sent {R.count('/ssrf-ok')} requests")
-    st = {r[0]: r[1] for r in db.execute(
-        "SELECT route_id, last_error FROM notifier.stats WHERE route_id = ANY(%s)",
-        (list(ids.values()),)).fetchall()}
-    ctx.check("address denied" in (st.get(ids["plain"]) or ""),
-              f"notifier.stats last_error {st.get(ids['plain'])!r}")
+                  f"{u}: {r['status']} at attempt {r['attempts']}, last_error {r['last_error']!r}")
+        log(f"{u}: {r['status']}, last_error {r['last_error']!r}")
+    return ids
 
-    # a host name, resolved by the worker through /etc/hosts
-    ctx.set_gucs(admin, {"pg_notifier.denied_networks":
-                         "169.254.0.0/16, 127.0.0.1/32, ::1/128"})
+
+def step_ssrf(ctx, admin):
+    db = ctx.db
+    R = ctx.rcv
+    R.on("/ssrf-ok", ok())
+    R.on("/ssrf", ok())
+    ctx.known_paths.add("/ssrf-ok")
+    shown = db.execute("SHOW pg_notifier.denied_networks").fetchone()[0]
+    default = "0.0.0.0/8, 169.254.0.0/16, fe80::/10, 100.100.100.200/32, fd00:ec2::254/128"
+    ctx.check(shown == default, f"denied_networks by default: {shown!r}")
+
+    # the default: 0.0.0.0 reaches this machine, where R listens; loopback is allowed
+    ids = ssrf_routes(ctx, "wh_ssrf", [f"http://0.0.0.0:{R.port}/ssrf",
+                                       f"http://[::ffff:0.0.0.0]:{R.port}/ssrf"],
+                      allowed=R.url("/ssrf-ok"))
+    ctx.check(R.count("/ssrf-ok") == 1, f"the allowed route sent {R.count('/ssrf-ok')} requests")
+    rid = ids[f"http://0.0.0.0:{R.port}/ssrf"]
+    st = db.execute("SELECT last_error FROM notifier.stats WHERE route_id = %s", (rid,)).fetchone()
+    ctx.check(st is not None and "address denied" in (st[0] or ""),
+              f"notifier.stats last_error of a denied route: {st!r}")
+
+    # Spellings of a denied address, and a name.  Not 169.254.169.254 itself:
+    # a broken guard must send nothing off this machine.  127.0.0.2, where a
+    # receiver listens, is denied instead, and 127.0.0.1 so that localhost
+    # (which resolves through /etc/hosts) is.
+    R2 = Receiver("ssrf", host="127.0.0.2").start()
     try:
-        rid = add_webhook(db, channel="wh_ssrf_name", url=f"http://localhost:{port}/ssrf",
-                          max_attempts=5)
-        watched_table(db, "ssrf_name_t", "wh_ssrf_name")
-        ctx.wait_channels(["wh_ssrf_name"])
-        db.execute("INSERT INTO ssrf_name_t VALUES (1, 'by name')")
-        ctx.wait_final(rid, 1, 15, "denied_networks: localhost")
-        r = route_rows(db, rid)[0]
-        ctx.check((r["status"], r["attempts"]) == ("dead", 1)
-                  and "address denied" in (r["last_error"] or ""),
-                  f"localhost with 127.0.0.1/32 denied: {r['status']} at attempt {r['attempts']}, "
-                  f"last_error {r['last_error']!r}")
-        ctx.check(R.count("/ssrf") == 0, f"the receiver got {R.count('/ssrf')} denied requests")
-        log(f"http://localhost:{port}/ssrf with 127.0.0.1/32 denied: {r['status']}, "
-            f"last_error {r['last_error']!r}")
+        ctx.set_gucs(admin, {"pg_notifier.denied_networks":
+                             default + ", 127.0.0.2/32, 127.0.0.1/32, ::1/128"})
+        p = R2.port
+        ssrf_routes(ctx, "wh_ssrf2", [
+            R2.url("/ssrf"),
+            f"http://2130706434:{p}/ssrf",          # decimal
+            f"http://0x7f.0.0.2:{p}/ssrf",          # hex
+            f"http://0x7f000002:{p}/ssrf",          # one hex number
+            f"http://127.2:{p}/ssrf",               # short form
+            f"http://[::ffff:127.0.0.2]:{p}/ssrf",  # IPv4-mapped IPv6
+            f"http://[::ffff:7f00:2]:{p}/ssrf",
+            f"http://localhost:{R.port}/ssrf",      # a name
+        ])
+        ctx.check(R2.count("/ssrf") == 0, f"the receiver on 127.0.0.2 got {R2.count('/ssrf')} "
+                                          "denied requests")
     finally:
+        R2.stop()
         ctx.set_gucs(admin, {"pg_notifier.denied_networks":
                              ctx.saved.get("pg_notifier.denied_networks")})
+    ctx.check(R.count("/ssrf") == 0, f"the receiver got {R.count('/ssrf')} denied requests")
 
     for bad in ("169.254.0.0/33", "not-a-network", "10.0.0.0/", "fe80::/129", "1.2.3.4/-1",
-                "10.0.0.0/8,,"):
+                "10.0.0.0/8,,", "169.254.0.0/16 fe80::/10"):
         expect_error(ctx, db, f"denied_networks = {bad!r}",
                      sql.SQL("SET pg_notifier.denied_networks = {}").format(sql.Literal(bad)),
                      need=["denied_networks"], codes=("22023",))
@@ -1515,8 +1520,6 @@ def step_ssrf(ctx, admin):
                      codes=("42501",))
     finally:
         db.execute("RESET ROLE")
-    for rid in ids.values():
-        ctx.expect.pop(rid, None)
 
 
 def step_stats(ctx, admin):
