@@ -473,6 +473,30 @@ COMMENT ON COLUMN notifier.deliveries.order_key IS
 CREATE INDEX deliveries_order_key_idx ON notifier.deliveries (route_id, order_key, id)
 	WHERE order_key IS NOT NULL AND status IN ('pending', 'in_flight');
 
+-- Routes you can run for years: secret rotation.  set_secret() keeps the
+-- previous secret until previous_secret_until; meanwhile every request
+-- carries both signatures.  Like secret, these columns are in
+-- notifier.routes only, which no role but its owner reads.
+ALTER TABLE notifier.routes
+	ADD COLUMN previous_secret text,
+	ADD COLUMN previous_secret_until timestamptz;
+
+COMMENT ON COLUMN notifier.routes.previous_secret IS
+'the secret set_secret() replaced; requests are signed with it too until previous_secret_until';
+
+CREATE FUNCTION notifier.set_secret(
+	route_id	bigint,
+	secret		text,
+	keep_previous interval DEFAULT '24 hours')
+RETURNS void
+AS 'MODULE_PATHNAME', 'notifier_set_secret'
+LANGUAGE C CALLED ON NULL INPUT VOLATILE;
+
+COMMENT ON FUNCTION notifier.set_secret(bigint, text, interval) IS
+'give a webhook route a new secret; requests carry the signature of the previous one too for keep_previous';
+
+REVOKE ALL ON FUNCTION notifier.set_secret(bigint, text, interval) FROM PUBLIC;
+
 -- Keep these last: once everything above is committed, the launcher starts
 -- the worker ('*'), or the waiting worker of a listed database takes it in.
 SELECT notifier.worker_start();

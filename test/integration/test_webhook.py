@@ -80,6 +80,13 @@ every request: path, headers, body, time, connection, requests in flight.
              IPv4-mapped IPv6), nor localhost (a name, through /etc/hosts).
              No URL leaves this machine even if the guard is broken.  Bad
              CIDRs are refused, and so is SET by a non-superuser;
+  [rotate]   set_secret(route, new, '3 seconds'): the request before it is
+             signed with the old secret; one during the overlap carries
+             'v1,<new> v1,<old>' (each verified); one after it the new one
+             only; keep_previous 0 drops the old one at once.  route_list
+             shows no previous secret.  Bad calls (NULLs, unknown route,
+             negative interval, bad secrets, a queue route, a non-superuser)
+             raise and change nothing;
   [stats]    notifier.stats per route: received, delivered, retried, dead,
              pending, in_flight, last_http_status, latency_p50/p99_ms agree
              with what happened; the worker never restarted; no request went
@@ -1522,6 +1529,85 @@ def step_ssrf(ctx, admin):
         db.execute("RESET ROLE")
 
 
+def step_rotate(ctx, admin):
+    db = ctx.db
+    R = ctx.rcv
+    R.on("/rotate", ok())
+    old, new = "rotate-old-secret", "whsec_" + base64.b64encode(b"rotate new key 0123456789").decode()
+    watched_table(db, "rotate_t", "wh_rotate")
+    ids = ctx.add_routes({"/rotate": {"channel": "wh_rotate", "url": R.url("/rotate"),
+                                      "secret": old}})
+    rid = ids["/rotate"]
+
+    def send(n, what):
+        db.execute("INSERT INTO rotate_t VALUES (%s, %s)", (n, what))
+        wait_for(f"{what}: request {n} to /rotate", lambda: (R.count("/rotate") >= n, None), 10)
+        return R.requests("/rotate")[n - 1]
+
+    def sigs(r):
+        return (r.sig or "").split(" ")
+
+    def sig_of(secret, r):
+        return expected_signature(secret, r.wid, r.ts, r.body)
+
+    r = send(1, "before")
+    ctx.check(sigs(r) == [sig_of(old, r)], f"before set_secret: signatures {sigs(r)}")
+    db.execute("SELECT notifier.set_secret(%s, %s, '3 seconds')", (rid, new))
+    until = db.execute("SELECT previous_secret_until FROM notifier.routes WHERE id = %s",
+                       (rid,)).fetchone()[0]
+    r = send(2, "overlap")
+    ok_new, ok_old = sig_of(new, r) in sigs(r), sig_of(old, r) in sigs(r)
+    ctx.check(int(r.ts) < until.timestamp(), "the overlap request was sent after the overlap")
+    ctx.check(sigs(r) == [sig_of(new, r), sig_of(old, r)],
+              f"during the overlap: signatures {r.sig!r}, expected 'v1,<new> v1,<old>' "
+              f"(new verifies: {ok_new}, old verifies: {ok_old})")
+    log(f"during the overlap: webhook-signature {r.sig!r}: verifies with the new secret "
+        f"{ok_new}, with the old one {ok_old}")
+    wait_for("the overlap is over",
+             lambda: (db.execute("SELECT now() > %s", (until,)).fetchone()[0], None), 10)
+    r = send(3, "after")
+    ctx.check(sigs(r) == [sig_of(new, r)],
+              f"after the overlap: signatures {r.sig!r}, expected only the new one")
+    log(f"after the overlap: webhook-signature {r.sig!r}")
+
+    # keep_previous 0: the new secret alone at once
+    db.execute("SELECT notifier.set_secret(%s, %s, '0')", (rid, old))
+    r = send(4, "zero")
+    ctx.check(sigs(r) == [sig_of(old, r)], f"keep_previous 0: signatures {r.sig!r}")
+
+    cols = [c[0] for c in db.execute("SELECT * FROM notifier.route_list LIMIT 0").description]
+    ctx.check(not any("previous" in c for c in cols), f"route_list shows {cols}")
+    qid = db.execute("SELECT notifier.add_queue('wh_rotate_queue')").fetchone()[0]
+    try:
+        bad = [
+            ("NULL route", (None, new, "1 hour"), [["route"]], ("22004",)),
+            ("NULL secret", (rid, None, "1 hour"), [["secret"]], ("22004",)),
+            ("NULL keep_previous", (rid, new, None), [["keep_previous"]], ("22004",)),
+            ("unknown route", (-1, new, "1 hour"), [["does not exist"]], ("42704",)),
+            ("negative interval", (rid, new, "-1 second"), [["negative"]], ("22023",)),
+            ("empty secret", (rid, "", "1 hour"), [["secret"]], ("22023",)),
+            ("bad whsec_ secret", (rid, "whsec_!!!", "1 hour"), [["base64"]], ("22023",)),
+            ("queue route", (qid, new, "1 hour"), [["webhook"]], ("42809",)),
+        ]
+        for what, args, need, codes in bad:
+            expect_error(ctx, db, f"set_secret: {what}",
+                         "SELECT notifier.set_secret(%s, %s, %s::interval)", args,
+                         need=need, codes=codes)
+        db.execute(sql.SQL("SET ROLE {}").format(ident(ROLE)))
+        try:
+            expect_error(ctx, db, "set_secret by a non-superuser",
+                         "SELECT notifier.set_secret(%s, 'x')", (rid,),
+                         need=[["permission denied"]], codes=("42501",))
+        finally:
+            db.execute("RESET ROLE")
+        row = db.execute("SELECT secret FROM notifier.routes WHERE id = %s", (rid,)).fetchone()
+        ctx.check(row == (old,), "a refused set_secret changed the secret")
+    finally:
+        db.execute("SELECT notifier.remove_route(%s)", (qid,))
+    ctx.expect[rid] = {"path": "/rotate", "events": 4, "delivered": 4, "dead": 0,
+                       "retried": False, "status": 200}
+
+
 def step_stats(ctx, admin):
     cur = ctx.db.cursor(row_factory=dict_row)
     rows = {r["route_id"]: r for r in cur.execute("SELECT * FROM notifier.stats").fetchall()}
@@ -1593,6 +1679,8 @@ STEPS = [
     Step("redeliver", "redeliver and redeliver_dead", step_redeliver,
          needs=("mixed", "codes", "timeout", "refused")),
     Step("ssrf", "denied_networks: the address connected to", step_ssrf, needs=("role",)),
+    Step("rotate", "set_secret: both signatures during the overlap", step_rotate,
+         needs=("role",)),
     Step("stats", "notifier.stats", step_stats),
 ]
 

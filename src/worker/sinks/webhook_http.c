@@ -321,10 +321,18 @@ webhook_http_start(Route *route, int64 *ids, char **event_ids, char **payloads,
 	req->headers = append_header(req->headers,
 								 psprintf("webhook-timestamp: " INT64_FORMAT, now_secs));
 	if (wh->key != NULL)
+	{
+		char	   *sig = webhook_signature(wh->key, wh->keylen, msg_id,
+											now_secs, req->body, bodylen);
+
+		/* during a rotation, the previous secret's signature too, after */
+		if (wh->previous_key != NULL && GetCurrentTimestamp() < wh->previous_until)
+			sig = psprintf("%s %s", sig,
+						   webhook_signature(wh->previous_key, wh->previous_keylen,
+											 msg_id, now_secs, req->body, bodylen));
 		req->headers = append_header(req->headers,
-									 psprintf("webhook-signature: %s",
-											  webhook_signature(wh->key, wh->keylen, msg_id,
-																now_secs, req->body, bodylen)));
+									 psprintf("webhook-signature: %s", sig));
+	}
 	/* no "Expect: 100-continue" round trip for large bodies */
 	req->headers = append_header(req->headers, "Expect:");
 
