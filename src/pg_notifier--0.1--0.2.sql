@@ -497,6 +497,100 @@ COMMENT ON FUNCTION notifier.set_secret(bigint, text, interval) IS
 
 REVOKE ALL ON FUNCTION notifier.set_secret(bigint, text, interval) FROM PUBLIC;
 
+-- Routes you can run for years: pause and resume.  A paused webhook route
+-- keeps its events in notifier.deliveries (the worker still writes them)
+-- and sends none; resumed, they flow in order, nothing lost.
+ALTER TABLE notifier.routes ADD COLUMN paused boolean NOT NULL DEFAULT false;
+
+COMMENT ON COLUMN notifier.routes.paused IS
+'set by pause_route(): the route''s deliveries are kept, not sent, until resume_route()';
+
+-- pause_route() and resume_route(); by its owner only
+CREATE FUNCTION notifier.set_route_paused(route_id bigint, paused boolean)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF route_id IS NULL THEN
+		RAISE EXCEPTION 'route_id must not be NULL'
+			USING ERRCODE = 'null_value_not_allowed',
+				  HINT = 'See notifier.route_list for the routes.';
+	END IF;
+	UPDATE notifier.routes r SET paused = set_route_paused.paused
+	 WHERE r.id = set_route_paused.route_id AND r.kind = 'webhook';
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'webhook route % does not exist', route_id
+			USING ERRCODE = 'undefined_object',
+				  HINT = 'See notifier.route_list for the routes.';
+	END IF;
+END
+$$;
+REVOKE ALL ON FUNCTION notifier.set_route_paused(bigint, boolean) FROM PUBLIC;
+
+CREATE FUNCTION notifier.pause_route(route_id bigint)
+RETURNS void
+LANGUAGE sql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT notifier.set_route_paused(route_id, true) $$;
+
+CREATE FUNCTION notifier.resume_route(route_id bigint)
+RETURNS void
+LANGUAGE sql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT notifier.set_route_paused(route_id, false) $$;
+
+COMMENT ON FUNCTION notifier.pause_route(bigint) IS
+'stop sending a webhook route''s events; they are kept until resume_route()';
+COMMENT ON FUNCTION notifier.resume_route(bigint) IS
+'send a paused webhook route''s events again, the kept ones first';
+
+REVOKE ALL ON FUNCTION notifier.pause_route(bigint) FROM PUBLIC;
+REVOKE ALL ON FUNCTION notifier.resume_route(bigint) FROM PUBLIC;
+
+-- notifier.stats: the route's state, last
+CREATE OR REPLACE VIEW notifier.stats AS
+SELECT r.id AS route_id,
+	   r.channel,
+	   r.kind,
+	   coalesce(r.queue_table::text,
+				CASE WHEN notifier.can_manage_routes() THEN r.url
+					 ELSE notifier.masked_url(r.url) END) AS target,
+	   coalesce(s.received, 0) AS received,
+	   coalesce(s.written, 0) AS written,
+	   coalesce(s.errors, 0) AS errors,
+	   d.pending,
+	   d.in_flight,
+	   coalesce(s.delivered, 0) AS delivered,
+	   coalesce(s.retried, 0) AS retried,
+	   coalesce(s.dead, 0) AS dead,
+	   s.last_http_status,
+	   s.latency_p50_ms,
+	   s.latency_p99_ms,
+	   ob.events AS outbox_events,
+	   ob.oldest_age AS outbox_oldest_age,
+	   s.last_event_at,
+	   s.last_error,
+	   s.last_error_at,
+	   w.pid AS worker_pid,
+	   w.state AS worker_state,
+	   pg_catalog.pg_notification_queue_usage() AS queue_usage,
+	   CASE WHEN r.paused THEN 'paused' ELSE 'active' END AS state
+  FROM notifier.routes r
+  LEFT JOIN notifier.route_stats() s ON s.route_id = r.id
+  LEFT JOIN notifier.status() w ON w.database = pg_catalog.current_database()
+  LEFT JOIN LATERAL (
+	SELECT count(*) FILTER (WHERE x.status = 'pending') AS pending,
+		   count(*) FILTER (WHERE x.status = 'in_flight') AS in_flight
+	  FROM notifier.deliveries x
+	 WHERE x.route_id = r.id AND x.status IN ('pending', 'in_flight')
+	   AND r.kind = 'webhook') d ON true
+  LEFT JOIN LATERAL (
+	SELECT count(*) AS events,
+		   pg_catalog.now() - min(o.created_at) AS oldest_age
+	  FROM notifier.outbox o
+	 WHERE o.channel = r.channel) ob ON true;
+
 -- Keep these last: once everything above is committed, the launcher starts
 -- the worker ('*'), or the waiting worker of a listed database takes it in.
 SELECT notifier.worker_start();

@@ -44,6 +44,7 @@ typedef struct WebhookConfig
 	int			timeout_ms;
 	int			concurrency;
 	RouteOrdering ordered;
+	bool		paused;			/* pause_route(): rows are kept, not sent */
 } WebhookConfig;
 
 /* one row of notifier.routes, as the worker holds it */

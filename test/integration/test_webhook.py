@@ -87,6 +87,12 @@ every request: path, headers, body, time, connection, requests in flight.
              shows no previous secret.  Bad calls (NULLs, unknown route,
              negative interval, bad secrets, a queue route, a non-superuser)
              raise and change nothing;
+  [pause]    an ordered route gets 5 events, is paused, 10 more come: a
+             witness route on the same channel gets all 15 while the paused
+             one keeps 10 pending and sends none (stats state 'paused',
+             pending 10); resumed, it sends the 10, every event once, in
+             order (state 'active').  Bad calls (NULL, unknown id, a queue
+             route, a non-superuser) raise;
   [stats]    notifier.stats per route: received, delivered, retried, dead,
              pending, in_flight, last_http_status, latency_p50/p99_ms agree
              with what happened; the worker never restarted; no request went
@@ -1608,6 +1614,73 @@ def step_rotate(ctx, admin):
                        "retried": False, "status": 200}
 
 
+def step_pause(ctx, admin):
+    db = ctx.db
+    R = ctx.rcv
+    R.on("/pause", ok())
+    R.on("/pause-witness", ok())
+    watched_table(db, "pause_t", "wh_pause")
+    ids = ctx.add_routes({
+        "/pause": {"channel": "wh_pause", "url": R.url("/pause"), "ordered": "route"},
+        "/pause-witness": {"channel": "wh_pause", "url": R.url("/pause-witness")}})
+    rid, wid = ids["/pause"], ids["/pause-witness"]
+
+    def state():
+        return db.execute("SELECT state, pending FROM notifier.stats WHERE route_id = %s",
+                          (rid,)).fetchone()
+
+    def insert(first, last):
+        with db.transaction():
+            for i in range(first, last + 1):
+                db.execute("INSERT INTO pause_t VALUES (%s, 'p')", (i,))
+
+    insert(1, 5)
+    ctx.wait_final(rid, 5, 15, "before pause_route")
+    ctx.check(state()[0] == "active", f"stats state before pause_route: {state()}")
+    db.execute("SELECT notifier.pause_route(%s)", (rid,))
+    insert(6, 15)
+    # the witness route on the same channel gets the 10 events: the worker
+    # has taken them in, and sent none of the paused route's
+    ctx.wait_final(wid, 15, 15, "the witness route")
+    rows = status_counts(db, rid)
+    ctx.check(rows == {"delivered": 5, "pending": 10},
+              f"paused route: rows {rows}, expected 5 delivered and 10 pending")
+    ctx.check(R.count("/pause") == 5, f"paused route: {R.count('/pause')} requests, expected 5")
+    ctx.check(state() == ("paused", 10), f"stats of the paused route: {state()}")
+    log(f"paused: the witness route got all 15 events, the paused one 5 (rows {rows}), "
+        f"stats {state()}")
+    db.execute("SELECT notifier.resume_route(%s)", (rid,))
+    ctx.wait_final(rid, 15, 15, "after resume_route")
+    got = [as_event(r.body)["row"]["id"] for r in R.requests("/pause")]
+    ctx.check(got == list(range(1, 16)),
+              f"after resume_route: events {got}, expected 1..15 once each, in order")
+    ctx.check(status_counts(db, rid) == {"delivered": 15} and state() == ("active", 0),
+              f"after resume_route: rows {status_counts(db, rid)}, stats {state()}")
+    log(f"resumed: all 15 events delivered once, in order; stats {state()}")
+
+    qid = db.execute("SELECT notifier.add_queue('wh_pause_queue')").fetchone()[0]
+    try:
+        for fn in ("pause_route", "resume_route"):
+            for what, arg, need, codes in (("NULL", None, [["NULL"]], ("22004",)),
+                                           ("unknown route", -1, [["does not exist"]], ("42704",)),
+                                           ("queue route", qid, [["webhook"]], ("42704",))):
+                expect_error(ctx, db, f"{fn}: {what}",
+                             sql.SQL("SELECT notifier.{}(%s)").format(sql.Identifier(fn)), (arg,),
+                             need=need, codes=codes)
+            db.execute(sql.SQL("SET ROLE {}").format(ident(ROLE)))
+            try:
+                expect_error(ctx, db, f"{fn} by a non-superuser",
+                             sql.SQL("SELECT notifier.{}(%s)").format(sql.Identifier(fn)), (rid,),
+                             need=[["permission denied"]], codes=("42501",))
+            finally:
+                db.execute("RESET ROLE")
+    finally:
+        db.execute("SELECT notifier.remove_route(%s)", (qid,))
+    for r, path in ((rid, "/pause"), (wid, "/pause-witness")):
+        ctx.expect[r] = {"path": path, "events": 15, "delivered": 15, "dead": 0,
+                         "retried": False, "status": 200}
+
+
 def step_stats(ctx, admin):
     cur = ctx.db.cursor(row_factory=dict_row)
     rows = {r["route_id"]: r for r in cur.execute("SELECT * FROM notifier.stats").fetchall()}
@@ -1680,6 +1753,8 @@ STEPS = [
          needs=("mixed", "codes", "timeout", "refused")),
     Step("ssrf", "denied_networks: the address connected to", step_ssrf, needs=("role",)),
     Step("rotate", "set_secret: both signatures during the overlap", step_rotate,
+         needs=("role",)),
+    Step("pause", "pause_route / resume_route: kept, not sent; then all, in order", step_pause,
          needs=("role",)),
     Step("stats", "notifier.stats", step_stats),
 ]

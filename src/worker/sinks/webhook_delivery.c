@@ -413,11 +413,11 @@ free_slots(Route *route, RouteState *state)
 		wh->concurrency - state->inflight;
 }
 
-/* may the route have rows to send now? */
+/* may the route have rows to send now?  A paused route never has. */
 static bool
 route_due(Route *route, RouteState *state, TimestampTz now)
 {
-	return free_slots(route, state) > 0 &&
+	return !route->webhook.paused && free_slots(route, state) > 0 &&
 		(state->pending || (state->next_due != 0 && state->next_due <= now));
 }
 
@@ -945,7 +945,7 @@ delivery_work(RouteTable *routes)
 		Route	   *route = &routes->routes[i];
 		RouteState *state;
 
-		if (route->kind != ROUTE_WEBHOOK)
+		if (route->kind != ROUTE_WEBHOOK || route->webhook.paused)
 			continue;
 		state = route_state(route->id);
 		if (route_due(route, state, now))
