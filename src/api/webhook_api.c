@@ -263,6 +263,11 @@ notifier_set_secret(PG_FUNCTION_ARGS)
 	require_arg(fcinfo, 0, "route id", "See notifier.route_list for the routes.");
 	require_arg(fcinfo, 1, "secret", "Give the new secret, plain text or whsec_ followed by base64.");
 	require_arg(fcinfo, 2, "keep_previous", DEFAULT_HINT);
+	if (VARSIZE_ANY_EXHDR(PG_GETARG_TEXT_PP(1)) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("secret must not be empty"),
+				 errhint("Give the new secret: any text, or \"whsec_\" followed by the base64 of the key.")));
 	(void) webhook_secret_key(text_to_cstring(PG_GETARG_TEXT_PP(1)), &keylen);
 	if (DatumGetInt32(DirectFunctionCall2(interval_cmp, PG_GETARG_DATUM(2),
 										  IntervalPGetDatum(&zero))) < 0)
