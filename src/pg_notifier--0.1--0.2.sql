@@ -473,6 +473,124 @@ COMMENT ON COLUMN notifier.deliveries.order_key IS
 CREATE INDEX deliveries_order_key_idx ON notifier.deliveries (route_id, order_key, id)
 	WHERE order_key IS NOT NULL AND status IN ('pending', 'in_flight');
 
+-- Routes you can run for years: secret rotation.  set_secret() keeps the
+-- previous secret until previous_secret_until; meanwhile every request
+-- carries both signatures.  Like secret, these columns are in
+-- notifier.routes only, which no role but its owner reads.
+ALTER TABLE notifier.routes
+	ADD COLUMN previous_secret text,
+	ADD COLUMN previous_secret_until timestamptz;
+
+COMMENT ON COLUMN notifier.routes.previous_secret IS
+'the secret set_secret() replaced; requests are signed with it too until previous_secret_until';
+
+CREATE FUNCTION notifier.set_secret(
+	route_id	bigint,
+	secret		text,
+	keep_previous interval DEFAULT '24 hours')
+RETURNS void
+AS 'MODULE_PATHNAME', 'notifier_set_secret'
+LANGUAGE C CALLED ON NULL INPUT VOLATILE;
+
+COMMENT ON FUNCTION notifier.set_secret(bigint, text, interval) IS
+'give a webhook route a new secret; requests carry the signature of the previous one too for keep_previous';
+
+REVOKE ALL ON FUNCTION notifier.set_secret(bigint, text, interval) FROM PUBLIC;
+
+-- Routes you can run for years: pause and resume.  A paused webhook route
+-- keeps its events in notifier.deliveries (the worker still writes them)
+-- and sends none; resumed, they flow in order, nothing lost.
+ALTER TABLE notifier.routes ADD COLUMN paused boolean NOT NULL DEFAULT false;
+
+COMMENT ON COLUMN notifier.routes.paused IS
+'set by pause_route(): the route''s deliveries are kept, not sent, until resume_route()';
+
+-- pause_route() and resume_route(); by its owner only
+CREATE FUNCTION notifier.set_route_paused(route_id bigint, paused boolean)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF route_id IS NULL THEN
+		RAISE EXCEPTION 'route_id must not be NULL'
+			USING ERRCODE = 'null_value_not_allowed',
+				  HINT = 'See notifier.route_list for the routes.';
+	END IF;
+	UPDATE notifier.routes r SET paused = set_route_paused.paused
+	 WHERE r.id = set_route_paused.route_id AND r.kind = 'webhook';
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'webhook route % does not exist', route_id
+			USING ERRCODE = 'undefined_object',
+				  HINT = 'See notifier.route_list for the routes.';
+	END IF;
+END
+$$;
+REVOKE ALL ON FUNCTION notifier.set_route_paused(bigint, boolean) FROM PUBLIC;
+
+CREATE FUNCTION notifier.pause_route(route_id bigint)
+RETURNS void
+LANGUAGE sql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT notifier.set_route_paused(route_id, true) $$;
+
+CREATE FUNCTION notifier.resume_route(route_id bigint)
+RETURNS void
+LANGUAGE sql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT notifier.set_route_paused(route_id, false) $$;
+
+COMMENT ON FUNCTION notifier.pause_route(bigint) IS
+'stop sending a webhook route''s events; they are kept until resume_route()';
+COMMENT ON FUNCTION notifier.resume_route(bigint) IS
+'send a paused webhook route''s events again, the kept ones first';
+
+REVOKE ALL ON FUNCTION notifier.pause_route(bigint) FROM PUBLIC;
+REVOKE ALL ON FUNCTION notifier.resume_route(bigint) FROM PUBLIC;
+
+-- notifier.stats: the route's state, last
+CREATE OR REPLACE VIEW notifier.stats AS
+SELECT r.id AS route_id,
+	   r.channel,
+	   r.kind,
+	   coalesce(r.queue_table::text,
+				CASE WHEN notifier.can_manage_routes() THEN r.url
+					 ELSE notifier.masked_url(r.url) END) AS target,
+	   coalesce(s.received, 0) AS received,
+	   coalesce(s.written, 0) AS written,
+	   coalesce(s.errors, 0) AS errors,
+	   d.pending,
+	   d.in_flight,
+	   coalesce(s.delivered, 0) AS delivered,
+	   coalesce(s.retried, 0) AS retried,
+	   coalesce(s.dead, 0) AS dead,
+	   s.last_http_status,
+	   s.latency_p50_ms,
+	   s.latency_p99_ms,
+	   ob.events AS outbox_events,
+	   ob.oldest_age AS outbox_oldest_age,
+	   s.last_event_at,
+	   s.last_error,
+	   s.last_error_at,
+	   w.pid AS worker_pid,
+	   w.state AS worker_state,
+	   pg_catalog.pg_notification_queue_usage() AS queue_usage,
+	   CASE WHEN r.paused THEN 'paused' ELSE 'active' END AS state
+  FROM notifier.routes r
+  LEFT JOIN notifier.route_stats() s ON s.route_id = r.id
+  LEFT JOIN notifier.status() w ON w.database = pg_catalog.current_database()
+  LEFT JOIN LATERAL (
+	SELECT count(*) FILTER (WHERE x.status = 'pending') AS pending,
+		   count(*) FILTER (WHERE x.status = 'in_flight') AS in_flight
+	  FROM notifier.deliveries x
+	 WHERE x.route_id = r.id AND x.status IN ('pending', 'in_flight')
+	   AND r.kind = 'webhook') d ON true
+  LEFT JOIN LATERAL (
+	SELECT count(*) AS events,
+		   pg_catalog.now() - min(o.created_at) AS oldest_age
+	  FROM notifier.outbox o
+	 WHERE o.channel = r.channel) ob ON true;
+
 --
 -- replay(): the retained delivered events of a webhook route sent again, as
 -- new deliveries under their own event ids (a receiver that keeps the ids it

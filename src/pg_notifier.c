@@ -23,6 +23,7 @@
 #include "worker/launcher.h"
 #include "pg_notifier.h"
 #include "common/database_list.h"
+#include "common/denied_networks.h"
 #include "common/shmem.h"
 
 PG_MODULE_MAGIC;
@@ -33,6 +34,7 @@ char	   *notifier_databases = NULL;
 char	   *notifier_role = NULL;
 int			notifier_payload_retention = 3600;
 char	   *notifier_allowed_hosts = NULL;
+char	   *notifier_denied_networks = NULL;
 int			notifier_retry_base_ms = 1000;
 int			notifier_retry_max_ms = 600000;
 int			notifier_retention = 86400;
@@ -124,6 +126,16 @@ _PG_init(void)
 							   PGC_SUSET,
 							   GUC_LIST_INPUT,
 							   NULL, NULL, NULL);
+
+	DefineCustomStringVariable("pg_notifier.denied_networks",
+							   "Networks webhook requests may not connect to.",
+							   "A comma-separated list of networks in CIDR notation, checked "
+							   "against the address each connection is made to.",
+							   &notifier_denied_networks,
+							   NOTIFIER_DENIED_NETWORKS_DEFAULT,
+							   PGC_SUSET,
+							   GUC_LIST_INPUT,
+							   check_denied_networks, assign_denied_networks, NULL);
 
 	DefineCustomIntVariable("pg_notifier.retry_base_ms",
 							"First retry delay ceiling of a failed webhook request.",

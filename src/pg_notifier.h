@@ -44,6 +44,7 @@ extern char *notifier_databases;
 extern char *notifier_role;
 extern int	notifier_payload_retention;
 extern char *notifier_allowed_hosts;
+extern char *notifier_denied_networks;
 extern int	notifier_retry_base_ms;
 extern int	notifier_retry_max_ms;
 extern int	notifier_retention;

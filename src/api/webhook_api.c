@@ -19,6 +19,7 @@
 #include "fmgr.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
+#include "utils/timestamp.h"
 #include "utils/varlena.h"
 
 #include "pg_notifier.h"
@@ -239,4 +240,64 @@ notifier_add_webhook(PG_FUNCTION_ARGS)
 				   " VALUES ($1, 'webhook', $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
 				   9, argtypes, values, nulls, SPI_OK_INSERT_RETURNING, &id);
 	PG_RETURN_INT64(id);
+}
+
+PG_FUNCTION_INFO_V1(notifier_set_secret);
+
+/*
+ * notifier.set_secret(route_id, secret, keep_previous interval)
+ *
+ * Gives a webhook route a new secret.  For keep_previous after now, the
+ * secret it had is kept too, and every request carries both signatures, the
+ * new one first: receivers can move to the new secret at any time in that
+ * window.  A route without a secret gets one; zero keeps nothing.
+ */
+Datum
+notifier_set_secret(PG_FUNCTION_ARGS)
+{
+	Oid			argtypes[3] = {INT8OID, TEXTOID, INTERVALOID};
+	Datum		values[3];
+	Interval	zero = {0};
+	int			keylen;
+
+	require_arg(fcinfo, 0, "route id", "See notifier.route_list for the routes.");
+	require_arg(fcinfo, 1, "secret", "Give the new secret, plain text or whsec_ followed by base64.");
+	require_arg(fcinfo, 2, "keep_previous", DEFAULT_HINT);
+	if (VARSIZE_ANY_EXHDR(PG_GETARG_TEXT_PP(1)) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("secret must not be empty"),
+				 errhint("Give the new secret: any text, or \"whsec_\" followed by the base64 of the key.")));
+	(void) webhook_secret_key(text_to_cstring(PG_GETARG_TEXT_PP(1)), &keylen);
+	if (DatumGetInt32(DirectFunctionCall2(interval_cmp, PG_GETARG_DATUM(2),
+										  IntervalPGetDatum(&zero))) < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("keep_previous must not be negative"),
+				 errhint("Give 0 to stop signing with the previous secret at once.")));
+
+	for (int i = 0; i < 3; i++)
+		values[i] = PG_GETARG_DATUM(i);
+	if (routes_execute("UPDATE notifier.routes SET"
+					   " previous_secret = CASE WHEN $3 OPERATOR(pg_catalog.>) interval '0'"
+					   "   THEN secret END,"
+					   " previous_secret_until = CASE WHEN $3 OPERATOR(pg_catalog.>) interval '0'"
+					   "   AND secret IS NOT NULL"
+					   "   THEN pg_catalog.now() OPERATOR(pg_catalog.+) $3 END,"
+					   " secret = $2"
+					   " WHERE id OPERATOR(pg_catalog.=) $1 AND kind OPERATOR(pg_catalog.=) 'webhook'"
+					   " RETURNING id",
+					   3, argtypes, values, NULL, SPI_OK_UPDATE_RETURNING, NULL) == 1)
+		PG_RETURN_VOID();
+	if (routes_execute("SELECT id FROM notifier.routes WHERE id OPERATOR(pg_catalog.=) $1",
+					   1, argtypes, values, NULL, SPI_OK_SELECT, NULL) == 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("route " INT64_FORMAT " is not a webhook route", PG_GETARG_INT64(0)),
+				 errdetail("Only webhook routes have a secret.")));
+	ereport(ERROR,
+			(errcode(ERRCODE_UNDEFINED_OBJECT),
+			 errmsg("route " INT64_FORMAT " does not exist", PG_GETARG_INT64(0)),
+			 errhint("See notifier.route_list for the routes.")));
+	PG_RETURN_VOID();			/* not reached */
 }

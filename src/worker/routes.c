@@ -24,6 +24,7 @@
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/timestamp.h"
 
 #include "common/extension.h"
 #include "common/sqlutil.h"
@@ -100,7 +101,9 @@ routes_load(MemoryContext parent)
 	if (SPI_execute("SELECT id, channel, kind, queue_table::pg_catalog.oid, url,"
 					" ARRAY(SELECT h.key OPERATOR(pg_catalog.||) ': ' OPERATOR(pg_catalog.||) h.value"
 					"        FROM pg_catalog.jsonb_each_text(headers) h WHERE h.value IS NOT NULL ORDER BY h.key),"
-					" secret, batch_size, max_attempts, timeout_ms, concurrency, ordered::pg_catalog.text"
+					" secret, batch_size, max_attempts, timeout_ms, concurrency, ordered::pg_catalog.text,"
+					" CASE WHEN previous_secret_until OPERATOR(pg_catalog.>) pg_catalog.now()"
+					"   THEN previous_secret END, previous_secret_until, paused"
 					" FROM notifier.routes ORDER BY id", true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "reading notifier.routes failed");
 	n = SPI_processed;
@@ -156,6 +159,13 @@ routes_load(MemoryContext parent)
 			wh->timeout_ms = DatumGetInt32(SPI_getbinval(tuple, tupdesc, 10, &isnull));
 			wh->concurrency = DatumGetInt32(SPI_getbinval(tuple, tupdesc, 11, &isnull));
 			wh->ordered = ordering(SPI_getvalue(tuple, tupdesc, 12));
+			wh->paused = DatumGetBool(SPI_getbinval(tuple, tupdesc, 15, &isnull));
+			secret = SPI_getvalue(tuple, tupdesc, 13);
+			if (secret != NULL)
+			{
+				wh->previous_key = webhook_secret_key(secret, &wh->previous_keylen);
+				wh->previous_until = DatumGetTimestampTz(SPI_getbinval(tuple, tupdesc, 14, &isnull));
+			}
 		}
 		else
 		{

@@ -10,6 +10,7 @@
 #ifndef NOTIFIER_ROUTES_H
 #define NOTIFIER_ROUTES_H
 
+#include "datatype/timestamp.h"
 #include "fmgr.h"
 #include "nodes/pg_list.h"
 #include "utils/hsearch.h"
@@ -35,11 +36,15 @@ typedef struct WebhookConfig
 	List	   *headers;		/* "Name: value" (char *) */
 	char	   *key;			/* signing key (decoded secret), or NULL */
 	int			keylen;
+	char	   *previous_key;	/* the previous secret's, or NULL */
+	int			previous_keylen;
+	TimestampTz previous_until; /* sign with previous_key too until then */
 	int			batch_size;
 	int			max_attempts;
 	int			timeout_ms;
 	int			concurrency;
 	RouteOrdering ordered;
+	bool		paused;			/* pause_route(): rows are kept, not sent */
 } WebhookConfig;
 
 /* one row of notifier.routes, as the worker holds it */

@@ -13,7 +13,11 @@
 // attempt of every third webhook-id, so that retries (signed again, with a new
 // timestamp) are verified too.  Checked: every request verifies with both
 // libraries, every event arrives, a retried webhook-id carries the same body,
-// and a tampered body or signature fails both.  Exit status 0 when all held, 1
+// and a tampered body or signature fails both.  Secret rotation: a third route
+// gets a new secret with notifier.set_secret(id, new, '1 hour'); its requests
+// then verify with both libraries using either secret (a receiver that has
+// moved to the new one, and one that has not yet); after set_secret(id, newer,
+// '0') the replaced secrets no longer verify.  Exit status 0 when all held, 1
 // otherwise.
 'use strict';
 
@@ -69,16 +73,16 @@ function verifyBoth(secret, body, headers) {
   return { errors, payload: a !== undefined ? a : b };
 }
 
-function receiver(secret) {
+function receiver(secretOf) {
   const rcv = { requests: [], failed: new Map(), bad: [] };
   rcv.server = http.createServer((req, res) => {
     const chunks = [];
     req.on('data', (c) => chunks.push(c));
     req.on('end', () => {
       const body = Buffer.concat(chunks).toString('utf8');
-      const { errors, payload } = verifyBoth(secret, body, req.headers);
+      const { errors, payload } = verifyBoth(secretOf(req.url), body, req.headers);
       const wid = req.headers['webhook-id'];
-      const r = { path: req.url, wid, body, errors, payload, status: 200 };
+      const r = { path: req.url, wid, body, errors, payload, status: 200, headers: req.headers };
       if (errors.length > 0) {
         r.status = 401;
         rcv.bad.push(`${req.url} ${wid}: ${errors.join('; ')}`);
@@ -100,7 +104,13 @@ function receiver(secret) {
 
 async function main() {
   const secret = `whsec_${crypto.randomBytes(24).toString('base64')}`;
-  const rcv = receiver(secret);
+  const rotation = {
+    old: `whsec_${crypto.randomBytes(24).toString('base64')}`,
+    new: `whsec_${crypto.randomBytes(24).toString('base64')}`,
+    newer: `whsec_${crypto.randomBytes(24).toString('base64')}`,
+  };
+  let rotateSecret = rotation.old;
+  const rcv = receiver((path) => (path === '/rotate' ? rotateSecret : secret));
   await new Promise((resolve) => rcv.server.listen(0, '127.0.0.1', resolve));
   const port = rcv.server.address().port;
 
@@ -194,6 +204,45 @@ async function main() {
       console.log(`   ${path}: ${reqs.length} requests (${retried} answered 503 and sent again), `
         + `every one verified by standardwebhooks and svix; all ${n} events delivered`);
     }
+
+    // secret rotation: both signatures while the previous secret is kept
+    await db.query('CREATE TABLE items (id int PRIMARY KEY)');
+    await db.query("SELECT notifier.watch('items')");
+    const rot = (await db.query('SELECT notifier.add_webhook($1, $2, secret => $3) AS id',
+      ['items', `http://127.0.0.1:${port}/rotate`, rotation.old])).rows[0].id;
+    await waitUntil('notifier.status() to list channel items', async () => {
+      const r = await db.query('SELECT channels FROM notifier.status() WHERE database = $1', [DB]);
+      return r.rows.length > 0 && (r.rows[0].channels || []).includes('items');
+    });
+    const sendItems = async (from, to) => {
+      for (let i = from; i <= to; i++) await db.query('INSERT INTO items VALUES ($1)', [i]);
+      await waitUntil(`items up to ${to} delivered`, async () => {
+        const r = await db.query("SELECT count(*)::int AS c FROM notifier.deliveries WHERE route_id = $1 "
+          + "AND status = 'delivered'", [rot]);
+        return r.rows[0].c === to;
+      });
+      return rcv.requests.filter((r) => r.path === '/rotate' && r.status === 200).slice(from - 1);
+    };
+    const verifies = (sec, r) => verifyBoth(sec, r.body, r.headers).errors.length === 0;
+    await sendItems(1, 2);
+    await db.query("SELECT notifier.set_secret($1, $2, '1 hour')", [rot, rotation.new]);
+    rotateSecret = rotation.new;
+    const overlap = await sendItems(3, 8);
+    for (const r of overlap) {
+      check(r.headers['webhook-signature'].split(' ').length === 2,
+        `/rotate ${r.wid}: webhook-signature ${r.headers['webhook-signature']}, expected two`);
+      check(verifies(rotation.new, r) && verifies(rotation.old, r),
+        `/rotate ${r.wid}: does not verify with both the new and the old secret`);
+    }
+    await db.query("SELECT notifier.set_secret($1, $2, '0')", [rot, rotation.newer]);
+    rotateSecret = rotation.newer;
+    const after = await sendItems(9, 11);
+    for (const r of after) {
+      check(verifies(rotation.newer, r) && !verifies(rotation.new, r) && !verifies(rotation.old, r),
+        `/rotate ${r.wid}: after set_secret(..., '0') a replaced secret still verifies`);
+    }
+    console.log(`   /rotate: ${overlap.length} requests during the overlap verified by standardwebhooks `
+      + `and svix with either secret; ${after.length} after keep_previous 0 with the newest only`);
   } catch (err) {
     failure = err;
   } finally {

@@ -70,6 +70,29 @@ every request: path, headers, body, time, connection, requests in flight.
              delivered at attempt 1; redeliver_dead again returns 0.  Bad
              calls to both functions raise.  remove_route deletes the route's
              deliveries;
+  [ssrf]     pg_notifier.denied_networks, checked on the address connected
+             to.  By default: 0.0.0.0 and [::ffff:0.0.0.0] (which connect to
+             this machine, where the receiver listens on the port) dead at
+             attempt 1 with "address denied" (also in notifier.stats), the
+             loopback receiver gets its event.  With 127.0.0.2/32,
+             127.0.0.1/32 and ::1/128 added, a receiver on 127.0.0.2 is never
+             hit through any spelling (plain, decimal, hex, 127.2,
+             IPv4-mapped IPv6), nor localhost (a name, through /etc/hosts).
+             No URL leaves this machine even if the guard is broken.  Bad
+             CIDRs are refused, and so is SET by a non-superuser;
+  [rotate]   set_secret(route, new, '3 seconds'): the request before it is
+             signed with the old secret; one during the overlap carries
+             'v1,<new> v1,<old>' (each verified); one after it the new one
+             only; keep_previous 0 drops the old one at once.  route_list
+             shows no previous secret.  Bad calls (NULLs, unknown route,
+             negative interval, bad secrets, a queue route, a non-superuser)
+             raise and change nothing;
+  [pause]    an ordered route gets 5 events, is paused, 10 more come: a
+             witness route on the same channel gets all 15 while the paused
+             one keeps 10 pending and sends none (stats state 'paused',
+             pending 10); resumed, it sends the 10, every event once, in
+             order (state 'active').  Bad calls (NULL, unknown id, a queue
+             route, a non-superuser) raise;
   [stats]    notifier.stats per route: received, delivered, retried, dead,
              pending, in_flight, last_http_status, latency_p50/p99_ms agree
              with what happened; the worker never restarted; no request went
@@ -116,7 +139,7 @@ RETRY_BASE_MS = 50
 RETRY_MAX_MS = 500
 # the settings this test changes with ALTER SYSTEM (and puts back)
 GUCS = ("pg_notifier.databases", "pg_notifier.retry_base_ms", "pg_notifier.retry_max_ms",
-        "pg_notifier.allowed_hosts")
+        "pg_notifier.allowed_hosts", "pg_notifier.denied_networks")
 SLACK = 0.4         # seconds of scheduling slack on upper time bounds (2 shared cores)
 SIG_ARGS = ("channel", "url", "headers", "secret", "batch_size", "max_attempts",
             "timeout_ms", "concurrency", "ordered")
@@ -1424,6 +1447,240 @@ def step_redeliver(ctx, admin):
     log("remove_route of the refused route deleted its deliveries")
 
 
+def ssrf_routes(ctx, channel, urls, allowed=None):
+    """One event to a webhook route per URL (and to allowed, a URL that must
+    get it); each denied URL's row dead at attempt 1 with "address denied"."""
+    db = ctx.db
+    table = channel + "_t"
+    routes = {u: {"channel": channel, "url": u, "max_attempts": 5} for u in urls}
+    if allowed:
+        routes[allowed] = {"channel": channel, "url": allowed}
+    with db.transaction():
+        ids = {u: add_webhook(db, **args) for u, args in routes.items()}
+        watched_table(db, table, channel)
+    ctx.wait_channels([channel])
+    db.execute(sql.SQL("INSERT INTO {} VALUES (1, 'metadata?')").format(ident(table)))
+    for u, rid in ids.items():
+        ctx.wait_final(rid, 1, 15, f"denied_networks: {u}")
+        r = route_rows(db, rid)[0]
+        if u == allowed:
+            ctx.check(r["status"] == "delivered",
+                      f"{u}, not denied: {r['status']}, last_error {r['last_error']!r}")
+            continue
+        ctx.check((r["status"], r["attempts"]) == ("dead", 1)
+                  and "address denied" in (r["last_error"] or ""),
+                  f"{u}: {r['status']} at attempt {r['attempts']}, last_error {r['last_error']!r}")
+        log(f"{u}: {r['status']}, last_error {r['last_error']!r}")
+    return ids
+
+
+def step_ssrf(ctx, admin):
+    db = ctx.db
+    R = ctx.rcv
+    R.on("/ssrf-ok", ok())
+    R.on("/ssrf", ok())
+    ctx.known_paths.add("/ssrf-ok")
+    shown = db.execute("SHOW pg_notifier.denied_networks").fetchone()[0]
+    default = "0.0.0.0/8, 169.254.0.0/16, fe80::/10, 100.100.100.200/32, fd00:ec2::254/128"
+    ctx.check(shown == default, f"denied_networks by default: {shown!r}")
+
+    # the default: 0.0.0.0 reaches this machine, where R listens; loopback is allowed
+    ids = ssrf_routes(ctx, "wh_ssrf", [f"http://0.0.0.0:{R.port}/ssrf",
+                                       f"http://[::ffff:0.0.0.0]:{R.port}/ssrf"],
+                      allowed=R.url("/ssrf-ok"))
+    ctx.check(R.count("/ssrf-ok") == 1, f"the allowed route sent {R.count('/ssrf-ok')} requests")
+    rid = ids[f"http://0.0.0.0:{R.port}/ssrf"]
+    st = db.execute("SELECT last_error FROM notifier.stats WHERE route_id = %s", (rid,)).fetchone()
+    ctx.check(st is not None and "address denied" in (st[0] or ""),
+              f"notifier.stats last_error of a denied route: {st!r}")
+
+    # Spellings of a denied address, and a name.  Not 169.254.169.254 itself:
+    # a broken guard must send nothing off this machine.  127.0.0.2, where a
+    # receiver listens, is denied instead, and 127.0.0.1 so that localhost
+    # (which resolves through /etc/hosts) is.
+    R2 = Receiver("ssrf", host="127.0.0.2").start()
+    try:
+        ctx.set_gucs(admin, {"pg_notifier.denied_networks":
+                             default + ", 127.0.0.2/32, 127.0.0.1/32, ::1/128"})
+        p = R2.port
+        ssrf_routes(ctx, "wh_ssrf2", [
+            R2.url("/ssrf"),
+            f"http://2130706434:{p}/ssrf",          # decimal
+            f"http://0x7f.0.0.2:{p}/ssrf",          # hex
+            f"http://0x7f000002:{p}/ssrf",          # one hex number
+            f"http://127.2:{p}/ssrf",               # short form
+            f"http://[::ffff:127.0.0.2]:{p}/ssrf",  # IPv4-mapped IPv6
+            f"http://[::ffff:7f00:2]:{p}/ssrf",
+            f"http://localhost:{R.port}/ssrf",      # a name
+        ])
+        ctx.check(R2.count("/ssrf") == 0, f"the receiver on 127.0.0.2 got {R2.count('/ssrf')} "
+                                          "denied requests")
+    finally:
+        R2.stop()
+        ctx.set_gucs(admin, {"pg_notifier.denied_networks":
+                             ctx.saved.get("pg_notifier.denied_networks")})
+    ctx.check(R.count("/ssrf") == 0, f"the receiver got {R.count('/ssrf')} denied requests")
+
+    for bad in ("169.254.0.0/33", "not-a-network", "10.0.0.0/", "fe80::/129", "1.2.3.4/-1",
+                "10.0.0.0/8,,", "169.254.0.0/16 fe80::/10"):
+        expect_error(ctx, db, f"denied_networks = {bad!r}",
+                     sql.SQL("SET pg_notifier.denied_networks = {}").format(sql.Literal(bad)),
+                     need=["denied_networks"], codes=("22023",))
+    db.execute(sql.SQL("SET ROLE {}").format(ident(ROLE)))
+    try:
+        expect_error(ctx, db, "SET denied_networks by a non-superuser",
+                     "SET pg_notifier.denied_networks = ''", need=["permission"],
+                     codes=("42501",))
+    finally:
+        db.execute("RESET ROLE")
+
+
+def step_rotate(ctx, admin):
+    db = ctx.db
+    R = ctx.rcv
+    R.on("/rotate", ok())
+    old, new = "rotate-old-secret", "whsec_" + base64.b64encode(b"rotate new key 0123456789").decode()
+    watched_table(db, "rotate_t", "wh_rotate")
+    ids = ctx.add_routes({"/rotate": {"channel": "wh_rotate", "url": R.url("/rotate"),
+                                      "secret": old}})
+    rid = ids["/rotate"]
+
+    def send(n, what):
+        db.execute("INSERT INTO rotate_t VALUES (%s, %s)", (n, what))
+        wait_for(f"{what}: request {n} to /rotate", lambda: (R.count("/rotate") >= n, None), 10)
+        return R.requests("/rotate")[n - 1]
+
+    def sigs(r):
+        return (r.sig or "").split(" ")
+
+    def sig_of(secret, r):
+        return expected_signature(secret, r.wid, r.ts, r.body)
+
+    r = send(1, "before")
+    ctx.check(sigs(r) == [sig_of(old, r)], f"before set_secret: signatures {sigs(r)}")
+    db.execute("SELECT notifier.set_secret(%s, %s, '3 seconds')", (rid, new))
+    until = db.execute("SELECT previous_secret_until FROM notifier.routes WHERE id = %s",
+                       (rid,)).fetchone()[0]
+    r = send(2, "overlap")
+    ok_new, ok_old = sig_of(new, r) in sigs(r), sig_of(old, r) in sigs(r)
+    ctx.check(int(r.ts) < until.timestamp(), "the overlap request was sent after the overlap")
+    ctx.check(sigs(r) == [sig_of(new, r), sig_of(old, r)],
+              f"during the overlap: signatures {r.sig!r}, expected 'v1,<new> v1,<old>' "
+              f"(new verifies: {ok_new}, old verifies: {ok_old})")
+    log(f"during the overlap: webhook-signature {r.sig!r}: verifies with the new secret "
+        f"{ok_new}, with the old one {ok_old}")
+    wait_for("the overlap is over",
+             lambda: (db.execute("SELECT now() > %s", (until,)).fetchone()[0], None), 10)
+    r = send(3, "after")
+    ctx.check(sigs(r) == [sig_of(new, r)],
+              f"after the overlap: signatures {r.sig!r}, expected only the new one")
+    log(f"after the overlap: webhook-signature {r.sig!r}")
+
+    # keep_previous 0: the new secret alone at once
+    db.execute("SELECT notifier.set_secret(%s, %s, '0')", (rid, old))
+    r = send(4, "zero")
+    ctx.check(sigs(r) == [sig_of(old, r)], f"keep_previous 0: signatures {r.sig!r}")
+
+    cols = [c[0] for c in db.execute("SELECT * FROM notifier.route_list LIMIT 0").description]
+    ctx.check(not any("previous" in c for c in cols), f"route_list shows {cols}")
+    qid = db.execute("SELECT notifier.add_queue('wh_rotate_queue')").fetchone()[0]
+    try:
+        bad = [
+            ("NULL route", (None, new, "1 hour"), [["route"]], ("22004",)),
+            ("NULL secret", (rid, None, "1 hour"), [["secret"]], ("22004",)),
+            ("NULL keep_previous", (rid, new, None), [["keep_previous"]], ("22004",)),
+            ("unknown route", (-1, new, "1 hour"), [["does not exist"]], ("42704",)),
+            ("negative interval", (rid, new, "-1 second"), [["negative"]], ("22023",)),
+            ("empty secret", (rid, "", "1 hour"), [["secret"]], ("22023",)),
+            ("bad whsec_ secret", (rid, "whsec_!!!", "1 hour"), [["base64"]], ("22023",)),
+            ("queue route", (qid, new, "1 hour"), [["webhook"]], ("42809",)),
+        ]
+        for what, args, need, codes in bad:
+            expect_error(ctx, db, f"set_secret: {what}",
+                         "SELECT notifier.set_secret(%s, %s, %s::interval)", args,
+                         need=need, codes=codes)
+        db.execute(sql.SQL("SET ROLE {}").format(ident(ROLE)))
+        try:
+            expect_error(ctx, db, "set_secret by a non-superuser",
+                         "SELECT notifier.set_secret(%s, 'x')", (rid,),
+                         need=[["permission denied"]], codes=("42501",))
+        finally:
+            db.execute("RESET ROLE")
+        row = db.execute("SELECT secret FROM notifier.routes WHERE id = %s", (rid,)).fetchone()
+        ctx.check(row == (old,), "a refused set_secret changed the secret")
+    finally:
+        db.execute("SELECT notifier.remove_route(%s)", (qid,))
+    ctx.expect[rid] = {"path": "/rotate", "events": 4, "delivered": 4, "dead": 0,
+                       "retried": False, "status": 200}
+
+
+def step_pause(ctx, admin):
+    db = ctx.db
+    R = ctx.rcv
+    R.on("/pause", ok())
+    R.on("/pause-witness", ok())
+    watched_table(db, "pause_t", "wh_pause")
+    ids = ctx.add_routes({
+        "/pause": {"channel": "wh_pause", "url": R.url("/pause"), "ordered": "route"},
+        "/pause-witness": {"channel": "wh_pause", "url": R.url("/pause-witness")}})
+    rid, wid = ids["/pause"], ids["/pause-witness"]
+
+    def state():
+        return db.execute("SELECT state, pending FROM notifier.stats WHERE route_id = %s",
+                          (rid,)).fetchone()
+
+    def insert(first, last):
+        with db.transaction():
+            for i in range(first, last + 1):
+                db.execute("INSERT INTO pause_t VALUES (%s, 'p')", (i,))
+
+    insert(1, 5)
+    ctx.wait_final(rid, 5, 15, "before pause_route")
+    ctx.check(state()[0] == "active", f"stats state before pause_route: {state()}")
+    db.execute("SELECT notifier.pause_route(%s)", (rid,))
+    insert(6, 15)
+    # the witness route on the same channel gets the 10 events: the worker
+    # has taken them in, and sent none of the paused route's
+    ctx.wait_final(wid, 15, 15, "the witness route")
+    rows = status_counts(db, rid)
+    ctx.check(rows == {"delivered": 5, "pending": 10},
+              f"paused route: rows {rows}, expected 5 delivered and 10 pending")
+    ctx.check(R.count("/pause") == 5, f"paused route: {R.count('/pause')} requests, expected 5")
+    ctx.check(state() == ("paused", 10), f"stats of the paused route: {state()}")
+    log(f"paused: the witness route got all 15 events, the paused one 5 (rows {rows}), "
+        f"stats {state()}")
+    db.execute("SELECT notifier.resume_route(%s)", (rid,))
+    ctx.wait_final(rid, 15, 15, "after resume_route")
+    got = [as_event(r.body)["row"]["id"] for r in R.requests("/pause")]
+    ctx.check(got == list(range(1, 16)),
+              f"after resume_route: events {got}, expected 1..15 once each, in order")
+    ctx.check(status_counts(db, rid) == {"delivered": 15} and state() == ("active", 0),
+              f"after resume_route: rows {status_counts(db, rid)}, stats {state()}")
+    log(f"resumed: all 15 events delivered once, in order; stats {state()}")
+
+    qid = db.execute("SELECT notifier.add_queue('wh_pause_queue')").fetchone()[0]
+    try:
+        for fn in ("pause_route", "resume_route"):
+            for what, arg, need, codes in (("NULL", None, [["NULL"]], ("22004",)),
+                                           ("unknown route", -1, [["does not exist"]], ("42704",)),
+                                           ("queue route", qid, [["webhook"]], ("42704",))):
+                expect_error(ctx, db, f"{fn}: {what}",
+                             sql.SQL("SELECT notifier.{}(%s)").format(sql.Identifier(fn)), (arg,),
+                             need=need, codes=codes)
+            db.execute(sql.SQL("SET ROLE {}").format(ident(ROLE)))
+            try:
+                expect_error(ctx, db, f"{fn} by a non-superuser",
+                             sql.SQL("SELECT notifier.{}(%s)").format(sql.Identifier(fn)), (rid,),
+                             need=[["permission denied"]], codes=("42501",))
+            finally:
+                db.execute("RESET ROLE")
+    finally:
+        db.execute("SELECT notifier.remove_route(%s)", (qid,))
+    for r, path in ((rid, "/pause"), (wid, "/pause-witness")):
+        ctx.expect[r] = {"path": path, "events": 15, "delivered": 15, "dead": 0,
+                         "retried": False, "status": 200}
+
+
 def step_stats(ctx, admin):
     cur = ctx.db.cursor(row_factory=dict_row)
     rows = {r["route_id"]: r for r in cur.execute("SELECT * FROM notifier.stats").fetchall()}
@@ -1494,6 +1751,11 @@ STEPS = [
     Step("down", "receiver down for a while, then back", step_down),
     Step("redeliver", "redeliver and redeliver_dead", step_redeliver,
          needs=("mixed", "codes", "timeout", "refused")),
+    Step("ssrf", "denied_networks: the address connected to", step_ssrf, needs=("role",)),
+    Step("rotate", "set_secret: both signatures during the overlap", step_rotate,
+         needs=("role",)),
+    Step("pause", "pause_route / resume_route: kept, not sent; then all, in order", step_pause,
+         needs=("role",)),
     Step("stats", "notifier.stats", step_stats),
 ]
 

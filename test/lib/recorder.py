@@ -130,11 +130,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 
 class Receiver:
-    """An HTTP/1.1 server on 127.0.0.1 in a thread.  Behaviour per path (on()),
-    else ok(delay).  Every request is recorded."""
+    """An HTTP/1.1 server on 127.0.0.1 (or another loopback address: host) in
+    a thread.  Behaviour per path (on()), else ok(delay).  Every request is
+    recorded."""
 
-    def __init__(self, name="receiver", delay=0.0, port=0):
+    def __init__(self, name="receiver", delay=0.0, port=0, host="127.0.0.1"):
         self.name = name
+        self.host = host
         self.delay = delay
         self.port = port
         self.lock = threading.Lock()
@@ -155,7 +157,7 @@ class Receiver:
         t0 = time.monotonic()
         while True:
             try:
-                srv = _Server(("127.0.0.1", self.port), _Handler)
+                srv = _Server((self.host, self.port), _Handler)
                 break
             except OSError as ex:
                 if self.port == 0 or time.monotonic() - t0 > bind_timeout:
@@ -192,7 +194,7 @@ class Receiver:
             self.script[path] = fn
 
     def url(self, path):
-        return f"http://127.0.0.1:{self.port}{path}"
+        return f"http://{self.host}:{self.port}{path}"
 
     def requests(self, path=None):
         with self.lock:

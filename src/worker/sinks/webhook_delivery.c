@@ -413,11 +413,11 @@ free_slots(Route *route, RouteState *state)
 		wh->concurrency - state->inflight;
 }
 
-/* may the route have rows to send now? */
+/* may the route have rows to send now?  A paused route never has. */
 static bool
 route_due(Route *route, RouteState *state, TimestampTz now)
 {
-	return free_slots(route, state) > 0 &&
+	return !route->webhook.paused && free_slots(route, state) > 0 &&
 		(state->pending || (state->next_due != 0 && state->next_due <= now));
 }
 
@@ -737,6 +737,9 @@ classify(const Request *req)
 {
 	long		s = req->http_status;
 
+	/* pg_notifier.denied_networks: retrying cannot help */
+	if (req->result != CURLE_OK && req->address_denied)
+		return OUTCOME_DEAD;
 	if (req->result != CURLE_OK)
 		return OUTCOME_RETRY;
 	if (s >= 200 && s < 300)
@@ -790,7 +793,10 @@ record_outcomes(void)
 		RouteDelivery rd;
 		double	   *latencies = palloc(req->n * sizeof(double));
 
-		if (req->result != CURLE_OK)
+		if (req->result != CURLE_OK && req->address_denied)
+			error = psprintf("address denied: %s is in pg_notifier.denied_networks",
+							 req->denied_host);
+		else if (req->result != CURLE_OK)
 			error = psprintf("%s%s%s", curl_easy_strerror(req->result),
 							 req->errbuf[0] ? ": " : "", req->errbuf);
 		else if (outcome != OUTCOME_DELIVERED)
@@ -939,7 +945,7 @@ delivery_work(RouteTable *routes)
 		Route	   *route = &routes->routes[i];
 		RouteState *state;
 
-		if (route->kind != ROUTE_WEBHOOK)
+		if (route->kind != ROUTE_WEBHOOK || route->webhook.paused)
 			continue;
 		state = route_state(route->id);
 		if (route_due(route, state, now))

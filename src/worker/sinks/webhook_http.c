@@ -9,7 +9,9 @@
  * webhook-timestamp and, for a route with a secret, webhook-signature) and
  * the route's own headers.  Redirects are never followed, and only http and
  * https are spoken.  The response body is not kept; a Retry-After header
- * is.
+ * is.  Every socket is opened by open_socket(), which refuses an address in
+ * pg_notifier.denied_networks: the address curl resolved and is about to
+ * connect to, however the URL spelled it.
  *
  * Waiting: the worker waits on its latch and on curl's sockets together (a
  * WaitEventSet rebuilt from curl's socket callbacks), with curl's timer as
@@ -23,6 +25,9 @@
  */
 #include "postgres.h"
 
+#include <arpa/inet.h>
+#include <sys/socket.h>
+
 #include <curl/curl.h>
 
 #include "lib/stringinfo.h"
@@ -33,6 +38,7 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
+#include "common/denied_networks.h"
 #include "pg_notifier.h"
 #include "worker/sinks/webhook_http.h"
 #include "worker/sinks/webhook_sign.h"
@@ -202,6 +208,32 @@ header_callback(char *buffer, size_t size, size_t nitems, void *userdata)
 	return len;
 }
 
+/*
+ * curl: open the socket of a connection, unless its address lies in
+ * pg_notifier.denied_networks.  CURL_SOCKET_BAD makes curl try the next
+ * address of the name, or fail with CURLE_COULDNT_CONNECT; the request
+ * remembers the refusal, and a request that failed so is dead at once.
+ */
+static curl_socket_t
+open_socket(void *clientp, curlsocktype purpose, struct curl_sockaddr *address)
+{
+	Request    *req = clientp;
+
+	if (address_denied(&address->addr))
+	{
+		char		host[INET6_ADDRSTRLEN] = "?";
+		const void *bytes = address->family == AF_INET6 ?
+		(const void *) &((struct sockaddr_in6 *) &address->addr)->sin6_addr :
+		(const void *) &((struct sockaddr_in *) &address->addr)->sin_addr;
+
+		(void) inet_ntop(address->family, bytes, host, sizeof(host));
+		strlcpy(req->denied_host, host, sizeof(req->denied_host));
+		req->address_denied = true;
+		return CURL_SOCKET_BAD;
+	}
+	return socket(address->family, address->socktype, address->protocol);
+}
+
 static struct curl_slist *
 append_header(struct curl_slist *list, const char *header)
 {
@@ -289,10 +321,18 @@ webhook_http_start(Route *route, int64 *ids, char **event_ids, char **payloads,
 	req->headers = append_header(req->headers,
 								 psprintf("webhook-timestamp: " INT64_FORMAT, now_secs));
 	if (wh->key != NULL)
+	{
+		char	   *sig = webhook_signature(wh->key, wh->keylen, msg_id,
+											now_secs, req->body, bodylen);
+
+		/* during a rotation, the previous secret's signature too, after */
+		if (wh->previous_key != NULL && GetCurrentTimestamp() < wh->previous_until)
+			sig = psprintf("%s %s", sig,
+						   webhook_signature(wh->previous_key, wh->previous_keylen,
+											 msg_id, now_secs, req->body, bodylen));
 		req->headers = append_header(req->headers,
-									 psprintf("webhook-signature: %s",
-											  webhook_signature(wh->key, wh->keylen, msg_id,
-																now_secs, req->body, bodylen)));
+									 psprintf("webhook-signature: %s", sig));
+	}
 	/* no "Expect: 100-continue" round trip for large bodies */
 	req->headers = append_header(req->headers, "Expect:");
 
@@ -324,6 +364,8 @@ webhook_http_start(Route *route, int64 *ids, char **event_ids, char **payloads,
 	curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, header_callback);
 	curl_easy_setopt(easy, CURLOPT_HEADERDATA, req);
 	curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, req->errbuf);
+	curl_easy_setopt(easy, CURLOPT_OPENSOCKETFUNCTION, open_socket);
+	curl_easy_setopt(easy, CURLOPT_OPENSOCKETDATA, req);
 	curl_easy_setopt(easy, CURLOPT_PRIVATE, req);
 	if (curl_multi_add_handle(multi, easy) != CURLM_OK)
 	{

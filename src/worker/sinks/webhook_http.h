@@ -31,6 +31,8 @@ typedef struct Request
 	struct curl_slist *headers;
 	long		retry_after_ms; /* from a Retry-After header; -1: none */
 	char		errbuf[CURL_ERROR_SIZE];
+	bool		address_denied; /* a connection was refused: denied_networks */
+	char		denied_host[46];	/* its address (INET6_ADDRSTRLEN) */
 	CURLcode	result;
 	long		http_status;
 	TimestampTz finished_at;
