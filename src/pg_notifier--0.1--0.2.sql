@@ -239,48 +239,9 @@ GRANT EXECUTE ON FUNCTION notifier.can_manage_routes() TO pg_monitor;
 GRANT EXECUTE ON FUNCTION notifier.masked_url(text) TO pg_monitor;
 
 -- notifier.route_list masks them too: see "ordered => 'key'" below, where it is
--- made again for the new type of notifier.routes.ordered.
-
-CREATE OR REPLACE VIEW notifier.stats AS
-SELECT r.id AS route_id,
-	   r.channel,
-	   r.kind,
-	   coalesce(r.queue_table::text,
-				CASE WHEN notifier.can_manage_routes() THEN r.url
-					 ELSE notifier.masked_url(r.url) END) AS target,
-	   coalesce(s.received, 0) AS received,
-	   coalesce(s.written, 0) AS written,
-	   coalesce(s.errors, 0) AS errors,
-	   d.pending,
-	   d.in_flight,
-	   coalesce(s.delivered, 0) AS delivered,
-	   coalesce(s.retried, 0) AS retried,
-	   coalesce(s.dead, 0) AS dead,
-	   s.last_http_status,
-	   s.latency_p50_ms,
-	   s.latency_p99_ms,
-	   ob.events AS outbox_events,
-	   ob.oldest_age AS outbox_oldest_age,
-	   s.last_event_at,
-	   s.last_error,
-	   s.last_error_at,
-	   w.pid AS worker_pid,
-	   w.state AS worker_state,
-	   pg_catalog.pg_notification_queue_usage() AS queue_usage
-  FROM notifier.routes r
-  LEFT JOIN notifier.route_stats() s ON s.route_id = r.id
-  LEFT JOIN notifier.status() w ON w.database = pg_catalog.current_database()
-  LEFT JOIN LATERAL (
-	SELECT count(*) FILTER (WHERE x.status = 'pending') AS pending,
-		   count(*) FILTER (WHERE x.status = 'in_flight') AS in_flight
-	  FROM notifier.deliveries x
-	 WHERE x.route_id = r.id AND x.status IN ('pending', 'in_flight')
-	   AND r.kind = 'webhook') d ON true
-  LEFT JOIN LATERAL (
-	SELECT count(*) AS events,
-		   pg_catalog.now() - min(o.created_at) AS oldest_age
-	  FROM notifier.outbox o
-	 WHERE o.channel = r.channel) ob ON true;
+-- made again for the new type of notifier.routes.ordered; notifier.stats
+-- masks the URL as well: see pause_route() below, where it is made once, with
+-- its last column.
 
 -- ---------------------------------------------------------------------------
 -- Delivery engine (issue 16): a batch is one message

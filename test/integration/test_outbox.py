@@ -62,9 +62,9 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from itlib import (Checks, Listener, Step, TestFailure, Threads, canon, connect,  # noqa: E402
+from itlib import (Listener, Step, TestFailure, Threads, canon, connect,  # noqa: E402
                    expect_error, ident, log, parse, run_worker_test, short, text_of, wait_for,
-                   worker_status)
+                   WorkerCtx, worker_status)
 
 NAME = "test_outbox"
 TIMEOUT = int(os.environ.get("PG_NOTIFIER_TEST_TIMEOUT", "200"))
@@ -72,13 +72,7 @@ DB = os.environ.get("PG_NOTIFIER_TEST_DB", "pg_notifier_it_outbox")
 ARRIVE = 30          # seconds an event may take to reach the queue (generous: never a timing assertion)
 
 
-class Ctx(Checks):
-    def __init__(self):
-        super().__init__()
-        self.db = None
-        self.saved = None
-        self.worker_pid = None
-
+class Ctx(WorkerCtx):
     def status(self):
         return worker_status(self.db, DB)
 

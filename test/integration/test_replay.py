@@ -14,21 +14,13 @@ import os
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from itlib import Checks, Step, TestFailure, log, run_worker_test, wait_for  # noqa: E402
+from itlib import Step, TestFailure, WorkerCtx, log, run_worker_test, wait_for  # noqa: E402
 from recorder import Receiver  # noqa: E402
 
 NAME = "test_replay"
 TIMEOUT = int(os.environ.get("PG_NOTIFIER_TEST_TIMEOUT", "120"))
 DB = os.environ.get("PG_NOTIFIER_TEST_DB", "pg_notifier_it_replay")
 PATH = "/replay"
-
-
-class Ctx(Checks):
-    def __init__(self):
-        super().__init__()
-        self.db = None
-        self.saved = None
-        self.receiver = None
 
 
 def ids_received(ctx):
@@ -74,4 +66,4 @@ STEPS = [Step("replay", "replay(route, since) sends exactly the events since the
 
 
 if __name__ == "__main__":
-    run_worker_test(NAME, STEPS, Ctx(), DB, timeout=TIMEOUT)
+    run_worker_test(NAME, STEPS, WorkerCtx(), DB, timeout=TIMEOUT)

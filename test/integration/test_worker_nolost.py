@@ -68,7 +68,7 @@ import time
 from psycopg import sql
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from itlib import (Checks, Step, connect, ident, log, parse, run_worker_test,  # noqa: E402
+from itlib import (Step, WorkerCtx, connect, ident, log, parse, run_worker_test,  # noqa: E402
                    short, wait_for, worker_status)
 from recorder import Receiver  # noqa: E402
 
@@ -81,14 +81,6 @@ MAX_BATCH = 1024 * 1024
 MAX_BODY = 1536 * 1024
 SETTINGS = {"pg_notifier.max_batch_bytes": "1MB", "pg_notifier.max_webhook_body_bytes": "1536kB"}
 ARRIVE = int(os.environ.get("PG_NOTIFIER_TEST_ARRIVE", "60"))  # seconds events may take to arrive (generous: never a timing assertion)
-
-
-class Ctx(Checks):
-    def __init__(self):
-        super().__init__()
-        self.db = None
-        self.saved = None
-        self.receiver = None
 
 
 # ------------------------------------------------------------------ helpers
@@ -449,5 +441,5 @@ STEPS = [
 
 
 if __name__ == "__main__":
-    run_worker_test(NAME, STEPS, Ctx(), DB, SETTINGS, before_worker, roles=(ROLE, OWNER),
+    run_worker_test(NAME, STEPS, WorkerCtx(), DB, SETTINGS, before_worker, roles=(ROLE, OWNER),
                     timeout=TIMEOUT)

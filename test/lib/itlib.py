@@ -564,6 +564,19 @@ def worker_db_start(admin, dbname, settings=None, before_worker=None):
     return conn, saved, s["pid"]
 
 
+class WorkerCtx(Checks):
+    """The Checks of a run_worker_test() test: its database connection (db),
+    the settings to put back (saved), the worker's pid at the start, and a
+    receiver to stop at the end (or None)."""
+
+    def __init__(self):
+        super().__init__()
+        self.db = None
+        self.saved = None
+        self.worker_pid = None
+        self.receiver = None
+
+
 def run_worker_test(name, steps, ctx, dbname, settings=None, before_worker=None, roles=(),
                     timeout=None):
     """main() of a test of one database's worker: the roles (created fresh),
