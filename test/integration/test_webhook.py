@@ -940,7 +940,14 @@ def step_ordered_key(ctx, admin):
             for k, evs in commit.items():
                 got = sorted((e for e in evs if e in first_ok), key=first_ok.get)
                 if got != evs:
-                    problems.append(f"key {k}: first 2xx in order {got}, commit order {evs}")
+                    # what the route's rows say of the events without a 2xx
+                    rows = db.execute("SELECT event_id, status, attempts, last_http_status, "
+                                      "last_error FROM notifier.deliveries WHERE route_id = %s "
+                                      "AND event_id = ANY(%s)",
+                                      (ids[path], [e for e in evs if e not in first_ok])).fetchall()
+                    problems.append(f"key {k}: first 2xx in order {got}, commit order {evs}; "
+                                    f"rows of those without a 2xx: {rows}; requests: "
+                                    f"{[(r.seq, r.status) for e in evs if e not in first_ok for r in sent[e]]}")
                     continue
                 for prev, nxt in zip(evs, evs[1:]):
                     early = [r.seq for r in sent[nxt] if r.t0 < ok_at[prev]]
