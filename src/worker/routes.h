@@ -44,7 +44,8 @@ typedef struct WebhookConfig
 	int			timeout_ms;
 	int			concurrency;
 	RouteOrdering ordered;
-	bool		paused;			/* pause_route(): rows are kept, not sent */
+	bool		paused;			/* pause_route(), or disabled: rows are kept,
+								 * not sent */
 } WebhookConfig;
 
 /* one row of notifier.routes, as the worker holds it */

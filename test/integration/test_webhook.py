@@ -145,7 +145,8 @@ SIG_ARGS = ("channel", "url", "headers", "secret", "batch_size", "max_attempts",
             "timeout_ms", "concurrency", "ordered")
 CASTS = {"channel": "text", "url": "text", "headers": "jsonb", "secret": "text",
          "batch_size": "integer", "max_attempts": "integer", "timeout_ms": "integer",
-         "concurrency": "integer", "ordered": "notifier.ordering"}
+         "concurrency": "integer", "ordered": "notifier.ordering",
+         "disable_after": "interval"}
 
 
 # ---------------------------------------------------------------- JSON helpers
@@ -352,7 +353,7 @@ def step_start(ctx, admin):
     if "pg_notifier" not in spl:
         raise TestFailure(f"shared_preload_libraries = {spl!r}: the cluster must preload pg_notifier")
     have = ctx.db.execute("SELECT to_regprocedure('notifier.add_webhook(text, text, jsonb, text, "
-                          "integer, integer, integer, integer, notifier.ordering)')").fetchone()[0]
+                          "integer, integer, integer, integer, notifier.ordering, interval)')").fetchone()[0]
     if have is None:
         raise TestFailure("the installed pg_notifier has no notifier.add_webhook(...)")
     dbs = [d.strip() for d in admin.execute("SHOW pg_notifier.databases").fetchone()[0].split(",")

@@ -64,6 +64,7 @@
 #include "worker/worker_xact.h"
 #include "pg_notifier.h"
 #include "worker/sinks/webhook_http.h"
+#include "worker/route_health.h"
 #include "common/stats.h"
 
 /* what the worker knows of a webhook route's rows */
@@ -413,11 +414,15 @@ free_slots(Route *route, RouteState *state)
 		wh->concurrency - state->inflight;
 }
 
-/* may the route have rows to send now?  A paused route never has. */
+/*
+ * may the route have rows to send now?  A paused route never has, nor one
+ * disabled since the routes were loaded (route_health.c).
+ */
 static bool
 route_due(Route *route, RouteState *state, TimestampTz now)
 {
-	return !route->webhook.paused && free_slots(route, state) > 0 &&
+	return !route->webhook.paused && !route_health_disabled(route->id) &&
+		free_slots(route, state) > 0 &&
 		(state->pending || (state->next_due != 0 && state->next_due <= now));
 }
 
@@ -839,6 +844,11 @@ record_outcomes(void)
 		}
 		stats_route_delivery(MyDatabaseId, &rd, req->finished_at);
 		delivered_count += rd.delivered;
+		/* 410 Gone, disable_after: disable the route */
+		route_health_outcome(req->route_id, outcome == OUTCOME_DELIVERED,
+							 (int) rd.http_status,
+							 req->address_denied ? "address denied" :
+							 curl_easy_strerror(req->result));
 
 		/*
 		 * A slot is free: the route is due again if its last claim was full
