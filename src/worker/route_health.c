@@ -233,7 +233,7 @@ route_health_outcome(int64 route_id, bool delivered, int http_status,
 	{
 		execute_quietly(keep_plan(&failing_plan,
 								  "UPDATE notifier.routes"
-								  " SET failing_since = pg_catalog.coalesce(failing_since, pg_catalog.now())"
+								  " SET failing_since = COALESCE(failing_since, pg_catalog.now())"
 								  " WHERE id OPERATOR(pg_catalog.=) $1"
 								  " RETURNING failing_since,"
 								  "   failing_since OPERATOR(pg_catalog.+) disable_after",
