@@ -558,7 +558,7 @@ def step_role(ctx, admin):
 
             # "only superuser (or an explicit grant) can add/remove routes"
             grant = sql.SQL("EXECUTE ON FUNCTION notifier.add_webhook(text, text, jsonb, text, integer, "
-                            "integer, integer, integer, notifier.ordering), notifier.remove_route(bigint)")
+                            "integer, integer, integer, notifier.ordering, interval), notifier.remove_route(bigint)")
             db.execute(sql.SQL("GRANT {} TO {}").format(grant, ident(ROLE)))
             try:
                 r3 = u.execute("SELECT notifier.add_webhook('wh_role', 'http://127.0.0.1:9/granted', "
