@@ -29,7 +29,7 @@ import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from itlib import (Step, TestFailure, WorkerCtx, free_port, ident, log,  # noqa: E402
-                   run_worker_test, wait_for, worker_status)
+                   run_worker_test, wait_for, worker_status, workers_gone)
 from psycopg import sql  # noqa: E402
 from recorder import Receiver, always, ok  # noqa: E402
 
@@ -127,8 +127,9 @@ def step_metrics(ctx):
     if not others or "*" in listed:
         raise TestFailure(f"pg_notifier.databases = {listed!r}: cannot stop only this worker")
     set_databases(admin, others)
-    wait_for("the worker stopped", lambda: (lambda s: (s is None or s["pid"] is None, s))(
-        worker_status(db, DB)), 30)
+    n, _ = workers_gone(admin, [DB], 30)
+    if n:
+        raise TestFailure(f"the worker of {DB} still runs 30 s after it left pg_notifier.databases")
     db.execute("INSERT INTO m_backlog SELECT generate_series(1, 7)")
 
     admin.execute(sql.SQL("ALTER ROLE {} LOGIN").format(ident(ROLE)))
@@ -158,8 +159,13 @@ def step_metrics(ctx):
         m = parse_metrics(text)
         ours = [line for line in text.splitlines() if line.startswith("pg_notifier")]
         log(f"{len(ours)} pg_notifier lines in /metrics, for instance:")
+        shown = [("pg_notifier_outbox", None), ("pg_notifier_route_dead", "gone"),
+                 ("pg_notifier_route_delivered", "ok"), ("pg_notifier_route_failed", "fail"),
+                 ("pg_notifier_route_latency", "ok"), ("pg_notifier_route_pending", "pause"),
+                 ("pg_notifier_route_state", "gone")]
         for line in ours:
-            if f'route_id="{rid["gone"]}"' in line or "pg_notifier_outbox" in line:
+            if any(line.startswith(p) and (k is None or f'route_id="{rid[k]}"' in line)
+                   for p, k in shown):
                 log(f"  {line}")
 
         ctx.check(value(m, "pg_up") == 1, "pg_up is not 1")
