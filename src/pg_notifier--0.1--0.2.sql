@@ -468,27 +468,52 @@ ALTER TABLE notifier.routes ADD COLUMN paused boolean NOT NULL DEFAULT false;
 COMMENT ON COLUMN notifier.routes.paused IS
 'set by pause_route(): the route''s deliveries are kept, not sent, until resume_route()';
 
--- pause_route() and resume_route(); by its owner only
+-- pause_route() and resume_route(); by its owner only.  resume_route() also
+-- enables a route the worker disabled (see "Disabling dead endpoints" at the
+-- end: its columns, and route_state_changed(), which tells of the change):
+-- its failures are forgotten (failing_since), disable_after counts again from
+-- its next failure.  pause_route() of a disabled route leaves it disabled.
 CREATE FUNCTION notifier.set_route_paused(route_id bigint, paused boolean)
 RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+	was_disabled boolean;
+	was_paused boolean;
 BEGIN
 	IF route_id IS NULL THEN
 		RAISE EXCEPTION 'route_id must not be NULL'
 			USING ERRCODE = 'null_value_not_allowed',
 				  HINT = 'See notifier.route_list for the routes.';
 	END IF;
-	UPDATE notifier.routes r SET paused = set_route_paused.paused
-	 WHERE r.id = set_route_paused.route_id AND r.kind = 'webhook';
+	SELECT r.disabled_at IS NOT NULL, r.paused INTO was_disabled, was_paused
+	  FROM notifier.routes r
+	 WHERE r.id = set_route_paused.route_id AND r.kind = 'webhook'
+	   FOR UPDATE;
 	IF NOT FOUND THEN
 		RAISE EXCEPTION 'webhook route % does not exist', route_id
 			USING ERRCODE = 'undefined_object',
 				  HINT = 'See notifier.route_list for the routes.';
 	END IF;
+	IF set_route_paused.paused THEN
+		UPDATE notifier.routes r SET paused = true
+		 WHERE r.id = set_route_paused.route_id;
+		IF NOT was_disabled AND NOT was_paused THEN
+			PERFORM notifier.route_state_changed(route_id, 'paused', 'pause_route()');
+		END IF;
+	ELSE
+		UPDATE notifier.routes r
+		   SET paused = false, disabled_at = NULL, disabled_reason = NULL,
+			   failing_since = NULL
+		 WHERE r.id = set_route_paused.route_id;
+		IF was_disabled OR was_paused THEN
+			PERFORM notifier.route_state_changed(route_id, 'active', NULL);
+		END IF;
+	END IF;
 END
 $$;
+
 REVOKE ALL ON FUNCTION notifier.set_route_paused(bigint, boolean) FROM PUBLIC;
 
 CREATE FUNCTION notifier.pause_route(route_id bigint)
@@ -506,7 +531,7 @@ AS $$ SELECT notifier.set_route_paused(route_id, false) $$;
 COMMENT ON FUNCTION notifier.pause_route(bigint) IS
 'stop sending a webhook route''s events; they are kept until resume_route()';
 COMMENT ON FUNCTION notifier.resume_route(bigint) IS
-'send a paused webhook route''s events again, the kept ones first';
+'send a paused or disabled webhook route''s events again, the kept ones first';
 
 REVOKE ALL ON FUNCTION notifier.pause_route(bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION notifier.resume_route(bigint) FROM PUBLIC;
@@ -645,54 +670,6 @@ REVOKE ALL ON FUNCTION notifier.route_state_changed(bigint, text, text) FROM PUB
 
 COMMENT ON FUNCTION notifier.route_state_changed(bigint, text, text) IS
 'NOTIFY pg_notifier_events of a route''s new state (active, paused, disabled) and why';
-
--- pause_route() and resume_route() as above, and resume_route() of a
--- disabled route enables it again: its failures are forgotten (failing_since),
--- disable_after counts again from its next failure.  pause_route() of a
--- disabled route leaves it disabled (and paused).
-CREATE OR REPLACE FUNCTION notifier.set_route_paused(route_id bigint, paused boolean)
-RETURNS void
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-	was_disabled boolean;
-	was_paused boolean;
-BEGIN
-	IF route_id IS NULL THEN
-		RAISE EXCEPTION 'route_id must not be NULL'
-			USING ERRCODE = 'null_value_not_allowed',
-				  HINT = 'See notifier.route_list for the routes.';
-	END IF;
-	SELECT r.disabled_at IS NOT NULL, r.paused INTO was_disabled, was_paused
-	  FROM notifier.routes r
-	 WHERE r.id = set_route_paused.route_id AND r.kind = 'webhook'
-	   FOR UPDATE;
-	IF NOT FOUND THEN
-		RAISE EXCEPTION 'webhook route % does not exist', route_id
-			USING ERRCODE = 'undefined_object',
-				  HINT = 'See notifier.route_list for the routes.';
-	END IF;
-	IF set_route_paused.paused THEN
-		UPDATE notifier.routes r SET paused = true
-		 WHERE r.id = set_route_paused.route_id;
-		IF NOT was_disabled AND NOT was_paused THEN
-			PERFORM notifier.route_state_changed(route_id, 'paused', 'pause_route()');
-		END IF;
-	ELSE
-		UPDATE notifier.routes r
-		   SET paused = false, disabled_at = NULL, disabled_reason = NULL,
-			   failing_since = NULL
-		 WHERE r.id = set_route_paused.route_id;
-		IF was_disabled OR was_paused THEN
-			PERFORM notifier.route_state_changed(route_id, 'active', NULL);
-		END IF;
-	END IF;
-END
-$$;
-
-COMMENT ON FUNCTION notifier.resume_route(bigint) IS
-'send a paused or disabled webhook route''s events again, the kept ones first';
 
 -- Keep these last: once everything above is committed, the launcher starts
 -- the worker ('*'), or the waiting worker of a listed database takes it in.

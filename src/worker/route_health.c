@@ -44,6 +44,7 @@
 #include "common/extension.h"
 #include "common/sqlutil.h"
 #include "worker/route_health.h"
+#include "worker/routes.h"
 
 /* the longest reason written (notifier.route_state_changed() clips at 200 characters) */
 #define MAX_REASON_BYTES 200
@@ -108,16 +109,8 @@ route_health(int64 route_id)
 	bool		found;
 
 	if (health == NULL)
-	{
-		HASHCTL		ctl;
-
-		memset(&ctl, 0, sizeof(ctl));
-		ctl.keysize = sizeof(int64);
-		ctl.entrysize = sizeof(RouteHealth);
-		ctl.hcxt = TopMemoryContext;
-		health = hash_create("pg_notifier route health", 64, &ctl,
-							 HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
-	}
+		health = routes_hash_create("pg_notifier route health", sizeof(RouteHealth),
+									TopMemoryContext);
 	h = hash_search(health, &route_id, HASH_ENTER, &found);
 	if (found)
 		return h;
@@ -188,7 +181,7 @@ disable(int64 route_id, RouteHealth *h, const char *reason)
 	if (SPI_processed > 0)
 		ereport(LOG,
 				(errmsg("pg_notifier route " INT64_FORMAT " disabled", route_id),
-				 errdetail("%s", clipped),
+				 errdetail("Reason: %s.", clipped),
 				 errhint("notifier.resume_route(" INT64_FORMAT ") sends its kept events once the endpoint is fixed.",
 						 route_id)));
 }

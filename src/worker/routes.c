@@ -234,6 +234,19 @@ routes_listened(RouteTable *table, const char *channel)
 	return cr != NULL && !cr->from_outbox;
 }
 
+/* A hash table in cxt of entries of entrysize whose key is a route id (int64). */
+HTAB *
+routes_hash_create(const char *name, Size entrysize, MemoryContext cxt)
+{
+	HASHCTL		ctl;
+
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = sizeof(int64);
+	ctl.entrysize = entrysize;
+	ctl.hcxt = cxt;
+	return hash_create(name, 64, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+}
+
 Route *
 routes_find(RouteTable *table, int64 route_id)
 {

@@ -86,5 +86,6 @@ extern void routes_free(RouteTable *table);
 extern ChannelRoutes *routes_for_channel(RouteTable *table, const char *channel);
 extern Route *routes_find(RouteTable *table, int64 route_id);
 extern bool routes_listened(RouteTable *table, const char *channel);
+extern HTAB *routes_hash_create(const char *name, Size entrysize, MemoryContext cxt);
 
 #endif							/* NOTIFIER_ROUTES_H */

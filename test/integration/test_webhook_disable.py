@@ -17,7 +17,9 @@ receiver (test/lib/recorder.py) and a LISTEN client on pg_notifier_events.
              503 (max_attempts 100): the route is disabled with a reason naming
              disable_after and the last status (503), told on
              pg_notifier_events; not before 2 seconds after its first failure
-             (disabled_at - failing_since, both from the database);
+             (disabled_at - failing_since, both from the database).  A route
+             of the same channel with disable_after NULL, failing as long, is
+             still active;
   [reset]    disable_after '2 seconds': a route fails for over a second, one
              success clears failing_since, then it fails again.  At a moment
              more than 2 s after the first failure, but less than 2 s after
@@ -151,8 +153,10 @@ def step_after(ctx):
     lis = Listener(DB, [EVENTS])
     try:
         R.on("/after", always(503))
+        R.on("/never", always(503))
         watched(db, "after_t", "after")
         rid = add_route(db, "after", R.url("/after"), max_attempts=100, disable_after="2 seconds")
+        never = add_route(db, "after", R.url("/never"), max_attempts=100, disable_after=None)
         db.execute("INSERT INTO after_t VALUES (1)")
         payload = json.loads(told(lis, rid, "disabled"))
         reason = payload["reason"]
@@ -166,6 +170,12 @@ def step_after(ctx):
                   f"stats of the route: {state(db, rid)}")
         n = R.count("/after")
         ctx.check(n >= 2, f"{n} requests before disable_after disabled the route")
+        # disable_after NULL: failing as long, and longer, yet never disabled
+        fs2, age2, dis2, _ = failing_since(db, never)
+        ctx.check(fs2 is not None and age2.total_seconds() >= 2.0 and dis2 is None
+                  and state(db, never)[0] == "active",
+                  f"the route without disable_after: failing since {fs2} ({age2}), disabled at "
+                  f"{dis2}, stats {state(db, never)}")
         log(f"disable_after '2 seconds', always 503: disabled after {n} requests, "
             f"{(dis - fs).total_seconds():.2f} s after the first failure; {EVENTS}: {payload}")
         ctx.result("disable_after: continuous failure disabled the route, with its reason")

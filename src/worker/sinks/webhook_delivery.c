@@ -159,14 +159,7 @@ static SPIPlanPtr outcome_plan = NULL;
 static void
 create_states(void)
 {
-	HASHCTL		ctl;
-
-	memset(&ctl, 0, sizeof(ctl));
-	ctl.keysize = sizeof(int64);
-	ctl.entrysize = sizeof(RouteState);
-	ctl.hcxt = delivery_cxt;
-	states = hash_create("pg_notifier route states", 64, &ctl,
-						 HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	states = routes_hash_create("pg_notifier route states", sizeof(RouteState), delivery_cxt);
 }
 
 static void
