@@ -17,10 +17,11 @@ PostgreSQL's binaries, and the package is removed: no file of it remains.
   [remove]   dpkg -r: the package is not installed and none of its files is
              left.
 
-This installs into the real /usr (dpkg's own database), so it refuses to run
-when a file of the package is already there and not the package's (somebody's
-make install) or the package is installed already, and it always removes
-what it installed.  PG_NOTIFIER_DEB_ROOT=<dir> installs instead with
+This installs into the real /usr (dpkg's own database).  It refuses to run
+when the package is installed already; the files of a make install that are
+there (test/run's, with Debian's pg_config) are kept aside first and put back
+after dpkg -r, so that the tests after it find them; it always removes what it
+installed.  PG_NOTIFIER_DEB_ROOT=<dir> installs instead with
 dpkg --instdir=<dir> and a scratch --admindir (--force-depends), into a
 relocated copy of PostgreSQL in <dir> whose binaries run the suite: a
 developer's test on a shared machine.  Debian's python3:
@@ -62,6 +63,8 @@ class Ctx(Checks):
         self.md5 = {}
         self.admindir = None      # scratch dpkg database (PG_NOTIFIER_DEB_ROOT)
         self.installed = False
+        self.backup = None        # where the files of a make install were kept
+        self.kept = []
 
     def on_disk(self, path):
         return os.path.join(ROOT, path.lstrip("/"))
@@ -140,11 +143,16 @@ def step_install(ctx):
     if ctx.status().startswith("install ok"):
         raise TestFailure(f"{PACKAGE} is installed already: dpkg -r {PACKAGE} first")
     present = [f for f in ctx.files if os.path.lexists(ctx.on_disk(f))]
-    if present and ROOT == "/":
-        raise TestFailure(f"refusing to install over files that are not the package's: {present[:4]} "
-                          "(a make install into /usr?)")
     if present:
-        log(f"{len(present)} files of a make install in {ROOT} are replaced by the package's")
+        # a make install (test/run's build_install): kept aside, put back at the end
+        ctx.backup = tempfile.mkdtemp(prefix="pg_notifier_deb_backup.")
+        for f in present:
+            dst = os.path.join(ctx.backup, f.lstrip("/"))
+            os.makedirs(os.path.dirname(dst), exist_ok=True)
+            shutil.copy2(ctx.on_disk(f), dst)
+        ctx.kept = present
+        log(f"{len(present)} files of a make install in {ROOT} kept aside in {ctx.backup}; "
+            "put back after dpkg -r")
     ctx.installed = True          # from here on, cleanup removes it
     ctx.dpkg("-i", ctx.deb)
     ctx.check(ctx.status() == "install ok installed", f"dpkg -s: {ctx.status()}")
@@ -212,8 +220,18 @@ def cleanup(ctx):
         p = ctx.dpkg("-r", PACKAGE, check=False)
         if p.returncode != 0:
             errors.append(f"[cleanup] dpkg -r {PACKAGE}: {p.stderr.strip()}")
-    if ctx.admindir:
-        shutil.rmtree(ctx.admindir, ignore_errors=True)
+    for f in ctx.kept:
+        try:
+            dst = ctx.on_disk(f)
+            os.makedirs(os.path.dirname(dst), exist_ok=True)
+            shutil.copy2(os.path.join(ctx.backup, f.lstrip("/")), dst)
+        except OSError as ex:
+            errors.append(f"[cleanup] putting back {f}: {ex}")
+    if ctx.kept:
+        log(f"the {len(ctx.kept)} files of the make install put back")
+    for d in (ctx.admindir, ctx.backup):
+        if d:
+            shutil.rmtree(d, ignore_errors=True)
     return errors
 
 
