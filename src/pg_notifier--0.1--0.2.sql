@@ -384,7 +384,8 @@ $$;
 REVOKE ALL ON notifier.route_list FROM PUBLIC;
 GRANT SELECT ON notifier.route_list TO pg_monitor;
 
--- add_webhook() with ordered notifier.ordering, with the grants of 0.1's
+-- add_webhook() with ordered notifier.ordering (and disable_after: see
+-- "Disabling dead endpoints" below), with the grants of 0.1's
 CREATE FUNCTION notifier.add_webhook(
 	channel		text,
 	url			text,
@@ -394,17 +395,18 @@ CREATE FUNCTION notifier.add_webhook(
 	max_attempts integer DEFAULT 10,
 	timeout_ms	integer DEFAULT 5000,
 	concurrency integer DEFAULT 8,
-	ordered		notifier.ordering DEFAULT 'none')
+	ordered		notifier.ordering DEFAULT 'none',
+	disable_after interval DEFAULT '5 days')
 RETURNS bigint
 AS 'MODULE_PATHNAME', 'notifier_add_webhook'
 LANGUAGE C CALLED ON NULL INPUT VOLATILE;
 
-COMMENT ON FUNCTION notifier.add_webhook(text, text, jsonb, text, integer, integer, integer, integer, notifier.ordering) IS
+COMMENT ON FUNCTION notifier.add_webhook(text, text, jsonb, text, integer, integer, integer, integer, notifier.ordering, interval) IS
 'route the events of a channel to an HTTP endpoint (POST); returns the route id';
 
-REVOKE ALL ON FUNCTION notifier.add_webhook(text, text, jsonb, text, integer, integer, integer, integer, notifier.ordering) FROM PUBLIC;
+REVOKE ALL ON FUNCTION notifier.add_webhook(text, text, jsonb, text, integer, integer, integer, integer, notifier.ordering, interval) FROM PUBLIC;
 SELECT notifier.copy_grants(p.proacl, 'FUNCTION',
-		'notifier.add_webhook(text, text, jsonb, text, integer, integer, integer, integer, notifier.ordering)')
+		'notifier.add_webhook(text, text, jsonb, text, integer, integer, integer, integer, notifier.ordering, interval)')
   FROM pg_catalog.pg_proc p
  WHERE p.oid OPERATOR(pg_catalog.=)
 	   'notifier.add_webhook(text, text, jsonb, text, integer, integer, integer, integer, boolean)'::pg_catalog.regprocedure;
@@ -415,7 +417,7 @@ LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 SELECT pg_catalog.has_function_privilege(
-	'notifier.add_webhook(text, text, jsonb, text, integer, integer, integer, integer, notifier.ordering)'::pg_catalog.regprocedure,
+	'notifier.add_webhook(text, text, jsonb, text, integer, integer, integer, integer, notifier.ordering, interval)'::pg_catalog.regprocedure,
 	'EXECUTE')
 $$;
 
@@ -466,27 +468,52 @@ ALTER TABLE notifier.routes ADD COLUMN paused boolean NOT NULL DEFAULT false;
 COMMENT ON COLUMN notifier.routes.paused IS
 'set by pause_route(): the route''s deliveries are kept, not sent, until resume_route()';
 
--- pause_route() and resume_route(); by its owner only
+-- pause_route() and resume_route(); by its owner only.  resume_route() also
+-- enables a route the worker disabled (see "Disabling dead endpoints" at the
+-- end: its columns, and route_state_changed(), which tells of the change):
+-- its failures are forgotten (failing_since), disable_after counts again from
+-- its next failure.  pause_route() of a disabled route leaves it disabled.
 CREATE FUNCTION notifier.set_route_paused(route_id bigint, paused boolean)
 RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+	was_disabled boolean;
+	was_paused boolean;
 BEGIN
 	IF route_id IS NULL THEN
 		RAISE EXCEPTION 'route_id must not be NULL'
 			USING ERRCODE = 'null_value_not_allowed',
 				  HINT = 'See notifier.route_list for the routes.';
 	END IF;
-	UPDATE notifier.routes r SET paused = set_route_paused.paused
-	 WHERE r.id = set_route_paused.route_id AND r.kind = 'webhook';
+	SELECT r.disabled_at IS NOT NULL, r.paused INTO was_disabled, was_paused
+	  FROM notifier.routes r
+	 WHERE r.id = set_route_paused.route_id AND r.kind = 'webhook'
+	   FOR UPDATE;
 	IF NOT FOUND THEN
 		RAISE EXCEPTION 'webhook route % does not exist', route_id
 			USING ERRCODE = 'undefined_object',
 				  HINT = 'See notifier.route_list for the routes.';
 	END IF;
+	IF set_route_paused.paused THEN
+		UPDATE notifier.routes r SET paused = true
+		 WHERE r.id = set_route_paused.route_id;
+		IF NOT was_disabled AND NOT was_paused THEN
+			PERFORM notifier.route_state_changed(route_id, 'paused', 'pause_route()');
+		END IF;
+	ELSE
+		UPDATE notifier.routes r
+		   SET paused = false, disabled_at = NULL, disabled_reason = NULL,
+			   failing_since = NULL
+		 WHERE r.id = set_route_paused.route_id;
+		IF was_disabled OR was_paused THEN
+			PERFORM notifier.route_state_changed(route_id, 'active', NULL);
+		END IF;
+	END IF;
 END
 $$;
+
 REVOKE ALL ON FUNCTION notifier.set_route_paused(bigint, boolean) FROM PUBLIC;
 
 CREATE FUNCTION notifier.pause_route(route_id bigint)
@@ -504,12 +531,26 @@ AS $$ SELECT notifier.set_route_paused(route_id, false) $$;
 COMMENT ON FUNCTION notifier.pause_route(bigint) IS
 'stop sending a webhook route''s events; they are kept until resume_route()';
 COMMENT ON FUNCTION notifier.resume_route(bigint) IS
-'send a paused webhook route''s events again, the kept ones first';
+'send a paused or disabled webhook route''s events again, the kept ones first';
 
 REVOKE ALL ON FUNCTION notifier.pause_route(bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION notifier.resume_route(bigint) FROM PUBLIC;
 
--- notifier.stats: the route's state, last
+-- Disabling dead endpoints (issue 19): the columns, here because
+-- notifier.stats below shows them; the rest is in the section of that name
+-- at the end.  disable_after: continuous failure for that long disables the
+-- route (NULL: never); failing_since: the first failure after the last
+-- success (the worker's bookkeeping); disabled_at, disabled_reason: set when
+-- a 410 Gone or disable_after disabled the route, cleared by resume_route().
+ALTER TABLE notifier.routes
+	ADD COLUMN disable_after interval DEFAULT '5 days',
+	ADD COLUMN failing_since timestamptz,
+	ADD COLUMN disabled_at timestamptz,
+	ADD COLUMN disabled_reason text,
+	ADD CONSTRAINT routes_disable_after_check CHECK (disable_after > interval '0'),
+	ADD CONSTRAINT routes_disabled_check CHECK ((disabled_at IS NULL) = (disabled_reason IS NULL));
+
+-- notifier.stats: the route's state and why (state_reason), last
 CREATE OR REPLACE VIEW notifier.stats AS
 SELECT r.id AS route_id,
 	   r.channel,
@@ -536,7 +577,9 @@ SELECT r.id AS route_id,
 	   w.pid AS worker_pid,
 	   w.state AS worker_state,
 	   pg_catalog.pg_notification_queue_usage() AS queue_usage,
-	   CASE WHEN r.paused THEN 'paused' ELSE 'active' END AS state
+	   CASE WHEN r.disabled_at IS NOT NULL THEN 'disabled'
+			WHEN r.paused THEN 'paused' ELSE 'active' END AS state,
+	   r.disabled_reason AS state_reason
   FROM notifier.routes r
   LEFT JOIN notifier.route_stats() s ON s.route_id = r.id
   LEFT JOIN notifier.status() w ON w.database = pg_catalog.current_database()
@@ -592,6 +635,41 @@ REVOKE ALL ON FUNCTION notifier.replay(bigint, timestamptz) FROM PUBLIC;
 
 COMMENT ON FUNCTION notifier.replay(bigint, timestamptz) IS
 'send again the delivered events of a webhook route received since a time (retained for pg_notifier.retention); returns how many';
+
+-- ---------------------------------------------------------------------------
+-- Disabling dead endpoints (issue 19)
+-- ---------------------------------------------------------------------------
+
+-- The columns are above, before notifier.stats.  A webhook route is disabled
+-- by the worker (worker/route_health.c) when its endpoint answers 410 Gone,
+-- or when no request of it has succeeded for disable_after since its first
+-- failure after the last success.  A disabled route is like a paused one:
+-- its events are kept in notifier.deliveries, none is sent, until
+-- resume_route().  Every change of a route's state is told on channel
+-- pg_notifier_events, in the transaction that makes it, as JSON
+-- {"route": id, "state": "disabled", "reason": "..."}; any role of the
+-- database may LISTEN to it, so a reason never holds a URL or a response.
+COMMENT ON COLUMN notifier.routes.disable_after IS
+'continuous failure for this long disables the route; NULL: never';
+COMMENT ON COLUMN notifier.routes.failing_since IS
+'the first failed request after the last successful one; NULL: the last request succeeded';
+COMMENT ON COLUMN notifier.routes.disabled_reason IS
+'why the worker disabled the route (410 Gone, disable_after); resume_route() clears it';
+
+-- The NOTIFY of a route's new state; the worker sends it too.
+CREATE FUNCTION notifier.route_state_changed(route_id bigint, state text, reason text)
+RETURNS void
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+SELECT pg_catalog.pg_notify('pg_notifier_events',
+		 pg_catalog.jsonb_build_object('route', route_id, 'state', state,
+									   'reason', pg_catalog.left(reason, 200))::text)
+$$;
+REVOKE ALL ON FUNCTION notifier.route_state_changed(bigint, text, text) FROM PUBLIC;
+
+COMMENT ON FUNCTION notifier.route_state_changed(bigint, text, text) IS
+'NOTIFY pg_notifier_events of a route''s new state (active, paused, disabled) and why';
 
 -- Keep these last: once everything above is committed, the launcher starts
 -- the worker ('*'), or the waiting worker of a listed database takes it in.

@@ -15,6 +15,7 @@
 #include <curl/curl.h>
 
 #include "catalog/pg_type.h"
+#include "lib/stringinfo.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "utils/builtins.h"
@@ -34,6 +35,16 @@
 #define MAX_ATTEMPTS 100
 #define MAX_TIMEOUT_MS 600000
 #define MAX_CONCURRENCY 100
+
+/* the arguments of add_webhook() after the first nine */
+#define ADD_WEBHOOK_ARG_DISABLE_AFTER 9
+#define ADD_WEBHOOK_NARGS 10
+
+/* the column of notifier.routes of each argument of add_webhook() */
+static const char *const add_webhook_columns[ADD_WEBHOOK_NARGS] = {
+	"channel", "url", "headers", "secret", "batch_size", "max_attempts",
+	"timeout_ms", "concurrency", "ordered", "disable_after"
+};
 
 /*
  * The longest URL accepted: browsers and servers commonly stop at 8 KB, and
@@ -196,11 +207,39 @@ check_headers(Jsonb *headers)
 	}
 }
 
+/* -1, 0 or 1: an interval is negative, zero or positive */
+static int
+interval_sign(Datum interval)
+{
+	Interval	zero = {0};
+	int32		cmp = DatumGetInt32(DirectFunctionCall2(interval_cmp, interval,
+														IntervalPGetDatum(&zero)));
+
+	return (cmp > 0) - (cmp < 0);
+}
+
 PG_FUNCTION_INFO_V1(notifier_add_webhook);
 
 /*
+ * disable_after: continuous failure for this long disables the route
+ * (worker/route_health.c); NULL never does.  It must be positive.
+ */
+static void
+check_disable_after(FunctionCallInfo fcinfo, int argno)
+{
+	if (PG_ARGISNULL(argno))
+		return;
+	if (interval_sign(PG_GETARG_DATUM(argno)) <= 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("disable_after must be positive"),
+				 errhint("Give NULL never to disable the route, or omit it for 5 days.")));
+}
+
+/*
  * notifier.add_webhook(channel, url, headers, secret, batch_size,
- *						max_attempts, timeout_ms, concurrency, ordered)
+ *						max_attempts, timeout_ms, concurrency, ordered,
+ *						disable_after)
  *	-> route id
  *
  * ordered is a notifier.ordering (an enum of the extension, whose OID this
@@ -209,10 +248,12 @@ PG_FUNCTION_INFO_V1(notifier_add_webhook);
 Datum
 notifier_add_webhook(PG_FUNCTION_ARGS)
 {
-	Oid			argtypes[9] = {TEXTOID, TEXTOID, JSONBOID, TEXTOID, INT4OID,
-	INT4OID, INT4OID, INT4OID, InvalidOid};
-	Datum		values[9];
-	char		nulls[9] = "         ";
+	Oid			argtypes[ADD_WEBHOOK_NARGS] = {TEXTOID, TEXTOID, JSONBOID, TEXTOID, INT4OID,
+	INT4OID, INT4OID, INT4OID, InvalidOid, INTERVALOID};
+	Datum		values[ADD_WEBHOOK_NARGS];
+	char		nulls[ADD_WEBHOOK_NARGS];
+	int			nargs = Min(PG_NARGS(), ADD_WEBHOOK_NARGS);
+	StringInfoData sql;
 	int64		id = 0;
 	int			keylen;
 
@@ -230,15 +271,28 @@ notifier_add_webhook(PG_FUNCTION_ARGS)
 	require_arg(fcinfo, 8, "ordered", DEFAULT_HINT);
 	/* notifier.ordering: 'none', 'key' or 'route' (0.1's boolean casts to it) */
 	argtypes[8] = get_fn_expr_argtype(fcinfo->flinfo, 8);
+	if (nargs > ADD_WEBHOOK_ARG_DISABLE_AFTER)
+		check_disable_after(fcinfo, ADD_WEBHOOK_ARG_DISABLE_AFTER);
 
-	for (int i = 0; i < 9; i++)
+	/*
+	 * The columns of the arguments the call has: 0.1's add_webhook(), which
+	 * an install runs before its update to 0.2, has the first nine only.
+	 */
+	initStringInfo(&sql);
+	appendStringInfoString(&sql, "INSERT INTO notifier.routes (kind");
+	for (int i = 0; i < nargs; i++)
+		appendStringInfo(&sql, ", %s", add_webhook_columns[i]);
+	appendStringInfoString(&sql, ") VALUES ('webhook'");
+	for (int i = 0; i < nargs; i++)
+	{
+		appendStringInfo(&sql, ", $%d", i + 1);
+		/* secret and disable_after may be NULL; the others are checked above */
 		values[i] = PG_ARGISNULL(i) ? (Datum) 0 : PG_GETARG_DATUM(i);
-	nulls[3] = PG_ARGISNULL(3) ? 'n' : ' ';
+		nulls[i] = PG_ARGISNULL(i) ? 'n' : ' ';
+	}
+	appendStringInfoString(&sql, ") RETURNING id");
 	warn_if_no_worker();
-	routes_execute("INSERT INTO notifier.routes (channel, kind, url, headers, secret,"
-				   " batch_size, max_attempts, timeout_ms, concurrency, ordered)"
-				   " VALUES ($1, 'webhook', $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
-				   9, argtypes, values, nulls, SPI_OK_INSERT_RETURNING, &id);
+	routes_execute(sql.data, nargs, argtypes, values, nulls, SPI_OK_INSERT_RETURNING, &id);
 	PG_RETURN_INT64(id);
 }
 
@@ -257,7 +311,6 @@ notifier_set_secret(PG_FUNCTION_ARGS)
 {
 	Oid			argtypes[3] = {INT8OID, TEXTOID, INTERVALOID};
 	Datum		values[3];
-	Interval	zero = {0};
 	int			keylen;
 
 	require_arg(fcinfo, 0, "route id", "See notifier.route_list for the routes.");
@@ -269,8 +322,7 @@ notifier_set_secret(PG_FUNCTION_ARGS)
 				 errmsg("secret must not be empty"),
 				 errhint("Give the new secret: any text, or \"whsec_\" followed by the base64 of the key.")));
 	(void) webhook_secret_key(text_to_cstring(PG_GETARG_TEXT_PP(1)), &keylen);
-	if (DatumGetInt32(DirectFunctionCall2(interval_cmp, PG_GETARG_DATUM(2),
-										  IntervalPGetDatum(&zero))) < 0)
+	if (interval_sign(PG_GETARG_DATUM(2)) < 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("keep_previous must not be negative"),

@@ -25,6 +25,8 @@
 #include "common/extension.h"
 #include "pg_notifier.h"
 
+bool		notifier_routes_quiet = false;
+
 /* InvalidOid when the extension is not installed in this database */
 Oid
 notifier_extension_oid(void)

@@ -17,6 +17,12 @@
 #define NOTIFIER_REINSTALL_HINT \
 	"Reinstall the extension: DROP EXTENSION pg_notifier; CREATE EXTENSION pg_notifier;"
 
+/*
+ * Set while the worker writes its own bookkeeping columns of notifier.routes
+ * (worker/route_health.c): the statement trigger then wakes nobody.
+ */
+extern bool notifier_routes_quiet;
+
 extern Oid	notifier_extension_oid(void);
 extern bool notifier_extension_current(Oid extoid);
 extern Oid	notifier_table_oid(const char *relname);

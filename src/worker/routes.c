@@ -103,7 +103,8 @@ routes_load(MemoryContext parent)
 					"        FROM pg_catalog.jsonb_each_text(headers) h WHERE h.value IS NOT NULL ORDER BY h.key),"
 					" secret, batch_size, max_attempts, timeout_ms, concurrency, ordered::pg_catalog.text,"
 					" CASE WHEN previous_secret_until OPERATOR(pg_catalog.>) pg_catalog.now()"
-					"   THEN previous_secret END, previous_secret_until, paused"
+					"   THEN previous_secret END, previous_secret_until,"
+					" paused OR disabled_at IS NOT NULL"
 					" FROM notifier.routes ORDER BY id", true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "reading notifier.routes failed");
 	n = SPI_processed;
@@ -159,6 +160,7 @@ routes_load(MemoryContext parent)
 			wh->timeout_ms = DatumGetInt32(SPI_getbinval(tuple, tupdesc, 10, &isnull));
 			wh->concurrency = DatumGetInt32(SPI_getbinval(tuple, tupdesc, 11, &isnull));
 			wh->ordered = ordering(SPI_getvalue(tuple, tupdesc, 12));
+			/* a disabled route (route_health.c) is kept like a paused one */
 			wh->paused = DatumGetBool(SPI_getbinval(tuple, tupdesc, 15, &isnull));
 			secret = SPI_getvalue(tuple, tupdesc, 13);
 			if (secret != NULL)
@@ -230,6 +232,19 @@ routes_listened(RouteTable *table, const char *channel)
 	ChannelRoutes *cr = routes_for_channel(table, channel);
 
 	return cr != NULL && !cr->from_outbox;
+}
+
+/* A hash table in cxt of entries of entrysize whose key is a route id (int64). */
+HTAB *
+routes_hash_create(const char *name, Size entrysize, MemoryContext cxt)
+{
+	HASHCTL		ctl;
+
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = sizeof(int64);
+	ctl.entrysize = entrysize;
+	ctl.hcxt = cxt;
+	return hash_create(name, 64, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 }
 
 Route *

@@ -44,7 +44,8 @@ typedef struct WebhookConfig
 	int			timeout_ms;
 	int			concurrency;
 	RouteOrdering ordered;
-	bool		paused;			/* pause_route(): rows are kept, not sent */
+	bool		paused;			/* pause_route(), or disabled: rows are kept,
+								 * not sent */
 } WebhookConfig;
 
 /* one row of notifier.routes, as the worker holds it */
@@ -85,5 +86,6 @@ extern void routes_free(RouteTable *table);
 extern ChannelRoutes *routes_for_channel(RouteTable *table, const char *channel);
 extern Route *routes_find(RouteTable *table, int64 route_id);
 extern bool routes_listened(RouteTable *table, const char *channel);
+extern HTAB *routes_hash_create(const char *name, Size entrysize, MemoryContext cxt);
 
 #endif							/* NOTIFIER_ROUTES_H */

@@ -74,6 +74,7 @@
 #include "pg_notifier.h"
 #include "worker/prune.h"
 #include "worker/routes.h"
+#include "worker/route_health.h"
 #include "common/stats.h"
 #include "common/worker_registry.h"
 #include "common/worker_wake.h"
@@ -216,6 +217,7 @@ refresh(void)
 
 	routes_free(routes);
 	routes = new_routes;
+	route_health_forget();
 	routes_changed = false;
 	/* events may have waited in the outbox for one of the new routes */
 	outbox_relay_reset();

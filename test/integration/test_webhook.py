@@ -47,7 +47,8 @@ every request: path, headers, body, time, connection, requests in flight.
   [codes]    one event to 13 routes.  500,500,200 / 503 / 408 / 425 / 302
              (redirect not followed) then 200: delivered once, attempts =
              requests, last_http_status 200.  201, 204: delivered.  404, 400,
-             401, 410, 422: dead at once (attempts 1).  Always 500 with
+             401, 410, 422: dead at once (attempts 1; the 410 also
+             disables its route: test_webhook_disable.py).  Always 500 with
              max_attempts 4: dead after 4 attempts, backoff gaps within
              retry_max_ms, next_attempt_at sampled while pending;
   [retry-after] 429 + Retry-After: 3 with retry_max_ms 500: the retry comes
@@ -66,7 +67,7 @@ every request: path, headers, body, time, connection, requests in flight.
              ~2.5 s it starts again on the same port: every event is delivered
              exactly once, none lost;
   [redeliver] redeliver(id) of dead rows (404, 500) and redeliver_dead(route)
-             (410 x5, the hanging route) after the receiver is fixed: all are
+             (404 x5, the hanging route) after the receiver is fixed: all are
              delivered at attempt 1; redeliver_dead again returns 0.  Bad
              calls to both functions raise.  remove_route deletes the route's
              deliveries;
@@ -145,7 +146,8 @@ SIG_ARGS = ("channel", "url", "headers", "secret", "batch_size", "max_attempts",
             "timeout_ms", "concurrency", "ordered")
 CASTS = {"channel": "text", "url": "text", "headers": "jsonb", "secret": "text",
          "batch_size": "integer", "max_attempts": "integer", "timeout_ms": "integer",
-         "concurrency": "integer", "ordered": "notifier.ordering"}
+         "concurrency": "integer", "ordered": "notifier.ordering",
+         "disable_after": "interval"}
 
 
 # ---------------------------------------------------------------- JSON helpers
@@ -352,7 +354,7 @@ def step_start(ctx, admin):
     if "pg_notifier" not in spl:
         raise TestFailure(f"shared_preload_libraries = {spl!r}: the cluster must preload pg_notifier")
     have = ctx.db.execute("SELECT to_regprocedure('notifier.add_webhook(text, text, jsonb, text, "
-                          "integer, integer, integer, integer, notifier.ordering)')").fetchone()[0]
+                          "integer, integer, integer, integer, notifier.ordering, interval)')").fetchone()[0]
     if have is None:
         raise TestFailure("the installed pg_notifier has no notifier.add_webhook(...)")
     dbs = [d.strip() for d in admin.execute("SHOW pg_notifier.databases").fetchone()[0].split(",")
@@ -556,7 +558,7 @@ def step_role(ctx, admin):
 
             # "only superuser (or an explicit grant) can add/remove routes"
             grant = sql.SQL("EXECUTE ON FUNCTION notifier.add_webhook(text, text, jsonb, text, integer, "
-                            "integer, integer, integer, notifier.ordering), notifier.remove_route(bigint)")
+                            "integer, integer, integer, notifier.ordering, interval), notifier.remove_route(bigint)")
             db.execute(sql.SQL("GRANT {} TO {}").format(grant, ident(ROLE)))
             try:
                 r3 = u.execute("SELECT notifier.add_webhook('wh_role', 'http://127.0.0.1:9/granted', "
@@ -1396,14 +1398,15 @@ def step_redeliver(ctx, admin):
         log(f"redeliver({row['id']}) of the dead {path} row: delivered at attempt 1")
         E(f"redeliver({row['id']}) of a delivered row", "SELECT notifier.redeliver(%s)", (row["id"],),
           need=[[str(row["id"])], ["dead", "delivered"]])
-    # redeliver_dead(route): 5 dead rows (410), then fixed
+    # redeliver_dead(route): 5 dead rows (404; a 410 would disable the route:
+    # test_webhook_disable.py), then fixed
     watched_table(db, "rd_t", "wh_redeliver")
-    R.on("/gone", always(410))
+    R.on("/gone", always(404))
     rid = ctx.add_routes({"/gone": {"channel": "wh_redeliver", "url": R.url("/gone")}})["/gone"]
     db.execute("INSERT INTO rd_t SELECT g, 'gone' FROM generate_series(1, 5) g")
-    ctx.wait_final(rid, 5, 10, "5 events answered 410")
+    ctx.wait_final(rid, 5, 10, "5 events answered 404")
     s = status_counts(db, rid)
-    ctx.check(s == {"dead": 5}, f"5 events answered 410: {s}")
+    ctx.check(s == {"dead": 5}, f"5 events answered 404: {s}")
     R.on("/gone", ok())
     n = db.execute("SELECT notifier.redeliver_dead(%s)", (rid,)).fetchone()[0]
     ctx.check(n == 5, f"redeliver_dead of a route with 5 dead rows returned {n}")
@@ -1414,7 +1417,7 @@ def step_redeliver(ctx, admin):
               f"after redeliver_dead: rows {s}, delivered keys {keys}")
     n = db.execute("SELECT notifier.redeliver_dead(%s)", (rid,)).fetchone()[0]
     ctx.check(n == 0, f"redeliver_dead of a route without dead rows returned {n}")
-    log("redeliver_dead: 5 dead rows (410) -> 5, all delivered after the receiver was fixed; again -> 0")
+    log("redeliver_dead: 5 dead rows (404) -> 5, all delivered after the receiver was fixed; again -> 0")
     ctx.expect[rid] = {"path": "/gone", "events": 5, "delivered": 5, "dead": 5, "retried": False,
                        "status": 200}
     # the hanging route's dead row

@@ -64,6 +64,7 @@
 #include "worker/worker_xact.h"
 #include "pg_notifier.h"
 #include "worker/sinks/webhook_http.h"
+#include "worker/route_health.h"
 #include "common/stats.h"
 
 /* what the worker knows of a webhook route's rows */
@@ -158,14 +159,7 @@ static SPIPlanPtr outcome_plan = NULL;
 static void
 create_states(void)
 {
-	HASHCTL		ctl;
-
-	memset(&ctl, 0, sizeof(ctl));
-	ctl.keysize = sizeof(int64);
-	ctl.entrysize = sizeof(RouteState);
-	ctl.hcxt = delivery_cxt;
-	states = hash_create("pg_notifier route states", 64, &ctl,
-						 HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	states = routes_hash_create("pg_notifier route states", sizeof(RouteState), delivery_cxt);
 }
 
 static void
@@ -413,11 +407,15 @@ free_slots(Route *route, RouteState *state)
 		wh->concurrency - state->inflight;
 }
 
-/* may the route have rows to send now?  A paused route never has. */
+/*
+ * may the route have rows to send now?  A paused route never has, nor one
+ * disabled since the routes were loaded (route_health.c).
+ */
 static bool
 route_due(Route *route, RouteState *state, TimestampTz now)
 {
-	return !route->webhook.paused && free_slots(route, state) > 0 &&
+	return !route->webhook.paused && !route_health_disabled(route->id) &&
+		free_slots(route, state) > 0 &&
 		(state->pending || (state->next_due != 0 && state->next_due <= now));
 }
 
@@ -839,6 +837,11 @@ record_outcomes(void)
 		}
 		stats_route_delivery(MyDatabaseId, &rd, req->finished_at);
 		delivered_count += rd.delivered;
+		/* 410 Gone, disable_after: disable the route */
+		route_health_outcome(req->route_id, outcome == OUTCOME_DELIVERED,
+							 (int) rd.http_status,
+							 req->address_denied ? "address denied" :
+							 curl_easy_strerror(req->result));
 
 		/*
 		 * A slot is free: the route is due again if its last claim was full
