@@ -28,6 +28,7 @@
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
 
+#include "api/route_options.h"
 #include "api/routes_api.h"
 #include "common/channel.h"
 #include "common/database_list.h"
@@ -129,16 +130,25 @@ routes_execute(const char *sql, int nargs, Oid *argtypes, Datum *values,
 
 PG_FUNCTION_INFO_V1(notifier_add_queue);
 
+/* the arguments of notifier.add_queue() */
+#define ADD_QUEUE_ARG_FILTER 2
+#define ADD_QUEUE_ARG_TRANSFORM 3
+
 /*
- * notifier.add_queue(channel text, queue_table regclass) -> route id
+ * notifier.add_queue(channel text, queue_table regclass, filter jsonpath,
+ *					  transform regprocedure) -> route id
  */
 Datum
 notifier_add_queue(PG_FUNCTION_ARGS)
 {
 	Oid			relid;
 	QueueColumns columns;
-	Oid			argtypes[2] = {TEXTOID, OIDOID};
-	Datum		values[2];
+	Oid			argtypes[2 + ROUTE_OPTION_COUNT] = {TEXTOID, OIDOID, ROUTE_OPTION_TYPES};
+	Datum		values[2 + ROUTE_OPTION_COUNT];
+	char		nulls[2 + ROUTE_OPTION_COUNT] = {' ', ' '};
+	int			noptions;
+	const char *option_columns;
+	const char *option_params;
 	int64		id = 0;
 
 	check_channel_arg(fcinfo, 0);
@@ -160,10 +170,14 @@ notifier_add_queue(PG_FUNCTION_ARGS)
 
 	values[0] = PG_GETARG_DATUM(0);
 	values[1] = ObjectIdGetDatum(relid);
+	noptions = route_options_args(fcinfo, ADD_QUEUE_ARG_FILTER, ADD_QUEUE_ARG_TRANSFORM,
+								  values + 2, nulls + 2, 3, &option_columns, &option_params);
 	warn_if_no_worker();
-	routes_execute("INSERT INTO notifier.routes (channel, kind, queue_table)"
-				   " VALUES ($1, 'queue', $2::pg_catalog.regclass) RETURNING id",
-				   2, argtypes, values, NULL, SPI_OK_INSERT_RETURNING, &id);
+	routes_execute(psprintf("INSERT INTO notifier.routes (channel, kind, queue_table%s)"
+							" VALUES ($1, 'queue', $2::pg_catalog.regclass%s) RETURNING id",
+							option_columns, option_params),
+				   2 + noptions, argtypes, values, nulls,
+				   SPI_OK_INSERT_RETURNING, &id);
 	PG_RETURN_INT64(id);
 }
 

@@ -23,6 +23,7 @@
 #include "utils/varlena.h"
 
 #include "pg_notifier.h"
+#include "api/route_options.h"
 #include "api/routes_api.h"
 #include "common/sqlutil.h"
 #include "common/webhook_secret.h"
@@ -198,9 +199,14 @@ check_headers(Jsonb *headers)
 
 PG_FUNCTION_INFO_V1(notifier_add_webhook);
 
+/* the arguments of notifier.add_webhook() after ordered */
+#define ADD_WEBHOOK_ARG_FILTER 9
+#define ADD_WEBHOOK_ARG_TRANSFORM 10
+
 /*
  * notifier.add_webhook(channel, url, headers, secret, batch_size,
- *						max_attempts, timeout_ms, concurrency, ordered)
+ *						max_attempts, timeout_ms, concurrency, ordered,
+ *						filter, transform)
  *	-> route id
  *
  * ordered is a notifier.ordering (an enum of the extension, whose OID this
@@ -209,10 +215,13 @@ PG_FUNCTION_INFO_V1(notifier_add_webhook);
 Datum
 notifier_add_webhook(PG_FUNCTION_ARGS)
 {
-	Oid			argtypes[9] = {TEXTOID, TEXTOID, JSONBOID, TEXTOID, INT4OID,
-	INT4OID, INT4OID, INT4OID, InvalidOid};
-	Datum		values[9];
-	char		nulls[9] = "         ";
+	Oid			argtypes[9 + ROUTE_OPTION_COUNT] = {TEXTOID, TEXTOID, JSONBOID, TEXTOID, INT4OID,
+	INT4OID, INT4OID, INT4OID, InvalidOid, ROUTE_OPTION_TYPES};
+	Datum		values[9 + ROUTE_OPTION_COUNT];
+	char		nulls[9 + ROUTE_OPTION_COUNT] = "         ";
+	int			noptions;
+	const char *option_columns;
+	const char *option_params;
 	int64		id = 0;
 	int			keylen;
 
@@ -234,11 +243,15 @@ notifier_add_webhook(PG_FUNCTION_ARGS)
 	for (int i = 0; i < 9; i++)
 		values[i] = PG_ARGISNULL(i) ? (Datum) 0 : PG_GETARG_DATUM(i);
 	nulls[3] = PG_ARGISNULL(3) ? 'n' : ' ';
+	noptions = route_options_args(fcinfo, ADD_WEBHOOK_ARG_FILTER, ADD_WEBHOOK_ARG_TRANSFORM,
+								  values + 9, nulls + 9, 10, &option_columns, &option_params);
 	warn_if_no_worker();
-	routes_execute("INSERT INTO notifier.routes (channel, kind, url, headers, secret,"
-				   " batch_size, max_attempts, timeout_ms, concurrency, ordered)"
-				   " VALUES ($1, 'webhook', $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
-				   9, argtypes, values, nulls, SPI_OK_INSERT_RETURNING, &id);
+	routes_execute(psprintf("INSERT INTO notifier.routes (channel, kind, url, headers, secret,"
+							" batch_size, max_attempts, timeout_ms, concurrency, ordered%s)"
+							" VALUES ($1, 'webhook', $2, $3, $4, $5, $6, $7, $8, $9%s) RETURNING id",
+							option_columns, option_params),
+				   9 + noptions, argtypes, values, nulls,
+				   SPI_OK_INSERT_RETURNING, &id);
 	PG_RETURN_INT64(id);
 }
 
