@@ -131,8 +131,8 @@ transform_prepare(ShapeState *state)
 static Jsonb *
 transform_call(ShapeState *state, Jsonb *event)
 {
-	MemoryContext cxt = CurrentMemoryContext;
 	LOCAL_FCINFO(fcinfo, 1);
+	MemoryContext cxt = CurrentMemoryContext;
 	OwnerSwitch sw;
 	Datum		result = (Datum) 0;
 
@@ -141,8 +141,8 @@ transform_call(ShapeState *state, Jsonb *event)
 	fcinfo->args[0].isnull = false;
 
 	/*
-	 * On an error, the subtransaction's abort restores the user and rolls
-	 * the GUC nest level back (see owner_switch.c).
+	 * On an error, the subtransaction's abort restores the user and rolls the
+	 * GUC nest level back (see owner_switch.c).
 	 */
 	become_owner(state->route->owner, &sw);
 	PG_TRY();
