@@ -87,6 +87,15 @@ SELECT has_table_privilege('pg_monitor', 'notifier.stats', 'SELECT') AS monitor_
 	   has_function_privilege('public', 'notifier.route_stats()', 'EXECUTE') AS public_runs_route_stats,
 	   has_function_privilege('public', 'notifier.alter_route(bigint, jsonpath, regprocedure, text[])', 'EXECUTE') AS public_alters;
 
+-- pg_upgrade refuses a cluster with columns of these types (their OIDs are
+-- not kept): the transform is stored as its signature, as text
+SELECT c.relname, a.attname, a.atttypid::regtype
+  FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+ WHERE c.relnamespace = 'notifier'::regnamespace AND c.relkind IN ('r', 'p') AND a.attnum > 0
+   AND a.atttypid IN ('regcollation'::regtype, 'regconfig'::regtype, 'regdictionary'::regtype,
+					  'regnamespace'::regtype, 'regoper'::regtype, 'regoperator'::regtype,
+					  'regproc'::regtype, 'regprocedure'::regtype);
+
 -- clean up
 SELECT notifier.remove_route(id) FROM notifier.routes WHERE channel LIKE 'ro\_%';
 REVOKE ALL ON FUNCTION notifier.add_queue(text, regclass, jsonpath, regprocedure) FROM ro_manager;

@@ -359,17 +359,19 @@ $$;
 -- transform: a function jsonb -> jsonb whose result is what the route gets
 -- (after the filter, which sees the original event), called by the worker as
 -- owner, the role that added the route or last set its transform, in a
--- security-restricted operation.  See worker/route_shape.c.
+-- security-restricted operation.  See worker/route_shape.c.  transform is the
+-- function's signature as text, not a regprocedure, which pg_upgrade refuses
+-- in a table (common/route_transform.c); the functions take a regprocedure.
 ALTER TABLE notifier.routes
 	ADD COLUMN filter jsonpath,
-	ADD COLUMN transform regprocedure,
+	ADD COLUMN transform text,
 	ADD COLUMN owner regrole,
 	ADD CONSTRAINT routes_transform_owner_check CHECK (transform IS NULL OR owner IS NOT NULL);
 
 COMMENT ON COLUMN notifier.routes.filter IS
 'only the events for which this jsonpath is true (jsonb_path_match) are written for the route';
 COMMENT ON COLUMN notifier.routes.transform IS
-'a function jsonb -> jsonb, run as owner: its result is what the route gets';
+'the schema-qualified signature of a function jsonb -> jsonb, run as owner: its result is what the route gets';
 COMMENT ON COLUMN notifier.routes.owner IS
 'the role that added the route, or last set its transform: the transform runs as it';
 

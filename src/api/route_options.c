@@ -19,8 +19,6 @@
  */
 #include "postgres.h"
 
-#include "access/htup_details.h"
-#include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
@@ -28,10 +26,10 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/regproc.h"
-#include "utils/syscache.h"
 
 #include "api/route_options.h"
 #include "api/routes_api.h"
+#include "common/route_transform.h"
 #include "common/sqlutil.h"
 
 /* the arguments of notifier.alter_route() */
@@ -40,43 +38,21 @@
 #define ALTER_ROUTE_ARG_TRANSFORM 2
 #define ALTER_ROUTE_ARG_RESET 3
 
-#define TRANSFORM_HINT "Give a function of one jsonb argument that returns jsonb, such as my_transform(jsonb)."
-
 /*
- * A transform the caller may set: a function (not a procedure, an
- * aggregate or a window function) of one jsonb argument, returning one
- * jsonb, that the caller may execute.
+ * A transform the caller may set: see common/route_transform.c, and the
+ * caller must be allowed to execute it.  Returns what notifier.routes.transform
+ * holds: its schema-qualified signature.
  */
-static void
+static char *
 check_transform(Oid fn)
 {
-	HeapTuple	tuple = SearchSysCache1(PROCOID, ObjectIdGetDatum(fn));
-	Form_pg_proc proc;
-	bool		shape_ok;
-	char	   *name;
-
-	if (!HeapTupleIsValid(tuple))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_FUNCTION),
-				 errmsg("function with OID %u does not exist", fn),
-				 errhint(TRANSFORM_HINT)));
-	proc = (Form_pg_proc) GETSTRUCT(tuple);
-	shape_ok = proc->prokind == PROKIND_FUNCTION && !proc->proretset &&
-		proc->pronargs == 1 && proc->proargtypes.values[0] == JSONBOID &&
-		proc->prorettype == JSONBOID;
-	ReleaseSysCache(tuple);
-	name = format_procedure(fn);
-	if (!shape_ok)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("transform %s is not a function from jsonb to jsonb", name),
-				 errdetail("A transform takes one jsonb argument and returns one jsonb value; it is not a procedure, an aggregate or a set-returning function."),
-				 errhint(TRANSFORM_HINT)));
+	transform_check_signature(fn);
 	if (pg_proc_aclcheck(fn, GetUserId(), ACL_EXECUTE) != ACLCHECK_OK)
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("permission denied for function %s", name),
+				 errmsg("permission denied for function %s", format_procedure(fn)),
 				 errdetail("The worker runs a route's transform as the role that sets it, which needs EXECUTE on it.")));
+	return format_procedure_qualified(fn);
 }
 
 /*
@@ -99,10 +75,9 @@ route_options_args(FunctionCallInfo fcinfo, int filter_argno, int transform_argn
 		return 0;
 	values[0] = PG_ARGISNULL(filter_argno) ? (Datum) 0 : PG_GETARG_DATUM(filter_argno);
 	nulls[0] = PG_ARGISNULL(filter_argno) ? 'n' : ' ';
-	values[1] = PG_ARGISNULL(transform_argno) ? (Datum) 0 : PG_GETARG_DATUM(transform_argno);
+	values[1] = PG_ARGISNULL(transform_argno) ? (Datum) 0 :
+		CStringGetTextDatum(check_transform(PG_GETARG_OID(transform_argno)));
 	nulls[1] = PG_ARGISNULL(transform_argno) ? 'n' : ' ';
-	if (!PG_ARGISNULL(transform_argno))
-		check_transform(PG_GETARG_OID(transform_argno));
 	values[2] = ObjectIdGetDatum(GetUserId());
 	nulls[2] = ' ';
 	*columns = ", filter, transform, owner";
@@ -139,7 +114,7 @@ notifier_alter_route(PG_FUNCTION_ARGS)
 {
 	static const char *const options[] = {"filter", "transform"};
 	static const int option_args[] = {ALTER_ROUTE_ARG_FILTER, ALTER_ROUTE_ARG_TRANSFORM};
-	Oid			argtypes[6] = {INT8OID, BOOLOID, JSONPATHOID, BOOLOID, REGPROCEDUREOID, REGROLEOID};
+	Oid			argtypes[6] = {INT8OID, BOOLOID, JSONPATHOID, BOOLOID, TEXTOID, REGROLEOID};
 	Datum		values[6];
 	char		nulls[6] = "      ";
 	List	   *reset = NIL;
@@ -182,8 +157,9 @@ notifier_alter_route(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("alter_route() was given nothing to change"),
 				 errhint("Give filter => ..., transform => ..., or reset => ARRAY['filter', 'transform'].")));
+	/* the transform is stored as its signature */
 	if (!PG_ARGISNULL(ALTER_ROUTE_ARG_TRANSFORM))
-		check_transform(PG_GETARG_OID(ALTER_ROUTE_ARG_TRANSFORM));
+		values[4] = CStringGetTextDatum(check_transform(PG_GETARG_OID(ALTER_ROUTE_ARG_TRANSFORM)));
 	values[5] = ObjectIdGetDatum(GetUserId());
 
 	if (routes_execute("UPDATE notifier.routes SET"

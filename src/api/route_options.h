@@ -14,7 +14,7 @@
 
 /* how many values route_options_args() gives, and their types */
 #define ROUTE_OPTION_COUNT 3
-#define ROUTE_OPTION_TYPES JSONPATHOID, REGPROCEDUREOID, REGROLEOID
+#define ROUTE_OPTION_TYPES JSONPATHOID, TEXTOID, REGROLEOID
 extern int	route_options_args(FunctionCallInfo fcinfo, int filter_argno,
 							   int transform_argno, Datum *values, char *nulls,
 							   int first_param, const char **columns,

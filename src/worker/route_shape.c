@@ -16,9 +16,10 @@
  * security-restricted operation, inside a GUC nest level of its own rolled
  * back after each event, with search_path = pg_catalog, pg_temp
  * (common/owner_switch.c): nothing it does with its owner's rights outlives
- * the call, and nothing runs with the worker's.  Whether the function still
- * exists and its owner may still execute it is checked again before every
- * write.  A NULL result is an error of that event.
+ * the call, and nothing runs with the worker's.  Before every write the
+ * function is looked up again by its signature and checked
+ * (common/route_transform.c), and so is its owner's EXECUTE right.  A NULL
+ * result is an error of that event.
  *
  * Every error propagates.  The caller (forward.c) runs each write of a
  * route in a subtransaction and, when it fails, writes the events again in
@@ -52,6 +53,7 @@
 #include "utils/syscache.h"
 
 #include "common/owner_switch.h"
+#include "common/route_transform.h"
 #include "pg_notifier.h"
 #include "worker/route_shape.h"
 
@@ -71,7 +73,7 @@ typedef struct ShapeState
 bool
 route_shapes(const Route *route)
 {
-	return route->filter != NULL || OidIsValid(route->transform);
+	return route->filter != NULL || route->transform != NULL;
 }
 
 /* jsonb_path_match(event, filter, '{}', false): NULL is not a match */
@@ -102,29 +104,23 @@ static void
 transform_prepare(ShapeState *state)
 {
 	Route	   *route = state->route;
+	Oid			fn = transform_lookup(route->transform, route->id);
 
-	if (!SearchSysCacheExists1(PROCOID, ObjectIdGetDatum(route->transform)))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_FUNCTION),
-				 errmsg("the transform function of route " INT64_FORMAT " (oid %u) no longer exists",
-						route->id, route->transform),
-				 errhint("Set another with notifier.alter_route(" INT64_FORMAT ", transform => ...).",
-						 route->id)));
 	if (!SearchSysCacheExists1(AUTHOID, ObjectIdGetDatum(route->owner)))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("the owner of route " INT64_FORMAT " (role oid %u) no longer exists",
 						route->id, route->owner),
 				 errhint("Set the transform again with notifier.alter_route(): it then runs as you.")));
-	state->transform_name = format_procedure(route->transform);
-	if (pg_proc_aclcheck(route->transform, route->owner, ACL_EXECUTE) != ACLCHECK_OK)
+	state->transform_name = format_procedure(fn);
+	if (pg_proc_aclcheck(fn, route->owner, ACL_EXECUTE) != ACLCHECK_OK)
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("permission denied for transform function %s of route " INT64_FORMAT,
 						state->transform_name, route->id),
 				 errdetail("Role \"%s\", the owner of the route, may not execute it.",
 						   GetUserNameFromId(route->owner, false))));
-	fmgr_info(route->transform, &state->transform);
+	fmgr_info(fn, &state->transform);
 }
 
 /* transform(event) as the route's owner; its errors say what failed */
@@ -203,7 +199,7 @@ route_shape_write(Route *route, char **events, int n, TimestampTz received_at,
 									 ALLOCSET_DEFAULT_SIZES);
 	state.route = route;
 	state.no_vars = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum("{}")));
-	if (OidIsValid(route->transform))
+	if (route->transform != NULL)
 		transform_prepare(&state);
 
 	for (int i = 0; i < n; i++)
@@ -220,7 +216,7 @@ route_shape_write(Route *route, char **events, int n, TimestampTz received_at,
 			MemoryContextReset(event_cxt);
 			continue;
 		}
-		if (OidIsValid(route->transform))
+		if (route->transform != NULL)
 		{
 			Jsonb	   *shaped = transform_call(&state, event);
 

@@ -99,9 +99,7 @@ route_read_shape(Route *route, HeapTuple tuple, TupleDesc tupdesc)
 	Datum		filter = SPI_getbinval(tuple, tupdesc, ROUTE_COL_FILTER, &isnull);
 
 	route->filter = isnull ? NULL : DatumGetJsonPathPCopy(filter);
-	route->transform = DatumGetObjectId(SPI_getbinval(tuple, tupdesc, ROUTE_COL_TRANSFORM, &isnull));
-	if (isnull)
-		route->transform = InvalidOid;
+	route->transform = SPI_getvalue(tuple, tupdesc, ROUTE_COL_TRANSFORM);
 	route->owner = DatumGetObjectId(SPI_getbinval(tuple, tupdesc, ROUTE_COL_OWNER, &isnull));
 	if (isnull)
 		route->owner = InvalidOid;
@@ -126,7 +124,7 @@ routes_load(MemoryContext parent)
 					" secret, batch_size, max_attempts, timeout_ms, concurrency, ordered::pg_catalog.text,"
 					" CASE WHEN previous_secret_until OPERATOR(pg_catalog.>) pg_catalog.now()"
 					"   THEN previous_secret END, previous_secret_until, paused,"
-					" filter, transform::pg_catalog.oid, owner::pg_catalog.oid"
+					" filter, transform, owner::pg_catalog.oid"
 					" FROM notifier.routes ORDER BY id", true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "reading notifier.routes failed");
 	n = SPI_processed;

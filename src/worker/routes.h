@@ -57,7 +57,7 @@ typedef struct Route
 	Oid			queue_table;	/* ROUTE_QUEUE */
 	WebhookConfig webhook;		/* ROUTE_WEBHOOK */
 	JsonPath   *filter;			/* NULL: every event (route_shape.c) */
-	Oid			transform;		/* InvalidOid: the event as it is */
+	const char *transform;		/* its signature; NULL: the event as it is */
 	Oid			owner;			/* the role the transform runs as */
 	void	   *sink;			/* the sink's state, made on first write */
 	MemoryContext cxt;			/* where the sink's state lives */

@@ -255,6 +255,25 @@ def step_transform(ctx):
     ctx.result(f"transform: queue stored {len(got_q)} shaped events, webhook got {len(got_w)}"
                f" (webhook-id = the event's id); orders 7 (raises) and 11 (NULL) dead letters only")
 
+    # another function under the transform's name, of another shape: its
+    # events are dead letters, it is never called as jsonb -> jsonb
+    db.execute("DROP FUNCTION rf_shape(jsonb)")
+    db.execute("CREATE FUNCTION rf_shape(e jsonb) RETURNS text LANGUAGE sql AS 'SELECT e::text'")
+    db.execute("INSERT INTO rf_t2 VALUES (100, 'ok')")
+    wait_rows(db, "rf_all2", n + 1, "the event after the transform was replaced")
+    dead = dead_letters(db, r_q)
+    ctx.check(len(dead) == 3 and "is not a function from jsonb to jsonb" in dead[2][1],
+              f"transform replaced by a jsonb -> text function: dead letters {dead}")
+    db.execute("DROP FUNCTION rf_shape(jsonb)")
+    db.execute("INSERT INTO rf_t2 VALUES (101, 'ok')")
+    wait_rows(db, "rf_all2", n + 2, "the event after the transform was dropped")
+    dead = dead_letters(db, r_q)
+    ctx.check(len(dead) == 4 and "does not exist" in dead[3][1],
+              f"transform dropped: dead letters {dead}")
+    ctx.check(len(queue_events(db, "rf_shaped")) == len(want_q),
+              "rows stored after the transform was replaced or dropped")
+    log(f"replaced: {dead[2][1] if len(dead) > 2 else None!r}; dropped: {dead[3][1] if len(dead) > 3 else None!r}")
+
 
 def step_hostile(ctx):
     db = ctx.db
