@@ -99,7 +99,7 @@ def measure(db, pid, mode):
     t0 = time.monotonic()
     for _ in range(TXNS):
         db.execute("INSERT INTO bench_t (customer, status, total, note)"
-                   " SELECT g % 10000, 'new', g / 100.0, 'order note ' || g"
+                   " SELECT g %% 10000, 'new', g / 100.0, 'order note ' || g"
                    " FROM generate_series(1, %s) g", (ROWS,))
     wait(f"{mode}: {n} events", lambda: received(db, route) - base >= n, TIMEOUT)
     secs = time.monotonic() - t0
