@@ -168,10 +168,6 @@ notifier_alter_route(PG_FUNCTION_ARGS)
 					   " owner = CASE WHEN $5 IS NOT NULL THEN $6 ELSE owner END"
 					   " WHERE id OPERATOR(pg_catalog.=) $1 RETURNING id",
 					   6, argtypes, values, nulls, SPI_OK_UPDATE_RETURNING, NULL) == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("route " INT64_FORMAT " does not exist",
-						PG_GETARG_INT64(ALTER_ROUTE_ARG_ID)),
-				 errhint("See notifier.route_list for the routes.")));
+		route_does_not_exist(PG_GETARG_INT64(ALTER_ROUTE_ARG_ID));
 	PG_RETURN_VOID();
 }

@@ -96,6 +96,16 @@ check_channel_arg(FunctionCallInfo fcinfo, int argno)
 	check_channel_name(channel, NULL);
 }
 
+/* The error of a function given the id of no route. */
+void
+route_does_not_exist(int64 route_id)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_UNDEFINED_OBJECT),
+			 errmsg("route " INT64_FORMAT " does not exist", route_id),
+			 errhint("See notifier.route_list for the routes.")));
+}
+
 /*
  * Run one statement on notifier.routes (and notifier.deliveries) as its
  * owner; returns SPI_processed, and the first column of the first row
@@ -200,9 +210,6 @@ notifier_remove_route(PG_FUNCTION_ARGS)
 					   "  WHERE d.route_id OPERATOR(pg_catalog.=) gone.id)"
 					   " SELECT id FROM gone",
 					   1, argtypes, values, NULL, SPI_OK_SELECT, NULL) == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("route " INT64_FORMAT " does not exist", PG_GETARG_INT64(0)),
-				 errhint("See notifier.route_list for the routes.")));
+		route_does_not_exist(PG_GETARG_INT64(0));
 	PG_RETURN_VOID();
 }

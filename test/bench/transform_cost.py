@@ -20,6 +20,9 @@ import time
 
 import psycopg
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from itlib import wait_for  # noqa: E402
+
 DB = sys.argv[1]
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 TXNS = int(os.environ.get("BENCH_TXNS", "10"))
@@ -52,14 +55,8 @@ def cpu_seconds(pid):
 
 
 def wait(what, fn, timeout):
-    t0 = time.monotonic()
-    while True:
-        v = fn()
-        if v:
-            return v
-        if time.monotonic() - t0 > timeout:
-            raise SystemExit(f"{what}: not within {timeout} s")
-        time.sleep(0.01)
+    """fn()'s first true value, polled until timeout (itlib.wait_for)."""
+    return wait_for(what, lambda: (lambda v: (bool(v), v))(fn()), timeout, interval=0.01)[0]
 
 
 def received(db, route):

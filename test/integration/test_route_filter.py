@@ -257,17 +257,18 @@ def step_transform(ctx):
 
     # another function under the transform's name, of another shape: its
     # events are dead letters, it is never called as jsonb -> jsonb
-    db.execute("DROP FUNCTION rf_shape(jsonb)")
-    db.execute("CREATE FUNCTION rf_shape(e jsonb) RETURNS text LANGUAGE sql AS 'SELECT e::text'")
-    db.execute("INSERT INTO rf_t2 VALUES (100, 'ok')")
-    wait_rows(db, "rf_all2", n + 1, "the event after the transform was replaced")
-    dead = dead_letters(db, r_q)
+    def dead_after(statement, i, what):
+        db.execute(statement)
+        db.execute("INSERT INTO rf_t2 VALUES (%s, 'ok')", (i,))
+        wait_rows(db, "rf_all2", n + i - 99, f"the event after the transform was {what}")
+        return dead_letters(db, r_q)
+
+    dead = dead_after("DROP FUNCTION rf_shape(jsonb);"
+                      " CREATE FUNCTION rf_shape(e jsonb) RETURNS text LANGUAGE sql AS 'SELECT e::text'",
+                      100, "replaced")
     ctx.check(len(dead) == 3 and "is not a function from jsonb to jsonb" in dead[2][1],
               f"transform replaced by a jsonb -> text function: dead letters {dead}")
-    db.execute("DROP FUNCTION rf_shape(jsonb)")
-    db.execute("INSERT INTO rf_t2 VALUES (101, 'ok')")
-    wait_rows(db, "rf_all2", n + 2, "the event after the transform was dropped")
-    dead = dead_letters(db, r_q)
+    dead = dead_after("DROP FUNCTION rf_shape(jsonb)", 101, "dropped")
     ctx.check(len(dead) == 4 and "does not exist" in dead[3][1],
               f"transform dropped: dead letters {dead}")
     ctx.check(len(queue_events(db, "rf_shaped")) == len(want_q),
