@@ -19,7 +19,9 @@ worker of a database of its own:
               that role in a security-restricted operation: its ALTER ROLE and
               CREATE ROLE fail, its set_config('search_path', ..., false) is gone
               at the next event; once the role loses EXECUTE on it, its events
-              are dead letters saying so.
+              are dead letters saying so;
+  [deferred]  a transform that queues a deferred trigger: the trigger never
+              runs as the worker (at its commit); that event is a dead letter.
 
 Runs against test/run's cluster (its database added to pg_notifier.databases
 by itlib.run_worker_test).  Debian's python3:
@@ -378,10 +380,77 @@ def step_hostile(ctx):
         log(f"reason: {dead[1][1]!r}")
 
 
+def step_deferred(ctx):
+    """A transform that queues a deferred trigger (an INSERT into a table with
+    a constraint trigger INITIALLY DEFERRED, whose function makes the
+    transform's owner a superuser): at the worker's commit it would run with
+    the worker's rights.  Inside the transform's security-restricted
+    operation PostgreSQL refuses it: the event is a dead letter, the others
+    are stored, and the trigger never runs as the worker."""
+    db = ctx.db
+    db.execute("CREATE SCHEMA IF NOT EXISTS rf_evil")
+    db.execute(sql.SQL("GRANT USAGE, CREATE ON SCHEMA rf_evil TO {}").format(ident(ROLE)))
+    db.execute(sql.SQL("GRANT EXECUTE ON FUNCTION notifier.add_queue(text, regclass, jsonpath,"
+                       " regprocedure) TO {}").format(ident(ROLE)))
+    db.execute("CREATE TABLE rf_t4 (id int PRIMARY KEY)")
+    db.execute("SELECT notifier.watch('rf_t4', channel => 'rf4')")
+    queue_table(db, "rf_deferred")
+    db.execute(sql.SQL("GRANT INSERT ON rf_deferred TO {}").format(ident(ROLE)))
+    db.execute(sql.SQL("SET ROLE {}").format(ident(ROLE)))
+    try:
+        db.execute(sql.SQL("""
+            CREATE TABLE rf_evil.def_log (id int);
+            CREATE TABLE rf_evil.def_who (who text, id int);
+            CREATE FUNCTION rf_evil.def_fire() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                INSERT INTO rf_evil.def_who VALUES (current_user, NEW.id);
+                ALTER ROLE {role} SUPERUSER;
+                RETURN NULL;
+            END $$;
+            CREATE CONSTRAINT TRIGGER def_fire AFTER INSERT ON rf_evil.def_log
+                DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION rf_evil.def_fire();
+            CREATE FUNCTION rf_evil.defer(e jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+            BEGIN
+                IF (e -> 'row' ->> 'id')::int = 2 THEN
+                    INSERT INTO rf_evil.def_log VALUES (2);
+                END IF;
+                RETURN e;
+            END $$""").format(role=ident(ROLE)))
+        route = db.execute("SELECT notifier.add_queue('rf4', 'rf_deferred',"
+                           " transform => 'rf_evil.defer(jsonb)')").fetchone()[0]
+    finally:
+        db.execute("RESET ROLE")
+    with db.transaction():
+        for i in range(1, 4):
+            db.execute("INSERT INTO rf_t4 VALUES (%s)", (i,))
+    wait_for("two events stored and one dead letter",
+             lambda: (lambda q, d: (q + d >= 3, (q, d)))(
+                 db.execute("SELECT count(*) FROM rf_deferred").fetchone()[0],
+                 len(dead_letters(db, route))), WAIT)
+    ids = [e["row"]["id"] for e in queue_events(db, "rf_deferred")]
+    dead = db.execute("SELECT (event::jsonb -> 'row' ->> 'id')::int, reason"
+                      " FROM notifier.dead_letters WHERE route_id = %s", (route,)).fetchall()
+    ran_as = db.execute("SELECT who FROM rf_evil.def_who").fetchall()
+    su = db.execute("SELECT rolsuper FROM pg_roles WHERE rolname = %s", (ROLE,)).fetchone()[0]
+    ctx.check(ids == [1, 3], f"deferred: stored {ids}, expected 1 and 3")
+    # refused where it was queued, or (once the queue sink's SET CONSTRAINTS
+    # ALL IMMEDIATE of an earlier write in the transaction is in force) fired
+    # at once, still as the owner, whose ALTER ROLE is refused
+    ctx.check(len(dead) == 1 and dead[0][0] == 2
+              and ("deferred trigger" in dead[0][1] or "must be superuser" in dead[0][1]),
+              f"deferred: dead letters {dead}, expected event 2's, its trigger refused")
+    ctx.check(ran_as == [] and not su, f"deferred: the trigger ran as {ran_as}; superuser {su}")
+    ctx.result("a transform's deferred trigger is refused inside its security-restricted"
+               " operation: that event alone is a dead letter, the trigger never runs as the worker")
+    if dead:
+        log(f"reason: {dead[0][1]!r}")
+
+
 STEPS = [
     Step("filter", "filters on two routes of one channel, erring filter, stats, alter_route", step_filter),
     Step("transform", "transform's shape to a queue and a webhook, erring and NULL transform", step_transform),
     Step("hostile", "a hostile transform gains nothing; owner without EXECUTE", step_hostile),
+    Step("deferred", "a transform's deferred trigger never runs as the worker", step_deferred),
 ]
 
 
