@@ -278,17 +278,24 @@ def step_transform(ctx):
     log(f"replaced: {dead[2][1] if len(dead) > 2 else None!r}; dropped: {dead[3][1] if len(dead) > 3 else None!r}")
 
 
-def step_hostile(ctx):
-    db = ctx.db
-    db.execute("CREATE SCHEMA rf_evil")
+def role_may_route(db, table, channel, queue):
+    """ROLE, not a superuser, may add queue routes into queue and create
+    functions and tables in schema rf_evil; table (a definition) is watched
+    on channel."""
+    db.execute("CREATE SCHEMA IF NOT EXISTS rf_evil")
     db.execute(sql.SQL("GRANT USAGE, CREATE ON SCHEMA rf_evil TO {}").format(ident(ROLE)))
     db.execute(sql.SQL("GRANT EXECUTE ON FUNCTION notifier.add_queue(text, regclass, jsonpath,"
                        " regprocedure) TO {}").format(ident(ROLE)))
-    db.execute("CREATE TABLE rf_t3 (id int PRIMARY KEY, mode text)")
-    db.execute("SELECT notifier.watch('rf_t3', channel => 'rf3')")
+    db.execute(f"CREATE TABLE {table}")
+    db.execute("SELECT notifier.watch(%s, channel => %s)", (table.split()[0], channel))
+    queue_table(db, queue)
+    db.execute(sql.SQL("GRANT INSERT ON {} TO {}").format(ident(queue), ident(ROLE)))
+
+
+def step_hostile(ctx):
+    db = ctx.db
+    role_may_route(db, "rf_t3 (id int PRIMARY KEY, mode text)", "rf3", "rf_hostile")
     queue_table(db, "rf_all3")
-    queue_table(db, "rf_hostile")
-    db.execute(sql.SQL("GRANT INSERT ON rf_hostile TO {}").format(ident(ROLE)))
     db.execute("SELECT notifier.add_queue('rf3', 'rf_all3')")
 
     db.execute(sql.SQL("SET ROLE {}").format(ident(ROLE)))
@@ -388,14 +395,7 @@ def step_deferred(ctx):
     operation PostgreSQL refuses it: the event is a dead letter, the others
     are stored, and the trigger never runs as the worker."""
     db = ctx.db
-    db.execute("CREATE SCHEMA IF NOT EXISTS rf_evil")
-    db.execute(sql.SQL("GRANT USAGE, CREATE ON SCHEMA rf_evil TO {}").format(ident(ROLE)))
-    db.execute(sql.SQL("GRANT EXECUTE ON FUNCTION notifier.add_queue(text, regclass, jsonpath,"
-                       " regprocedure) TO {}").format(ident(ROLE)))
-    db.execute("CREATE TABLE rf_t4 (id int PRIMARY KEY)")
-    db.execute("SELECT notifier.watch('rf_t4', channel => 'rf4')")
-    queue_table(db, "rf_deferred")
-    db.execute(sql.SQL("GRANT INSERT ON rf_deferred TO {}").format(ident(ROLE)))
+    role_may_route(db, "rf_t4 (id int PRIMARY KEY)", "rf4", "rf_deferred")
     db.execute(sql.SQL("SET ROLE {}").format(ident(ROLE)))
     try:
         db.execute(sql.SQL("""
