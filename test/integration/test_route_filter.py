@@ -12,7 +12,8 @@ worker of a database of its own:
               received = written + filtered + dead per route; alter_route()
               changes the filter live, and reset removes it;
   [transform] a transform's result is what a queue stores and what a webhook
-              receives (under the original event's webhook-id); an event whose
+              receives (under the original event's webhook-id, and, ordered by
+              key, with the original event's key); an event whose
               transform raises, or returns NULL, is a dead letter of its route
               alone, with the reason; the other events of its batch are written;
   [hostile]   a transform owned and set by a role that is not a superuser runs as
@@ -214,6 +215,14 @@ def step_transform(ctx):
     r_w = db.execute("SELECT notifier.add_webhook('rf2', %s, filter => '$.op == \"INSERT\"',"
                      " transform => 'rf_shape(jsonb)', ordered => 'route')",
                      (rcv.url("/shaped"),)).fetchone()[0]
+    # two paused routes ordered by key, one transformed: their deliveries
+    # stay, and each event has the same key in both (the original event's)
+    r_k, r_k0 = (db.execute("SELECT notifier.add_webhook('rf2', %s, ordered => 'key',"
+                            " transform => %s::regprocedure)",
+                            (rcv.url("/paused"), t)).fetchone()[0]
+                 for t in ("rf_shape(jsonb)", None))
+    for r in (r_k, r_k0):
+        db.execute("SELECT notifier.pause_route(%s)", (r,))
 
     with db.transaction():
         for i in range(1, 31):
@@ -254,6 +263,15 @@ def step_transform(ctx):
     check_stats(ctx, r_q, n, n - 2, 0, 2, "the transformed queue")
     check_stats(ctx, r_w, n, 30 - 2, 5, 2, "the transformed webhook")
     check_stats(ctx, r_all, n, n, 0, 0, "the unfiltered queue")
+    same, differ, keys = db.execute(
+        "SELECT count(*) FILTER (WHERE k.order_key = k0.order_key),"
+        " count(*) FILTER (WHERE k.order_key IS DISTINCT FROM k0.order_key),"
+        " count(DISTINCT k.order_key)"
+        " FROM notifier.deliveries k JOIN notifier.deliveries k0 USING (event_id)"
+        " WHERE k.route_id = %s AND k0.route_id = %s", (r_k, r_k0)).fetchone()
+    ctx.check(same == n - 2 and differ == 0 and keys == 28,
+              f"ordered by key: {same} events with the original event's key, {differ} with"
+              f" another, {keys} distinct keys; expected {n - 2}, 0, 28 (orders 7 and 11 are dead)")
     ctx.result(f"transform: queue stored {len(got_q)} shaped events, webhook got {len(got_w)}"
                f" (webhook-id = the event's id); orders 7 (raises) and 11 (NULL) dead letters only")
 
