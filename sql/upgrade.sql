@@ -25,6 +25,11 @@ CREATE ROLE upg_manager;
 GRANT EXECUTE ON FUNCTION notifier.add_webhook(text, text, jsonb, text, integer, integer, integer, integer, boolean)
 	TO upg_manager;
 GRANT SELECT ON notifier.route_list TO upg_manager;
+-- (route filter and transform: add_queue(), route_stats() and notifier.stats
+-- are made again; alter_route() gets the grants of remove_route())
+GRANT EXECUTE ON FUNCTION notifier.add_queue(text, regclass), notifier.remove_route(bigint),
+	notifier.route_stats() TO upg_manager;
+GRANT SELECT ON notifier.stats TO upg_manager;
 INSERT INTO notifier.queue (channel, payload) VALUES ('upg_q', '{"a":1}');
 INSERT INTO notifier.payloads (event) VALUES ('{"big":true}');
 
@@ -72,12 +77,23 @@ ALTER EXTENSION pg_notifier UPDATE;
 SELECT extversion FROM pg_extension WHERE extname = 'pg_notifier';
 SELECT channel, ordered FROM notifier.routes ORDER BY id;
 SELECT has_function_privilege('upg_manager',
-		'notifier.add_webhook(text, text, jsonb, text, integer, integer, integer, integer, notifier.ordering, interval)',
+		'notifier.add_webhook(text, text, jsonb, text, integer, integer, integer, integer, notifier.ordering, jsonpath, regprocedure, interval)',
 		'EXECUTE') AS add_webhook_granted,
 	   has_table_privilege('upg_manager', 'notifier.route_list', 'SELECT') AS route_list_granted;
-REVOKE EXECUTE ON FUNCTION notifier.add_webhook(text, text, jsonb, text, integer, integer, integer, integer, notifier.ordering, interval)
+REVOKE EXECUTE ON FUNCTION notifier.add_webhook(text, text, jsonb, text, integer, integer, integer, integer, notifier.ordering, jsonpath, regprocedure, interval)
 	FROM upg_manager;
 REVOKE SELECT ON notifier.route_list FROM upg_manager;
+SELECT has_function_privilege('upg_manager', 'notifier.add_queue(text, regclass, jsonpath, regprocedure)',
+		'EXECUTE') AS add_queue_granted,
+	   has_function_privilege('upg_manager', 'notifier.alter_route(bigint, jsonpath, regprocedure, text[])',
+		'EXECUTE') AS alter_route_granted,
+	   has_function_privilege('upg_manager', 'notifier.route_stats()', 'EXECUTE') AS route_stats_granted,
+	   has_table_privilege('upg_manager', 'notifier.stats', 'SELECT') AS stats_granted,
+	   has_table_privilege('pg_monitor', 'notifier.stats', 'SELECT') AS stats_monitor;
+REVOKE ALL ON FUNCTION notifier.add_queue(text, regclass, jsonpath, regprocedure),
+	notifier.alter_route(bigint, jsonpath, regprocedure, text[]), notifier.remove_route(bigint),
+	notifier.route_stats() FROM upg_manager;
+REVOKE SELECT ON notifier.stats FROM upg_manager;
 DROP ROLE upg_manager;
 CREATE TEMP TABLE upgraded AS SELECT * FROM ext_objects();
 

@@ -348,6 +348,74 @@ BEGIN
 END
 $$;
 
+-- ---------------------------------------------------------------------------
+-- Route filter and transform (issue 18)
+-- ---------------------------------------------------------------------------
+
+-- filter: a jsonpath over the event, jsonb_path_match semantics, evaluated by
+-- the worker before anything is written for the route (true: the route gets
+-- the event; false or unknown: it does not, and counts it as filtered; an
+-- error or a result that is not boolean: a dead letter with the reason).
+-- transform: a function jsonb -> jsonb whose result is what the route gets
+-- (after the filter, which sees the original event), called by the worker as
+-- owner, the role that added the route or last set its transform, in a
+-- security-restricted operation.  See worker/route_shape.c.  transform is the
+-- function's signature as text, not a regprocedure, which pg_upgrade refuses
+-- in a table (common/route_transform.c); the functions take a regprocedure.
+ALTER TABLE notifier.routes
+	ADD COLUMN filter jsonpath,
+	ADD COLUMN transform text,
+	ADD COLUMN owner regrole,
+	ADD CONSTRAINT routes_transform_owner_check CHECK (transform IS NULL OR owner IS NOT NULL);
+
+COMMENT ON COLUMN notifier.routes.filter IS
+'only the events for which this jsonpath is true (jsonb_path_match) are written for the route';
+COMMENT ON COLUMN notifier.routes.transform IS
+'the schema-qualified signature of a function jsonb -> jsonb, run as owner: its result is what the route gets';
+COMMENT ON COLUMN notifier.routes.owner IS
+'the role that added the route, or last set its transform: the transform runs as it';
+
+-- add_queue() with filter and transform, with the grants of 0.1's
+CREATE FUNCTION notifier.add_queue(
+	channel		text,
+	queue_table regclass DEFAULT 'notifier.queue',
+	filter		jsonpath DEFAULT NULL,
+	transform	regprocedure DEFAULT NULL)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'notifier_add_queue'
+LANGUAGE C CALLED ON NULL INPUT VOLATILE;
+
+COMMENT ON FUNCTION notifier.add_queue(text, regclass, jsonpath, regprocedure) IS
+'route the events of a channel into a queue table; returns the route id';
+
+REVOKE ALL ON FUNCTION notifier.add_queue(text, regclass, jsonpath, regprocedure) FROM PUBLIC;
+SELECT notifier.copy_grants(p.proacl, 'FUNCTION',
+		'notifier.add_queue(text, regclass, jsonpath, regprocedure)')
+  FROM pg_catalog.pg_proc p
+ WHERE p.oid OPERATOR(pg_catalog.=) 'notifier.add_queue(text, regclass)'::pg_catalog.regprocedure;
+DROP FUNCTION notifier.add_queue(text, regclass);
+
+-- alter_route(): set a route's filter or transform, or remove them (reset),
+-- without removing the route and its pending events.  Whoever may remove a
+-- route may alter it: the grants of remove_route().
+CREATE FUNCTION notifier.alter_route(
+	route_id	bigint,
+	filter		jsonpath DEFAULT NULL,
+	transform	regprocedure DEFAULT NULL,
+	reset		text[] DEFAULT NULL)
+RETURNS void
+AS 'MODULE_PATHNAME', 'notifier_alter_route'
+LANGUAGE C CALLED ON NULL INPUT VOLATILE;
+
+COMMENT ON FUNCTION notifier.alter_route(bigint, jsonpath, regprocedure, text[]) IS
+'change the filter or transform of a route; reset names the options to remove (''filter'', ''transform'')';
+
+REVOKE ALL ON FUNCTION notifier.alter_route(bigint, jsonpath, regprocedure, text[]) FROM PUBLIC;
+SELECT notifier.copy_grants(p.proacl, 'FUNCTION',
+		'notifier.alter_route(bigint, jsonpath, regprocedure, text[])')
+  FROM pg_catalog.pg_proc p
+ WHERE p.oid OPERATOR(pg_catalog.=) 'notifier.remove_route(bigint)'::pg_catalog.regprocedure;
+
 -- the column changes type: the view that shows it is made again, with its grants
 DO $$
 DECLARE
@@ -376,7 +444,10 @@ BEGIN
 		   r.timeout_ms,
 		   r.concurrency,
 		   r.ordered,
-		   r.created_at
+		   r.created_at,
+		   r.filter,
+		   r.transform,
+		   r.owner
 	  FROM notifier.routes r;
 	PERFORM notifier.copy_grants(saved_acl, 'TABLE', 'notifier.route_list');
 END
@@ -396,17 +467,19 @@ CREATE FUNCTION notifier.add_webhook(
 	timeout_ms	integer DEFAULT 5000,
 	concurrency integer DEFAULT 8,
 	ordered		notifier.ordering DEFAULT 'none',
+	filter		jsonpath DEFAULT NULL,
+	transform	regprocedure DEFAULT NULL,
 	disable_after interval DEFAULT '5 days')
 RETURNS bigint
 AS 'MODULE_PATHNAME', 'notifier_add_webhook'
 LANGUAGE C CALLED ON NULL INPUT VOLATILE;
 
-COMMENT ON FUNCTION notifier.add_webhook(text, text, jsonb, text, integer, integer, integer, integer, notifier.ordering, interval) IS
+COMMENT ON FUNCTION notifier.add_webhook(text, text, jsonb, text, integer, integer, integer, integer, notifier.ordering, jsonpath, regprocedure, interval) IS
 'route the events of a channel to an HTTP endpoint (POST); returns the route id';
 
-REVOKE ALL ON FUNCTION notifier.add_webhook(text, text, jsonb, text, integer, integer, integer, integer, notifier.ordering, interval) FROM PUBLIC;
+REVOKE ALL ON FUNCTION notifier.add_webhook(text, text, jsonb, text, integer, integer, integer, integer, notifier.ordering, jsonpath, regprocedure, interval) FROM PUBLIC;
 SELECT notifier.copy_grants(p.proacl, 'FUNCTION',
-		'notifier.add_webhook(text, text, jsonb, text, integer, integer, integer, integer, notifier.ordering, interval)')
+		'notifier.add_webhook(text, text, jsonb, text, integer, integer, integer, integer, notifier.ordering, jsonpath, regprocedure, interval)')
   FROM pg_catalog.pg_proc p
  WHERE p.oid OPERATOR(pg_catalog.=)
 	   'notifier.add_webhook(text, text, jsonb, text, integer, integer, integer, integer, boolean)'::pg_catalog.regprocedure;
@@ -417,12 +490,11 @@ LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 SELECT pg_catalog.has_function_privilege(
-	'notifier.add_webhook(text, text, jsonb, text, integer, integer, integer, integer, notifier.ordering, interval)'::pg_catalog.regprocedure,
+	'notifier.add_webhook(text, text, jsonb, text, integer, integer, integer, integer, notifier.ordering, jsonpath, regprocedure, interval)'::pg_catalog.regprocedure,
 	'EXECUTE')
 $$;
 
 DROP FUNCTION notifier.add_webhook(text, text, jsonb, text, integer, integer, integer, integer, boolean);
-DROP FUNCTION notifier.copy_grants(aclitem[], text, text);
 
 -- The key of a delivery of a route ordered by key: a hash of the event's
 -- schema, table and key (0 for an event without them).  Two keys of one
@@ -550,8 +622,43 @@ ALTER TABLE notifier.routes
 	ADD CONSTRAINT routes_disable_after_check CHECK (disable_after > interval '0'),
 	ADD CONSTRAINT routes_disabled_check CHECK ((disabled_at IS NULL) = (disabled_reason IS NULL));
 
--- notifier.stats: the route's state and why (state_reason), last
-CREATE OR REPLACE VIEW notifier.stats AS
+-- notifier.stats: the route's state and why (state_reason), then filtered
+-- (route filter).
+-- route_stats() gains filtered: the view that reads it is made again, with
+-- the grants of both.
+DO $$
+DECLARE
+	saved_view_acl aclitem[];
+	saved_fn_acl aclitem[];
+BEGIN
+	SELECT c.relacl INTO saved_view_acl FROM pg_catalog.pg_class c
+	 WHERE c.oid OPERATOR(pg_catalog.=) 'notifier.stats'::pg_catalog.regclass;
+	SELECT p.proacl INTO saved_fn_acl FROM pg_catalog.pg_proc p
+	 WHERE p.oid OPERATOR(pg_catalog.=) 'notifier.route_stats()'::pg_catalog.regprocedure;
+	DROP VIEW notifier.stats;
+	DROP FUNCTION notifier.route_stats();
+	CREATE FUNCTION notifier.route_stats(
+		OUT route_id bigint,
+		OUT received bigint,
+		OUT written bigint,
+		OUT errors bigint,
+		OUT last_event_at timestamptz,
+		OUT last_error text,
+		OUT last_error_at timestamptz,
+		OUT delivered bigint,
+		OUT retried bigint,
+		OUT dead bigint,
+		OUT last_http_status integer,
+		OUT latency_p50_ms double precision,
+		OUT latency_p99_ms double precision,
+		OUT filtered bigint)
+	RETURNS SETOF record
+	AS 'MODULE_PATHNAME', 'notifier_route_stats'
+	LANGUAGE C STRICT VOLATILE;
+	REVOKE ALL ON FUNCTION notifier.route_stats() FROM PUBLIC;
+	PERFORM notifier.copy_grants(saved_fn_acl, 'FUNCTION', 'notifier.route_stats()');
+
+CREATE VIEW notifier.stats AS
 SELECT r.id AS route_id,
 	   r.channel,
 	   r.kind,
@@ -579,7 +686,8 @@ SELECT r.id AS route_id,
 	   pg_catalog.pg_notification_queue_usage() AS queue_usage,
 	   CASE WHEN r.disabled_at IS NOT NULL THEN 'disabled'
 			WHEN r.paused THEN 'paused' ELSE 'active' END AS state,
-	   r.disabled_reason AS state_reason
+	   r.disabled_reason AS state_reason,
+	   coalesce(s.filtered, 0) AS filtered
   FROM notifier.routes r
   LEFT JOIN notifier.route_stats() s ON s.route_id = r.id
   LEFT JOIN notifier.status() w ON w.database = pg_catalog.current_database()
@@ -594,6 +702,12 @@ SELECT r.id AS route_id,
 		   pg_catalog.now() - min(o.created_at) AS oldest_age
 	  FROM notifier.outbox o
 	 WHERE o.channel = r.channel) ob ON true;
+	REVOKE ALL ON notifier.stats FROM PUBLIC;
+	PERFORM notifier.copy_grants(saved_view_acl, 'TABLE', 'notifier.stats');
+END
+$$;
+
+DROP FUNCTION notifier.copy_grants(aclitem[], text, text);
 
 --
 -- replay(): the retained delivered events of a webhook route sent again, as

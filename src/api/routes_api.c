@@ -28,6 +28,7 @@
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
 
+#include "api/route_options.h"
 #include "api/routes_api.h"
 #include "common/channel.h"
 #include "common/database_list.h"
@@ -99,6 +100,16 @@ check_channel_arg(FunctionCallInfo fcinfo, int argno)
 	check_channel_name(channel, NULL);
 }
 
+/* The error of a function given the id of no route. */
+void
+route_does_not_exist(int64 route_id)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_UNDEFINED_OBJECT),
+			 errmsg("route " INT64_FORMAT " does not exist", route_id),
+			 errhint("See notifier.route_list for the routes.")));
+}
+
 /*
  * Run one statement on notifier.routes (and notifier.deliveries) as its
  * owner; returns SPI_processed, and the first column of the first row
@@ -133,16 +144,25 @@ routes_execute(const char *sql, int nargs, Oid *argtypes, Datum *values,
 
 PG_FUNCTION_INFO_V1(notifier_add_queue);
 
+/* the arguments of notifier.add_queue() */
+#define ADD_QUEUE_ARG_FILTER 2
+#define ADD_QUEUE_ARG_TRANSFORM 3
+
 /*
- * notifier.add_queue(channel text, queue_table regclass) -> route id
+ * notifier.add_queue(channel text, queue_table regclass, filter jsonpath,
+ *					  transform regprocedure) -> route id
  */
 Datum
 notifier_add_queue(PG_FUNCTION_ARGS)
 {
 	Oid			relid;
 	QueueColumns columns;
-	Oid			argtypes[2] = {TEXTOID, OIDOID};
-	Datum		values[2];
+	Oid			argtypes[2 + ROUTE_OPTION_COUNT] = {TEXTOID, OIDOID, ROUTE_OPTION_TYPES};
+	Datum		values[2 + ROUTE_OPTION_COUNT];
+	char		nulls[2 + ROUTE_OPTION_COUNT] = {' ', ' '};
+	int			noptions;
+	const char *option_columns;
+	const char *option_params;
 	int64		id = 0;
 
 	check_channel_arg(fcinfo, 0);
@@ -164,10 +184,14 @@ notifier_add_queue(PG_FUNCTION_ARGS)
 
 	values[0] = PG_GETARG_DATUM(0);
 	values[1] = ObjectIdGetDatum(relid);
+	noptions = route_options_args(fcinfo, ADD_QUEUE_ARG_FILTER, ADD_QUEUE_ARG_TRANSFORM,
+								  values + 2, nulls + 2, 3, &option_columns, &option_params);
 	warn_if_no_worker();
-	routes_execute("INSERT INTO notifier.routes (channel, kind, queue_table)"
-				   " VALUES ($1, 'queue', $2::pg_catalog.regclass) RETURNING id",
-				   2, argtypes, values, NULL, SPI_OK_INSERT_RETURNING, &id);
+	routes_execute(psprintf("INSERT INTO notifier.routes (channel, kind, queue_table%s)"
+							" VALUES ($1, 'queue', $2::pg_catalog.regclass%s) RETURNING id",
+							option_columns, option_params),
+				   2 + noptions, argtypes, values, nulls,
+				   SPI_OK_INSERT_RETURNING, &id);
 	PG_RETURN_INT64(id);
 }
 
@@ -190,9 +214,6 @@ notifier_remove_route(PG_FUNCTION_ARGS)
 					   "  WHERE d.route_id OPERATOR(pg_catalog.=) gone.id)"
 					   " SELECT id FROM gone",
 					   1, argtypes, values, NULL, SPI_OK_SELECT, NULL) == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("route " INT64_FORMAT " does not exist", PG_GETARG_INT64(0)),
-				 errhint("See notifier.route_list for the routes.")));
+		route_does_not_exist(PG_GETARG_INT64(0));
 	PG_RETURN_VOID();
 }

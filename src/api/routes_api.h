@@ -17,5 +17,6 @@ extern uint64 routes_execute(const char *sql, int nargs, Oid *argtypes,
 							 int expected_rc, int64 *returned_id);
 extern void check_channel_arg(FunctionCallInfo fcinfo, int argno);
 extern void warn_if_no_worker(void);
+extern void route_does_not_exist(int64 route_id) pg_attribute_noreturn();
 
 #endif							/* NOTIFIER_ROUTES_API_H */

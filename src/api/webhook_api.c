@@ -15,7 +15,6 @@
 #include <curl/curl.h>
 
 #include "catalog/pg_type.h"
-#include "lib/stringinfo.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "utils/builtins.h"
@@ -24,6 +23,7 @@
 #include "utils/varlena.h"
 
 #include "pg_notifier.h"
+#include "api/route_options.h"
 #include "api/routes_api.h"
 #include "common/sqlutil.h"
 #include "common/webhook_secret.h"
@@ -35,16 +35,6 @@
 #define MAX_ATTEMPTS 100
 #define MAX_TIMEOUT_MS 600000
 #define MAX_CONCURRENCY 100
-
-/* the arguments of add_webhook() after the first nine */
-#define ADD_WEBHOOK_ARG_DISABLE_AFTER 9
-#define ADD_WEBHOOK_NARGS 10
-
-/* the column of notifier.routes of each argument of add_webhook() */
-static const char *const add_webhook_columns[ADD_WEBHOOK_NARGS] = {
-	"channel", "url", "headers", "secret", "batch_size", "max_attempts",
-	"timeout_ms", "concurrency", "ordered", "disable_after"
-};
 
 /*
  * The longest URL accepted: browsers and servers commonly stop at 8 KB, and
@@ -220,6 +210,11 @@ interval_sign(Datum interval)
 
 PG_FUNCTION_INFO_V1(notifier_add_webhook);
 
+/* the arguments of notifier.add_webhook() after ordered */
+#define ADD_WEBHOOK_ARG_FILTER 9
+#define ADD_WEBHOOK_ARG_TRANSFORM 10
+#define ADD_WEBHOOK_ARG_DISABLE_AFTER 11
+
 /*
  * disable_after: continuous failure for this long disables the route
  * (worker/route_health.c); NULL never does.  It must be positive.
@@ -239,21 +234,27 @@ check_disable_after(FunctionCallInfo fcinfo, int argno)
 /*
  * notifier.add_webhook(channel, url, headers, secret, batch_size,
  *						max_attempts, timeout_ms, concurrency, ordered,
- *						disable_after)
+ *						filter, transform, disable_after)
  *	-> route id
  *
  * ordered is a notifier.ordering (an enum of the extension, whose OID this
- * library does not know: its type is read from the call).
+ * library does not know: its type is read from the call).  0.1's
+ * definition, which an install runs before its update to 0.2, calls this
+ * with the first nine arguments only: the columns of the others are added
+ * to the INSERT when the call has them.
  */
 Datum
 notifier_add_webhook(PG_FUNCTION_ARGS)
 {
-	Oid			argtypes[ADD_WEBHOOK_NARGS] = {TEXTOID, TEXTOID, JSONBOID, TEXTOID, INT4OID,
-	INT4OID, INT4OID, INT4OID, InvalidOid, INTERVALOID};
-	Datum		values[ADD_WEBHOOK_NARGS];
-	char		nulls[ADD_WEBHOOK_NARGS];
-	int			nargs = Min(PG_NARGS(), ADD_WEBHOOK_NARGS);
-	StringInfoData sql;
+	Oid			argtypes[9 + ROUTE_OPTION_COUNT + 1] = {TEXTOID, TEXTOID, JSONBOID, TEXTOID, INT4OID,
+	INT4OID, INT4OID, INT4OID, InvalidOid, ROUTE_OPTION_TYPES, INTERVALOID};
+	Datum		values[9 + ROUTE_OPTION_COUNT + 1];
+	char		nulls[9 + ROUTE_OPTION_COUNT + 1] = "         ";
+	int			noptions;
+	const char *option_columns;
+	const char *option_params;
+	const char *disable_column = "";
+	const char *disable_param = "";
 	int64		id = 0;
 	int			keylen;
 
@@ -271,28 +272,32 @@ notifier_add_webhook(PG_FUNCTION_ARGS)
 	require_arg(fcinfo, 8, "ordered", DEFAULT_HINT);
 	/* notifier.ordering: 'none', 'key' or 'route' (0.1's boolean casts to it) */
 	argtypes[8] = get_fn_expr_argtype(fcinfo->flinfo, 8);
-	if (nargs > ADD_WEBHOOK_ARG_DISABLE_AFTER)
-		check_disable_after(fcinfo, ADD_WEBHOOK_ARG_DISABLE_AFTER);
 
-	/*
-	 * The columns of the arguments the call has: 0.1's add_webhook(), which
-	 * an install runs before its update to 0.2, has the first nine only.
-	 */
-	initStringInfo(&sql);
-	appendStringInfoString(&sql, "INSERT INTO notifier.routes (kind");
-	for (int i = 0; i < nargs; i++)
-		appendStringInfo(&sql, ", %s", add_webhook_columns[i]);
-	appendStringInfoString(&sql, ") VALUES ('webhook'");
-	for (int i = 0; i < nargs; i++)
-	{
-		appendStringInfo(&sql, ", $%d", i + 1);
-		/* secret and disable_after may be NULL; the others are checked above */
+	for (int i = 0; i < 9; i++)
 		values[i] = PG_ARGISNULL(i) ? (Datum) 0 : PG_GETARG_DATUM(i);
-		nulls[i] = PG_ARGISNULL(i) ? 'n' : ' ';
+	nulls[3] = PG_ARGISNULL(3) ? 'n' : ' ';
+	noptions = route_options_args(fcinfo, ADD_WEBHOOK_ARG_FILTER, ADD_WEBHOOK_ARG_TRANSFORM,
+								  values + 9, nulls + 9, 10, &option_columns, &option_params);
+	if (PG_NARGS() > ADD_WEBHOOK_ARG_DISABLE_AFTER)
+	{
+		int			n = 9 + noptions;
+
+		check_disable_after(fcinfo, ADD_WEBHOOK_ARG_DISABLE_AFTER);
+		values[n] = PG_ARGISNULL(ADD_WEBHOOK_ARG_DISABLE_AFTER) ? (Datum) 0 :
+			PG_GETARG_DATUM(ADD_WEBHOOK_ARG_DISABLE_AFTER);
+		nulls[n] = PG_ARGISNULL(ADD_WEBHOOK_ARG_DISABLE_AFTER) ? 'n' : ' ';
+		argtypes[n] = INTERVALOID;
+		disable_column = ", disable_after";
+		disable_param = psprintf(", $%d", n + 1);
+		noptions++;
 	}
-	appendStringInfoString(&sql, ") RETURNING id");
 	warn_if_no_worker();
-	routes_execute(sql.data, nargs, argtypes, values, nulls, SPI_OK_INSERT_RETURNING, &id);
+	routes_execute(psprintf("INSERT INTO notifier.routes (channel, kind, url, headers, secret,"
+							" batch_size, max_attempts, timeout_ms, concurrency, ordered%s%s)"
+							" VALUES ($1, 'webhook', $2, $3, $4, $5, $6, $7, $8, $9%s%s) RETURNING id",
+							option_columns, disable_column, option_params, disable_param),
+				   9 + noptions, argtypes, values, nulls,
+				   SPI_OK_INSERT_RETURNING, &id);
 	PG_RETURN_INT64(id);
 }
 
@@ -311,6 +316,7 @@ notifier_set_secret(PG_FUNCTION_ARGS)
 {
 	Oid			argtypes[3] = {INT8OID, TEXTOID, INTERVALOID};
 	Datum		values[3];
+	Interval	zero = {0};
 	int			keylen;
 
 	require_arg(fcinfo, 0, "route id", "See notifier.route_list for the routes.");
@@ -322,7 +328,8 @@ notifier_set_secret(PG_FUNCTION_ARGS)
 				 errmsg("secret must not be empty"),
 				 errhint("Give the new secret: any text, or \"whsec_\" followed by the base64 of the key.")));
 	(void) webhook_secret_key(text_to_cstring(PG_GETARG_TEXT_PP(1)), &keylen);
-	if (interval_sign(PG_GETARG_DATUM(2)) < 0)
+	if (DatumGetInt32(DirectFunctionCall2(interval_cmp, PG_GETARG_DATUM(2),
+										  IntervalPGetDatum(&zero))) < 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("keep_previous must not be negative"),

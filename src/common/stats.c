@@ -57,6 +57,7 @@ typedef struct RouteSlot
 	int			nlatencies;		/* samples in latencies[] */
 	int			next_latency;	/* where the next one goes */
 	float4		latencies_ms[LATENCY_SAMPLES];
+	int64		filtered;		/* left out by the route's filter */
 } RouteSlot;
 
 /* both NULL without the segment */
@@ -167,6 +168,7 @@ stats_routes_update(Oid dboid, const RouteDelta *deltas, int ndeltas,
 		slot->written += d->written;
 		slot->errors += d->errors;
 		slot->dead += d->dead;
+		slot->filtered += d->filtered;
 		slot->last_event_at = when;
 		if (d->error != NULL)
 		{
@@ -276,8 +278,8 @@ notifier_route_stats(PG_FUNCTION_ARGS)
 	for (int i = 0; i < n; i++)
 	{
 		RouteSlot  *slot = &copy[i];
-		Datum		values[13];
-		bool		nulls[13] = {0};
+		Datum		values[14];
+		bool		nulls[14] = {0};
 
 		values[0] = Int64GetDatum(slot->route_id);
 		values[1] = Int64GetDatum(slot->received);
@@ -300,6 +302,7 @@ notifier_route_stats(PG_FUNCTION_ARGS)
 			values[11] = Float8GetDatum(latency_quantile(slot, 0.50));
 			values[12] = Float8GetDatum(latency_quantile(slot, 0.99));
 		}
+		values[13] = Int64GetDatum(slot->filtered);
 		tuplestore_putvalues(store, tupdesc, values, nulls);
 	}
 	return (Datum) 0;

@@ -35,6 +35,7 @@ typedef struct RouteDelta
 								 * letters) */
 	int64		dead;			/* of those, dead letters */
 	const char *error;			/* the error, or NULL */
+	int64		filtered;		/* of those, left out by the route's filter */
 } RouteDelta;
 
 /* what one finished webhook request did for its route */

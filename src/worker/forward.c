@@ -51,6 +51,7 @@
 #include "common/extension.h"
 #include "common/payloads.h"
 #include "worker/forward.h"
+#include "worker/route_shape.h"
 #include "pg_notifier.h"
 #include "worker/sinks/queue_sink.h"
 #include "common/stats.h"
@@ -185,12 +186,30 @@ error_is_transient(int sqlerrcode)
 		sqlerrcode == ERRCODE_QUERY_CANCELED;
 }
 
+/* the sinks' write, for route_shape_write() */
+static void
+sink_write(Route *route, char **payloads, char **events, int n,
+		   TimestampTz received_at)
+{
+	switch (route->kind)
+	{
+		case ROUTE_QUEUE:
+			queue_sink_write(route, payloads, n, received_at);
+			break;
+		case ROUTE_WEBHOOK:
+			webhook_sink_write(route, payloads, events, n, received_at);
+			break;
+	}
+}
+
 /*
- * Write the events idx[0..n) of a chunk to a route in a subtransaction.
- * Returns NULL, or the error (in keep_cxt) when nothing was written.
+ * Write the events idx[0..n) of a chunk to a route in a subtransaction,
+ * through its filter and transform.  Returns NULL, or the error (in
+ * keep_cxt) when nothing was written; *filtered: how many events the filter
+ * left out.
  */
 static ErrorData *
-write_route(Route *route, Chunk *chunk, const int *idx, int n)
+write_route(Route *route, Chunk *chunk, const int *idx, int n, int *filtered)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 	ResourceOwner owner = CurrentResourceOwner;
@@ -207,19 +226,16 @@ write_route(Route *route, Chunk *chunk, const int *idx, int n)
 	for (int i = 0; i < n; i++)
 		payloads[i] = chunk->events[idx[i]];
 
+	*filtered = 0;
 	BeginInternalSubTransaction(NULL);
 	MemoryContextSwitchTo(chunk->attempt_cxt);
 	PG_TRY();
 	{
-		switch (route->kind)
-		{
-			case ROUTE_QUEUE:
-				queue_sink_write(route, payloads, n, chunk->received_at);
-				break;
-			case ROUTE_WEBHOOK:
-				webhook_sink_write(route, payloads, n, chunk->received_at);
-				break;
-		}
+		if (route_shapes(route))
+			*filtered = route_shape_write(route, payloads, n, chunk->received_at,
+										  sink_write);
+		else
+			sink_write(route, payloads, payloads, n, chunk->received_at);
 		ReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(cxt);
 		CurrentResourceOwner = owner;
@@ -232,6 +248,7 @@ write_route(Route *route, Chunk *chunk, const int *idx, int n)
 		RollbackAndReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(cxt);
 		CurrentResourceOwner = owner;
+		*filtered = 0;
 	}
 	PG_END_TRY();
 	MemoryContextReset(chunk->attempt_cxt);
@@ -270,11 +287,12 @@ static void
 write_events(Route *route, RouteDelta *delta, Chunk *chunk, const int *idx, int n)
 {
 	ErrorData  *edata;
+	int			filtered;
 
 	if (chunk->retry != NULL || n == 0)
 		return;
 	CHECK_FOR_INTERRUPTS();
-	edata = write_route(route, chunk, idx, n);
+	edata = write_route(route, chunk, idx, n, &filtered);
 
 	/*
 	 * Events are not checked to be JSON beforehand, which would cost as much
@@ -287,11 +305,12 @@ write_events(Route *route, RouteDelta *delta, Chunk *chunk, const int *idx, int 
 	{
 		chunk->checked = true;
 		if (make_json(chunk->events, chunk->nevents))
-			edata = write_route(route, chunk, idx, n);
+			edata = write_route(route, chunk, idx, n, &filtered);
 	}
 	if (edata == NULL)
 	{
-		delta->written += n;
+		delta->written += n - filtered;
+		delta->filtered += filtered;
 		return;
 	}
 

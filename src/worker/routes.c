@@ -22,6 +22,7 @@
 #include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/jsonpath.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
@@ -31,6 +32,11 @@
 #include "worker/sinks/queue_sink.h"
 #include "worker/routes.h"
 #include "common/webhook_secret.h"
+
+/* the columns of notifier.routes that route_shape.c needs, as read below */
+#define ROUTE_COL_FILTER 16
+#define ROUTE_COL_TRANSFORM 17
+#define ROUTE_COL_OWNER 18
 
 static int
 compare_strings(const ListCell *a, const ListCell *b)
@@ -85,6 +91,20 @@ mark_outbox_channels(RouteTable *table)
 	MemoryContextSwitchTo(old);
 }
 
+/* A route's filter, transform and owner; in the table's context. */
+static void
+route_read_shape(Route *route, HeapTuple tuple, TupleDesc tupdesc)
+{
+	bool		isnull;
+	Datum		filter = SPI_getbinval(tuple, tupdesc, ROUTE_COL_FILTER, &isnull);
+
+	route->filter = isnull ? NULL : DatumGetJsonPathPCopy(filter);
+	route->transform = SPI_getvalue(tuple, tupdesc, ROUTE_COL_TRANSFORM);
+	route->owner = DatumGetObjectId(SPI_getbinval(tuple, tupdesc, ROUTE_COL_OWNER, &isnull));
+	if (isnull)
+		route->owner = InvalidOid;
+}
+
 /*
  * Read notifier.routes.  In a transaction with a snapshot, connected to SPI.
  */
@@ -104,7 +124,8 @@ routes_load(MemoryContext parent)
 					" secret, batch_size, max_attempts, timeout_ms, concurrency, ordered::pg_catalog.text,"
 					" CASE WHEN previous_secret_until OPERATOR(pg_catalog.>) pg_catalog.now()"
 					"   THEN previous_secret END, previous_secret_until,"
-					" paused OR disabled_at IS NOT NULL"
+					" paused OR disabled_at IS NOT NULL,"
+					" filter, transform, owner::pg_catalog.oid"
 					" FROM notifier.routes ORDER BY id", true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "reading notifier.routes failed");
 	n = SPI_processed;
@@ -140,6 +161,7 @@ routes_load(MemoryContext parent)
 		route->id = DatumGetInt64(SPI_getbinval(tuple, tupdesc, 1, &isnull));
 		route->channel = SPI_getvalue(tuple, tupdesc, 2);
 		route->cxt = cxt;
+		route_read_shape(route, tuple, tupdesc);
 		if (strcmp(kind, "queue") == 0)
 		{
 			route->kind = ROUTE_QUEUE;

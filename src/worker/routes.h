@@ -14,6 +14,7 @@
 #include "fmgr.h"
 #include "nodes/pg_list.h"
 #include "utils/hsearch.h"
+#include "utils/jsonpath.h"
 
 typedef enum RouteKind
 {
@@ -56,6 +57,9 @@ typedef struct Route
 	RouteKind	kind;
 	Oid			queue_table;	/* ROUTE_QUEUE */
 	WebhookConfig webhook;		/* ROUTE_WEBHOOK */
+	JsonPath   *filter;			/* NULL: every event (route_shape.c) */
+	const char *transform;		/* its signature; NULL: the event as it is */
+	Oid			owner;			/* the role the transform runs as */
 	void	   *sink;			/* the sink's state, made on first write */
 	MemoryContext cxt;			/* where the sink's state lives */
 } Route;

@@ -42,7 +42,8 @@ SECRET = "whsec_ZHVtcC1hbmQtcmVzdG9yZS1zZWNyZXQ="
 # each query returns a comparable, ordered list of rows
 STATE = {
     "routes": "SELECT id, channel, kind, coalesce(queue_table::text, url), headers::text, secret, "
-              "batch_size, max_attempts, ordered FROM notifier.routes ORDER BY id",
+              "batch_size, max_attempts, ordered, filter::text, transform, owner::text"
+              " FROM notifier.routes ORDER BY id",
     "outbox": "SELECT id, channel, event::text, notify FROM notifier.outbox ORDER BY id",
     "deliveries": "SELECT id, route_id, event_id, payload::text FROM notifier.deliveries "
                   "WHERE status <> 'delivered' ORDER BY id",
@@ -94,7 +95,10 @@ class Test(ClusterTest):
         self.cl.q(db, "SELECT notifier.watch('orders', channel => 'o_wait', delivery => 'outbox')")
         self.cl.q(db, "SELECT notifier.watch('orders', channel => 'o_big')")
         self.cl.q(db, "SELECT notifier.add_queue('o')")
-        self.cl.q(db, "SELECT notifier.add_queue('o', 'app_q')")
+        # a filter every event passes, a transform that changes none (no nulls):
+        # the route's filter, transform and owner come back with the dump
+        self.cl.q(db, "SELECT notifier.add_queue('o', 'app_q', filter => '$.op != \"NONE\"',"
+                      " transform => 'pg_catalog.jsonb_strip_nulls(jsonb)')")
         self.cl.q(db, "SELECT notifier.add_webhook('o', %s, secret => %s, "
                       "headers => '{\"Authorization\": \"Bearer dump\"}')",
                   (f"http://127.0.0.1:{self.down_port}/hook", SECRET))

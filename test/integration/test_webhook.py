@@ -354,7 +354,7 @@ def step_start(ctx, admin):
     if "pg_notifier" not in spl:
         raise TestFailure(f"shared_preload_libraries = {spl!r}: the cluster must preload pg_notifier")
     have = ctx.db.execute("SELECT to_regprocedure('notifier.add_webhook(text, text, jsonb, text, "
-                          "integer, integer, integer, integer, notifier.ordering, interval)')").fetchone()[0]
+                          "integer, integer, integer, integer, notifier.ordering, jsonpath, regprocedure, interval)')").fetchone()[0]
     if have is None:
         raise TestFailure("the installed pg_notifier has no notifier.add_webhook(...)")
     dbs = [d.strip() for d in admin.execute("SHOW pg_notifier.databases").fetchone()[0].split(",")
@@ -558,7 +558,8 @@ def step_role(ctx, admin):
 
             # "only superuser (or an explicit grant) can add/remove routes"
             grant = sql.SQL("EXECUTE ON FUNCTION notifier.add_webhook(text, text, jsonb, text, integer, "
-                            "integer, integer, integer, notifier.ordering, interval), notifier.remove_route(bigint)")
+                            "integer, integer, integer, notifier.ordering, jsonpath, regprocedure, interval), "
+                            "notifier.remove_route(bigint)")
             db.execute(sql.SQL("GRANT {} TO {}").format(grant, ident(ROLE)))
             try:
                 r3 = u.execute("SELECT notifier.add_webhook('wh_role', 'http://127.0.0.1:9/granted', "

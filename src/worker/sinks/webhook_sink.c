@@ -40,35 +40,42 @@ event_id(const char *payload, bool *isnull)
 	return id ? CStringGetTextDatum(id) : (Datum) 0;
 }
 
+/*
+ * Write payloads (JSON texts, in order) as deliveries of the route; the id
+ * and the order key of each come from events[i], the event it was made
+ * from (the same text unless the route has a transform).
+ */
 void
-webhook_sink_write(Route *route, char **payloads, int npayloads,
-				   TimestampTz received_at)
+webhook_sink_write(Route *route, char **payloads, char **events_in,
+				   int npayloads, TimestampTz received_at)
 {
 	static const Oid insert_argtypes[] = {
-		INT8OID, TEXTARRAYOID, TIMESTAMPTZOID, TEXTARRAYOID, BOOLOID
+		INT8OID, TEXTARRAYOID, TIMESTAMPTZOID, TEXTARRAYOID, BOOLOID, TEXTARRAYOID
 	};
 	Datum	   *events = palloc(npayloads * sizeof(Datum));
 	Datum	   *ids = palloc(npayloads * sizeof(Datum));
 	bool	   *id_nulls = palloc(npayloads * sizeof(bool));
 	int			dims[1] = {npayloads};
 	int			lbs[1] = {1};
-	Datum		values[5];
+	Datum		values[6];
+	char		nulls[6] = "      ";
 	int			rc;
 
 	keep_plan(&insert_plan,
 			  "INSERT INTO notifier.deliveries (route_id, event_id, payload, received_at, order_key)"
 			  " SELECT $1, e, j, $3,"
 			  "   CASE WHEN $5 THEN pg_catalog.hashtextextended(pg_catalog.concat_ws(' ',"
-			  "     j OPERATOR(pg_catalog.->>) 'schema', j OPERATOR(pg_catalog.->>) 'table',"
-			  "     (j OPERATOR(pg_catalog.->) 'key')::pg_catalog.text), 0) END"
-			  " FROM ROWS FROM (pg_catalog.unnest($2), pg_catalog.unnest($4)) AS u(p, e),"
-			  "   LATERAL (SELECT p::pg_catalog.json AS j) x",
-			  5, insert_argtypes);
+			  "     k OPERATOR(pg_catalog.->>) 'schema', k OPERATOR(pg_catalog.->>) 'table',"
+			  "     (k OPERATOR(pg_catalog.->) 'key')::pg_catalog.text), 0) END"
+			  " FROM ROWS FROM (pg_catalog.unnest($2), pg_catalog.unnest($4),"
+			  "   pg_catalog.unnest($6)) AS u(p, e, o),"
+			  "   LATERAL (SELECT p::pg_catalog.json AS j, COALESCE(o, p)::pg_catalog.json AS k) x",
+			  6, insert_argtypes);
 
 	for (int i = 0; i < npayloads; i++)
 	{
 		events[i] = CStringGetTextDatum(payloads[i]);
-		ids[i] = event_id(payloads[i], &id_nulls[i]);
+		ids[i] = event_id(events_in[i], &id_nulls[i]);
 	}
 	values[0] = Int64GetDatum(route->id);
 	values[1] = PointerGetDatum(construct_array(events, npayloads, TEXTOID,
@@ -78,8 +85,18 @@ webhook_sink_write(Route *route, char **payloads, int npayloads,
 												   TEXTOID, -1, false, TYPALIGN_INT));
 
 	values[4] = BoolGetDatum(route->webhook.ordered == ROUTE_ORDER_KEY);
+	/* the events, when the payloads were made from them (a transform) */
+	if (events_in != payloads)
+	{
+		for (int i = 0; i < npayloads; i++)
+			events[i] = CStringGetTextDatum(events_in[i]);
+		values[5] = PointerGetDatum(construct_array(events, npayloads, TEXTOID,
+													-1, false, TYPALIGN_INT));
+	}
+	else
+		nulls[5] = 'n';
 
-	rc = SPI_execute_plan(insert_plan, values, NULL, false, 0);
+	rc = SPI_execute_plan(insert_plan, values, nulls, false, 0);
 	if (rc != SPI_OK_INSERT || SPI_processed != (uint64) npayloads)
 		elog(ERROR, "writing %d deliveries of route " INT64_FORMAT " failed: %s",
 			 npayloads, route->id, SPI_result_code_string(rc));

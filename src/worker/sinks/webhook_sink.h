@@ -13,7 +13,8 @@
 #include "datatype/timestamp.h"
 #include "worker/routes.h"
 
-extern void webhook_sink_write(Route *route, char **payloads, int npayloads,
+extern void webhook_sink_write(Route *route, char **payloads, char **events,
+							   int npayloads,
 							   TimestampTz received_at);
 
 #endif							/* NOTIFIER_WEBHOOK_SINK_H */
