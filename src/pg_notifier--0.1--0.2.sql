@@ -593,6 +593,176 @@ REVOKE ALL ON FUNCTION notifier.replay(bigint, timestamptz) FROM PUBLIC;
 COMMENT ON FUNCTION notifier.replay(bigint, timestamptz) IS
 'send again the delivered events of a webhook route received since a time (retained for pg_notifier.retention); returns how many';
 
+-- ---------------------------------------------------------------------------
+-- Queue sink (issue 18): read with a visibility timeout, ack, nack, max_reads
+-- ---------------------------------------------------------------------------
+
+-- pop() deletes on read: a consumer with side effects must hold its
+-- transaction open while it works, or lose the event when it dies after the
+-- pop.  read() instead hides the events it returns until vt (read_ct + 1);
+-- ack() removes them, nack() shows them again; an event not acked in time is
+-- read again.  Both columns have constant defaults (no table rewrite); a
+-- NULL vt is an event never read.  Only notifier.queue has them: custom
+-- queue tables are consumed by their own SQL, as with pop().
+ALTER TABLE notifier.queue
+	ADD COLUMN vt timestamptz,
+	ADD COLUMN read_ct integer NOT NULL DEFAULT 0;
+
+COMMENT ON COLUMN notifier.queue.vt IS
+'hidden from read() and pop() until then (set by read() and nack()); NULL: never read';
+COMMENT ON COLUMN notifier.queue.read_ct IS
+'how many times read() returned the event';
+
+-- A queue route's poison limit: an event of notifier.queue that read()
+-- would return for the (max_reads + 1)th time goes to notifier.dead_letters
+-- instead, with the reason.  NULL: no limit.
+ALTER TABLE notifier.routes
+	ADD COLUMN max_reads integer,
+	ADD CONSTRAINT routes_max_reads_check
+		CHECK (max_reads IS NULL
+			   OR (max_reads > 0 AND kind = 'queue'
+				   AND queue_table = 'notifier.queue'::pg_catalog.regclass));
+
+-- add_queue() with max_reads, with the grants of 0.1's
+DO $$
+DECLARE
+	saved_acl aclitem[];
+	g record;
+BEGIN
+	SELECT p.proacl INTO saved_acl FROM pg_catalog.pg_proc p
+	 WHERE p.oid OPERATOR(pg_catalog.=)
+		   'notifier.add_queue(text, regclass)'::pg_catalog.regprocedure;
+	DROP FUNCTION notifier.add_queue(text, regclass);
+	CREATE FUNCTION notifier.add_queue(
+		channel		text,
+		queue_table regclass DEFAULT 'notifier.queue',
+		max_reads	integer DEFAULT NULL)
+	RETURNS bigint
+	AS 'MODULE_PATHNAME', 'notifier_add_queue'
+	LANGUAGE C CALLED ON NULL INPUT VOLATILE;
+	REVOKE ALL ON FUNCTION notifier.add_queue(text, regclass, integer) FROM PUBLIC;
+	FOR g IN SELECT a.privilege_type, a.grantee, a.is_grantable
+			   FROM pg_catalog.aclexplode(saved_acl) a
+			  WHERE a.grantee OPERATOR(pg_catalog.<>) a.grantor
+	LOOP
+		EXECUTE pg_catalog.format('GRANT %s ON FUNCTION notifier.add_queue(text, regclass, integer) TO %s%s',
+								  g.privilege_type,
+								  CASE WHEN g.grantee OPERATOR(pg_catalog.=) 0 THEN 'PUBLIC'
+									   ELSE pg_catalog.quote_ident(g.grantee::pg_catalog.regrole::text) END,
+								  CASE WHEN g.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
+	END LOOP;
+END
+$$;
+
+COMMENT ON FUNCTION notifier.add_queue(text, regclass, integer) IS
+'route the events of a channel into a queue table; returns the route id';
+
+-- read(): the oldest visible events of a channel of notifier.queue, hidden
+-- for vt.  Needs SELECT and UPDATE on notifier.queue (pop() needs SELECT
+-- and DELETE); dead-lettering a poison event runs as the table's owner
+-- (api/queue_api.c).  Concurrent readers never get the same event inside
+-- its vt (SKIP LOCKED, then the vt written in the same statement).
+CREATE FUNCTION notifier.read(channel text, vt interval, max integer DEFAULT 100)
+RETURNS TABLE (id bigint, channel text, payload jsonb, received_at timestamptz,
+			   read_ct integer, vt timestamptz)
+AS 'MODULE_PATHNAME', 'notifier_read'
+LANGUAGE C CALLED ON NULL INPUT VOLATILE ROWS 100;
+
+COMMENT ON FUNCTION notifier.read(text, interval, integer) IS
+'return the oldest visible events of a channel of notifier.queue and hide them for vt (until ack() or nack())';
+
+-- ack(): the events are done: removed.  Needs DELETE on notifier.queue.
+CREATE FUNCTION notifier.ack(ids bigint[])
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	n bigint;
+BEGIN
+	IF ids IS NULL THEN
+		RAISE EXCEPTION 'ids must not be NULL'
+			USING ERRCODE = 'null_value_not_allowed',
+				  HINT = 'Pass the ids that notifier.read() returned.';
+	END IF;
+	DELETE FROM notifier.queue q WHERE q.id OPERATOR(pg_catalog.=) ANY (ids);
+	GET DIAGNOSTICS n = ROW_COUNT;
+	RETURN n;
+END
+$$;
+
+COMMENT ON FUNCTION notifier.ack(bigint[]) IS
+'remove events that notifier.read() returned; returns how many were removed';
+
+-- nack(): the events are given back, visible again after delay.  Needs
+-- UPDATE on notifier.queue.  The read count stays: max_reads still counts.
+CREATE FUNCTION notifier.nack(ids bigint[], delay interval DEFAULT '0')
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	n bigint;
+BEGIN
+	IF ids IS NULL OR delay IS NULL THEN
+		RAISE EXCEPTION 'ids and delay must not be NULL'
+			USING ERRCODE = 'null_value_not_allowed',
+				  HINT = 'Pass the ids that notifier.read() returned, and a delay of zero or more.';
+	END IF;
+	IF delay OPERATOR(pg_catalog.<) '0'::interval THEN
+		RAISE EXCEPTION 'delay must not be negative'
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'A delay of zero makes the events visible at once.';
+	END IF;
+	UPDATE notifier.queue q
+	   SET vt = pg_catalog.clock_timestamp() OPERATOR(pg_catalog.+) delay
+	 WHERE q.id OPERATOR(pg_catalog.=) ANY (ids);
+	GET DIAGNOSTICS n = ROW_COUNT;
+	RETURN n;
+END
+$$;
+
+COMMENT ON FUNCTION notifier.nack(bigint[], interval) IS
+'make events that notifier.read() returned visible again after delay; returns how many';
+
+-- pop() takes no event that read() or nack() hides.
+CREATE OR REPLACE FUNCTION notifier.pop(channel text DEFAULT NULL, max integer DEFAULT 100)
+RETURNS SETOF notifier.queue
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF max IS NULL OR max < 1 THEN
+		RAISE EXCEPTION 'max must be a positive number of events, not %',
+			coalesce(max::text, 'NULL')
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'notifier.pop(channel, max) returns at most max events.';
+	END IF;
+	IF channel IS NULL THEN
+		RETURN QUERY
+		WITH taken AS (
+			DELETE FROM notifier.queue q
+			 WHERE q.id = ANY (ARRAY(SELECT s.id FROM notifier.queue s
+									  WHERE s.vt IS NULL OR s.vt <= clock_timestamp()
+									  ORDER BY s.id LIMIT max
+										FOR UPDATE SKIP LOCKED))
+			RETURNING q.*)
+		SELECT * FROM taken ORDER BY id;
+	ELSE
+		RETURN QUERY
+		WITH taken AS (
+			DELETE FROM notifier.queue q
+			 WHERE q.id = ANY (ARRAY(SELECT s.id FROM notifier.queue s
+									  WHERE s.channel = pop.channel
+										AND (s.vt IS NULL OR s.vt <= clock_timestamp())
+									  ORDER BY s.id LIMIT max
+										FOR UPDATE SKIP LOCKED))
+			RETURNING q.*)
+		SELECT * FROM taken ORDER BY id;
+	END IF;
+END
+$$;
+
 -- Keep these last: once everything above is committed, the launcher starts
 -- the worker ('*'), or the waiting worker of a listed database takes it in.
 SELECT notifier.worker_start();

@@ -28,6 +28,7 @@
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
 
+#include "api/queue_api.h"
 #include "api/routes_api.h"
 #include "common/channel.h"
 #include "common/database_list.h"
@@ -129,16 +130,21 @@ routes_execute(const char *sql, int nargs, Oid *argtypes, Datum *values,
 
 PG_FUNCTION_INFO_V1(notifier_add_queue);
 
+/* add_queue()'s arguments after channel and queue_table, by position */
+#define ADD_QUEUE_ARG_MAX_READS 2
+
 /*
- * notifier.add_queue(channel text, queue_table regclass) -> route id
+ * notifier.add_queue(channel text, queue_table regclass, max_reads integer)
+ * -> route id
  */
 Datum
 notifier_add_queue(PG_FUNCTION_ARGS)
 {
 	Oid			relid;
 	QueueColumns columns;
-	Oid			argtypes[2] = {TEXTOID, OIDOID};
-	Datum		values[2];
+	Oid			argtypes[3] = {TEXTOID, OIDOID, INT4OID};
+	Datum		values[3];
+	char		nulls[3] = {' ', ' ', ' '};
 	int64		id = 0;
 
 	check_channel_arg(fcinfo, 0);
@@ -160,10 +166,18 @@ notifier_add_queue(PG_FUNCTION_ARGS)
 
 	values[0] = PG_GETARG_DATUM(0);
 	values[1] = ObjectIdGetDatum(relid);
+	queue_max_reads_arg(fcinfo, ADD_QUEUE_ARG_MAX_READS, relid,
+						&values[2], &nulls[2]);
 	warn_if_no_worker();
-	routes_execute("INSERT INTO notifier.routes (channel, kind, queue_table)"
-				   " VALUES ($1, 'queue', $2::pg_catalog.regclass) RETURNING id",
-				   2, argtypes, values, NULL, SPI_OK_INSERT_RETURNING, &id);
+	/* without max_reads, the statement 0.1's table takes too */
+	if (nulls[2] == 'n')
+		routes_execute("INSERT INTO notifier.routes (channel, kind, queue_table)"
+					   " VALUES ($1, 'queue', $2::pg_catalog.regclass) RETURNING id",
+					   2, argtypes, values, NULL, SPI_OK_INSERT_RETURNING, &id);
+	else
+		routes_execute("INSERT INTO notifier.routes (channel, kind, queue_table, max_reads)"
+					   " VALUES ($1, 'queue', $2::pg_catalog.regclass, $3) RETURNING id",
+					   3, argtypes, values, nulls, SPI_OK_INSERT_RETURNING, &id);
 	PG_RETURN_INT64(id);
 }
 
