@@ -55,17 +55,20 @@
 	" ORDER BY r.max_reads NULLS LAST, r.id LIMIT 1"
 
 /*
- * One statement: the poison events among the oldest visible ones go to the
- * route's dead letters, the others are hidden for vt and returned.  $1
- * channel, $2 vt, $3 max, $4 route id, $5 max_reads (NULL: no limit).
+ * One statement: the oldest visible events, hidden for vt and returned.
+ * With max_reads, the poison ones among them go to the route's dead
+ * letters instead, in the same statement.  $1 channel, $2 vt, $3 max, $4
+ * route id, $5 max_reads.  Without max_reads the statement has no
+ * dead-letter part: read() is then as cheap as it can be.
  */
-#define QUEUE_READ_SQL \
+#define QUEUE_TAKEN_CTE(poison) \
 	"WITH taken AS (" \
-	"  SELECT s.id, s.read_ct OPERATOR(pg_catalog.>=) $5 AS poison" \
+	"  SELECT s.id, " poison " AS poison" \
 	"    FROM notifier.queue s" \
 	"   WHERE s.channel OPERATOR(pg_catalog.=) $1" \
 	"     AND (s.vt IS NULL OR s.vt OPERATOR(pg_catalog.<=) pg_catalog.clock_timestamp())" \
-	"   ORDER BY s.id LIMIT $3 FOR UPDATE OF s SKIP LOCKED)," \
+	"   ORDER BY s.id LIMIT $3 FOR UPDATE OF s SKIP LOCKED),"
+#define QUEUE_DEAD_LETTER_CTES \
 	" dead AS (" \
 	"  DELETE FROM notifier.queue q USING taken t" \
 	"   WHERE q.id OPERATOR(pg_catalog.=) t.id AND t.poison" \
@@ -74,7 +77,8 @@
 	"  INSERT INTO notifier.dead_letters (route_id, event_id, event, reason)" \
 	"  SELECT $4, d.payload OPERATOR(pg_catalog.->>) 'id', d.payload::pg_catalog.text," \
 	"         pg_catalog.format('read %s times without an ack (max_reads %s)', d.read_ct, $5)" \
-	"    FROM dead d)," \
+	"    FROM dead d),"
+#define QUEUE_HIDDEN_SELECT \
 	" hidden AS (" \
 	"  UPDATE notifier.queue q" \
 	"     SET vt = pg_catalog.clock_timestamp() OPERATOR(pg_catalog.+) $2," \
@@ -83,6 +87,12 @@
 	"   WHERE q.id OPERATOR(pg_catalog.=) t.id AND t.poison IS NOT TRUE" \
 	"  RETURNING q.id, q.channel, q.payload, q.received_at, q.read_ct, q.vt)" \
 	" SELECT * FROM hidden ORDER BY id"
+
+#define QUEUE_READ_SQL \
+	QUEUE_TAKEN_CTE("false") QUEUE_HIDDEN_SELECT
+#define QUEUE_READ_POISON_SQL \
+	QUEUE_TAKEN_CTE("s.read_ct OPERATOR(pg_catalog.>=) $5") \
+	QUEUE_DEAD_LETTER_CTES QUEUE_HIDDEN_SELECT
 
 /*
  * add_queue()'s max_reads: NULL (no limit), or a positive number, and only
@@ -117,6 +127,11 @@ queue_max_reads_arg(FunctionCallInfo fcinfo, int argno, Oid queue_relid,
 	*null = ' ';
 }
 
+/* read()'s statements, prepared once per backend (the plan cache re-plans) */
+static SPIPlanPtr route_plan = NULL;
+static SPIPlanPtr read_plan = NULL;
+static SPIPlanPtr read_poison_plan = NULL;
+
 /* The caller's own right on notifier.queue, as if it ran the statement. */
 static void
 require_queue_privilege(Oid queue_relid, AclMode mode, const char *what)
@@ -143,7 +158,6 @@ notifier_read(PG_FUNCTION_ARGS)
 	int32		max;
 	Oid			argtypes[5] = {TEXTOID, INTERVALOID, INT4OID, INT8OID, INT4OID};
 	Datum		values[5];
-	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
 	bool		isnull;
 	Tuplestorestate *store;
 	TupleDesc	tupdesc;
@@ -183,7 +197,8 @@ notifier_read(PG_FUNCTION_ARGS)
 	become_table_owner("queue", &sw);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	rc = SPI_execute_with_args(QUEUE_ROUTE_SQL, 1, argtypes, values, NULL, false, 1);
+	rc = SPI_execute_plan(keep_plan(&route_plan, QUEUE_ROUTE_SQL, 1, argtypes),
+						  values, NULL, false, 1);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "reading notifier.routes failed: %s", SPI_result_code_string(rc));
 	if (SPI_processed == 0)
@@ -194,8 +209,12 @@ notifier_read(PG_FUNCTION_ARGS)
 				 errhint("Add one with notifier.add_queue(channel); notifier.pop() still takes events left by a removed route.")));
 	values[3] = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 	values[4] = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
-	nulls[4] = isnull ? 'n' : ' ';
-	rc = SPI_execute_with_args(QUEUE_READ_SQL, 5, argtypes, values, nulls, false, 0);
+	if (isnull)
+		rc = SPI_execute_plan(keep_plan(&read_plan, QUEUE_READ_SQL, 3, argtypes),
+							  values, NULL, false, 0);
+	else
+		rc = SPI_execute_plan(keep_plan(&read_poison_plan, QUEUE_READ_POISON_SQL, 5, argtypes),
+							  values, NULL, false, 0);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "reading notifier.queue failed: %s", SPI_result_code_string(rc));
 	/* the tuplestore lives in the query's memory, beyond SPI_finish() */
