@@ -25,6 +25,7 @@ CREATE ROLE upg_manager;
 GRANT EXECUTE ON FUNCTION notifier.add_webhook(text, text, jsonb, text, integer, integer, integer, integer, boolean)
 	TO upg_manager;
 GRANT SELECT ON notifier.route_list TO upg_manager;
+GRANT EXECUTE ON FUNCTION notifier.add_queue(text, regclass) TO upg_manager;
 INSERT INTO notifier.queue (channel, payload) VALUES ('upg_q', '{"a":1}');
 INSERT INTO notifier.payloads (event) VALUES ('{"big":true}');
 
@@ -74,7 +75,10 @@ SELECT channel, ordered FROM notifier.routes ORDER BY id;
 SELECT has_function_privilege('upg_manager',
 		'notifier.add_webhook(text, text, jsonb, text, integer, integer, integer, integer, notifier.ordering)',
 		'EXECUTE') AS add_webhook_granted,
-	   has_table_privilege('upg_manager', 'notifier.route_list', 'SELECT') AS route_list_granted;
+	   has_table_privilege('upg_manager', 'notifier.route_list', 'SELECT') AS route_list_granted,
+	   has_function_privilege('upg_manager', 'notifier.add_queue(text, regclass, integer)',
+		'EXECUTE') AS add_queue_granted;
+REVOKE EXECUTE ON FUNCTION notifier.add_queue(text, regclass, integer) FROM upg_manager;
 REVOKE EXECUTE ON FUNCTION notifier.add_webhook(text, text, jsonb, text, integer, integer, integer, integer, notifier.ordering)
 	FROM upg_manager;
 REVOKE SELECT ON notifier.route_list FROM upg_manager;

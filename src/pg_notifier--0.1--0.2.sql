@@ -420,7 +420,7 @@ SELECT pg_catalog.has_function_privilege(
 $$;
 
 DROP FUNCTION notifier.add_webhook(text, text, jsonb, text, integer, integer, integer, integer, boolean);
-DROP FUNCTION notifier.copy_grants(aclitem[], text, text);
+-- (copy_grants() is dropped after the last function made again, below)
 
 -- The key of a delivery of a route ordered by key: a hash of the event's
 -- schema, table and key (0 for an event without them).  Two keys of one
@@ -624,35 +624,20 @@ ALTER TABLE notifier.routes
 				   AND queue_table = 'notifier.queue'::pg_catalog.regclass));
 
 -- add_queue() with max_reads, with the grants of 0.1's
-DO $$
-DECLARE
-	saved_acl aclitem[];
-	g record;
-BEGIN
-	SELECT p.proacl INTO saved_acl FROM pg_catalog.pg_proc p
-	 WHERE p.oid OPERATOR(pg_catalog.=)
-		   'notifier.add_queue(text, regclass)'::pg_catalog.regprocedure;
-	DROP FUNCTION notifier.add_queue(text, regclass);
-	CREATE FUNCTION notifier.add_queue(
-		channel		text,
-		queue_table regclass DEFAULT 'notifier.queue',
-		max_reads	integer DEFAULT NULL)
-	RETURNS bigint
-	AS 'MODULE_PATHNAME', 'notifier_add_queue'
-	LANGUAGE C CALLED ON NULL INPUT VOLATILE;
-	REVOKE ALL ON FUNCTION notifier.add_queue(text, regclass, integer) FROM PUBLIC;
-	FOR g IN SELECT a.privilege_type, a.grantee, a.is_grantable
-			   FROM pg_catalog.aclexplode(saved_acl) a
-			  WHERE a.grantee OPERATOR(pg_catalog.<>) a.grantor
-	LOOP
-		EXECUTE pg_catalog.format('GRANT %s ON FUNCTION notifier.add_queue(text, regclass, integer) TO %s%s',
-								  g.privilege_type,
-								  CASE WHEN g.grantee OPERATOR(pg_catalog.=) 0 THEN 'PUBLIC'
-									   ELSE pg_catalog.quote_ident(g.grantee::pg_catalog.regrole::text) END,
-								  CASE WHEN g.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
-	END LOOP;
-END
-$$;
+CREATE FUNCTION notifier.add_queue(
+	channel		text,
+	queue_table regclass DEFAULT 'notifier.queue',
+	max_reads	integer DEFAULT NULL)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'notifier_add_queue'
+LANGUAGE C CALLED ON NULL INPUT VOLATILE;
+
+REVOKE ALL ON FUNCTION notifier.add_queue(text, regclass, integer) FROM PUBLIC;
+SELECT notifier.copy_grants(p.proacl, 'FUNCTION', 'notifier.add_queue(text, regclass, integer)')
+  FROM pg_catalog.pg_proc p
+ WHERE p.oid OPERATOR(pg_catalog.=) 'notifier.add_queue(text, regclass)'::pg_catalog.regprocedure;
+DROP FUNCTION notifier.add_queue(text, regclass);
+DROP FUNCTION notifier.copy_grants(aclitem[], text, text);
 
 COMMENT ON FUNCTION notifier.add_queue(text, regclass, integer) IS
 'route the events of a channel into a queue table; returns the route id';
@@ -672,94 +657,53 @@ COMMENT ON FUNCTION notifier.read(text, interval, integer) IS
 'return the oldest visible events of a channel of notifier.queue and hide them for vt (until ack() or nack())';
 
 -- ack(): the events are done: removed.  Needs DELETE on notifier.queue.
+-- nack(): the events are given back, visible again after delay; the read
+-- count stays (max_reads still counts).  Needs UPDATE on notifier.queue.
+-- Both run as their caller (api/queue_api.c).
 CREATE FUNCTION notifier.ack(ids bigint[])
 RETURNS bigint
-LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-	n bigint;
-BEGIN
-	IF ids IS NULL THEN
-		RAISE EXCEPTION 'ids must not be NULL'
-			USING ERRCODE = 'null_value_not_allowed',
-				  HINT = 'Pass the ids that notifier.read() returned.';
-	END IF;
-	DELETE FROM notifier.queue q WHERE q.id OPERATOR(pg_catalog.=) ANY (ids);
-	GET DIAGNOSTICS n = ROW_COUNT;
-	RETURN n;
-END
-$$;
+AS 'MODULE_PATHNAME', 'notifier_ack'
+LANGUAGE C CALLED ON NULL INPUT VOLATILE;
 
 COMMENT ON FUNCTION notifier.ack(bigint[]) IS
 'remove events that notifier.read() returned; returns how many were removed';
 
--- nack(): the events are given back, visible again after delay.  Needs
--- UPDATE on notifier.queue.  The read count stays: max_reads still counts.
 CREATE FUNCTION notifier.nack(ids bigint[], delay interval DEFAULT '0')
 RETURNS bigint
-LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-	n bigint;
-BEGIN
-	IF ids IS NULL OR delay IS NULL THEN
-		RAISE EXCEPTION 'ids and delay must not be NULL'
-			USING ERRCODE = 'null_value_not_allowed',
-				  HINT = 'Pass the ids that notifier.read() returned, and a delay of zero or more.';
-	END IF;
-	IF delay OPERATOR(pg_catalog.<) '0'::interval THEN
-		RAISE EXCEPTION 'delay must not be negative'
-			USING ERRCODE = 'invalid_parameter_value',
-				  HINT = 'A delay of zero makes the events visible at once.';
-	END IF;
-	UPDATE notifier.queue q
-	   SET vt = pg_catalog.clock_timestamp() OPERATOR(pg_catalog.+) delay
-	 WHERE q.id OPERATOR(pg_catalog.=) ANY (ids);
-	GET DIAGNOSTICS n = ROW_COUNT;
-	RETURN n;
-END
-$$;
+AS 'MODULE_PATHNAME', 'notifier_nack'
+LANGUAGE C CALLED ON NULL INPUT VOLATILE;
 
 COMMENT ON FUNCTION notifier.nack(bigint[], interval) IS
 'make events that notifier.read() returned visible again after delay; returns how many';
 
--- pop() takes no event that read() or nack() hides.
+-- pop() takes no event that read() or nack() hides: it picks the oldest
+-- visible ones (of one channel through the (channel, id) index), then
+-- deletes what it picked.
 CREATE OR REPLACE FUNCTION notifier.pop(channel text DEFAULT NULL, max integer DEFAULT 100)
 RETURNS SETOF notifier.queue
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+	picked bigint[];
 BEGIN
 	IF max IS NULL OR max < 1 THEN
-		RAISE EXCEPTION 'max must be a positive number of events, not %',
-			coalesce(max::text, 'NULL')
+		RAISE EXCEPTION 'max must be a positive number of events, not %', coalesce(max::text, 'NULL')
 			USING ERRCODE = 'invalid_parameter_value',
 				  HINT = 'notifier.pop(channel, max) returns at most max events.';
 	END IF;
 	IF channel IS NULL THEN
-		RETURN QUERY
-		WITH taken AS (
-			DELETE FROM notifier.queue q
-			 WHERE q.id = ANY (ARRAY(SELECT s.id FROM notifier.queue s
-									  WHERE s.vt IS NULL OR s.vt <= clock_timestamp()
-									  ORDER BY s.id LIMIT max
-										FOR UPDATE SKIP LOCKED))
-			RETURNING q.*)
-		SELECT * FROM taken ORDER BY id;
+		picked := ARRAY(SELECT s.id FROM notifier.queue s
+						 WHERE s.vt IS NULL OR s.vt <= clock_timestamp()
+						 ORDER BY s.id LIMIT max FOR UPDATE SKIP LOCKED);
 	ELSE
-		RETURN QUERY
-		WITH taken AS (
-			DELETE FROM notifier.queue q
-			 WHERE q.id = ANY (ARRAY(SELECT s.id FROM notifier.queue s
-									  WHERE s.channel = pop.channel
-										AND (s.vt IS NULL OR s.vt <= clock_timestamp())
-									  ORDER BY s.id LIMIT max
-										FOR UPDATE SKIP LOCKED))
-			RETURNING q.*)
-		SELECT * FROM taken ORDER BY id;
+		picked := ARRAY(SELECT s.id FROM notifier.queue s
+						 WHERE s.channel = pop.channel AND (s.vt IS NULL OR s.vt <= clock_timestamp())
+						 ORDER BY s.id LIMIT max FOR UPDATE SKIP LOCKED);
 	END IF;
+	RETURN QUERY
+	WITH taken AS (DELETE FROM notifier.queue q WHERE q.id = ANY (picked) RETURNING q.*)
+	SELECT * FROM taken ORDER BY id;
 END
 $$;
 

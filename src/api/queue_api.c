@@ -10,8 +10,8 @@
  * pop.  read() writes each event's vt (hidden until then) and read_ct
  * instead, in one statement over rows taken FOR UPDATE SKIP LOCKED: a
  * concurrent reader skips them while the statement's transaction runs, and
- * sees the new vt once it has committed.  ack() and nack() are plain SQL
- * (the install script): they need only the caller's own rights.
+ * sees the new vt once it has committed.  ack() and nack() run their one
+ * statement as the caller: they need only the caller's own rights.
  *
  * read() needs what its statement would need if the caller ran it (SELECT
  * and UPDATE on notifier.queue, as pop() needs SELECT and DELETE), checked
@@ -131,6 +131,8 @@ queue_max_reads_arg(FunctionCallInfo fcinfo, int argno, Oid queue_relid,
 static SPIPlanPtr route_plan = NULL;
 static SPIPlanPtr read_plan = NULL;
 static SPIPlanPtr read_poison_plan = NULL;
+static SPIPlanPtr ack_plan = NULL;
+static SPIPlanPtr nack_plan = NULL;
 
 /* The caller's own right on notifier.queue, as if it ran the statement. */
 static void
@@ -229,4 +231,69 @@ notifier_read(PG_FUNCTION_ARGS)
 	SPI_finish();
 	restore_user(&sw);
 	return (Datum) 0;
+}
+
+/*
+ * ack() and nack(): one statement on the events ids names, as the caller;
+ * returns how many it changed.  $1 ids, $2 (nack) the delay.
+ */
+static Datum
+queue_settle(FunctionCallInfo fcinfo, SPIPlanPtr *plan, const char *sql,
+			 int nargs, Oid *argtypes)
+{
+	Datum		values[2];
+	int			rc;
+	uint64		processed;
+	int			i;
+
+	for (i = 0; i < nargs; i++)
+		values[i] = PG_GETARG_DATUM(i);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	rc = SPI_execute_plan(keep_plan(plan, sql, nargs, argtypes), values, NULL, false, 0);
+	if (rc < 0)
+		elog(ERROR, "settling events of notifier.queue failed: %s", SPI_result_code_string(rc));
+	processed = SPI_processed;
+	SPI_finish();
+	PG_RETURN_INT64((int64) processed);
+}
+
+PG_FUNCTION_INFO_V1(notifier_ack);
+
+/* notifier.ack(ids bigint[]) -> how many events were removed */
+Datum
+notifier_ack(PG_FUNCTION_ARGS)
+{
+	Oid			argtypes[1] = {INT8ARRAYOID};
+
+	require_arg(fcinfo, 0, "ids", "Pass the ids that notifier.read() returned.");
+	return queue_settle(fcinfo, &ack_plan,
+						"DELETE FROM notifier.queue q"
+						" WHERE q.id OPERATOR(pg_catalog.=) ANY ($1)",
+						1, argtypes);
+}
+
+PG_FUNCTION_INFO_V1(notifier_nack);
+
+/* notifier.nack(ids bigint[], delay interval) -> how many events */
+Datum
+notifier_nack(PG_FUNCTION_ARGS)
+{
+	Oid			argtypes[2] = {INT8ARRAYOID, INTERVALOID};
+	Interval	zero;
+
+	require_arg(fcinfo, 0, "ids", "Pass the ids that notifier.read() returned.");
+	require_arg(fcinfo, 1, "delay", "A delay of zero makes the events visible at once.");
+	memset(&zero, 0, sizeof(zero));
+	if (DatumGetBool(DirectFunctionCall2(interval_lt, PG_GETARG_DATUM(1),
+										 IntervalPGetDatum(&zero))))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("delay must not be negative"),
+				 errhint("A delay of zero makes the events visible at once.")));
+	return queue_settle(fcinfo, &nack_plan,
+						"UPDATE notifier.queue q"
+						" SET vt = pg_catalog.clock_timestamp() OPERATOR(pg_catalog.+) $2"
+						" WHERE q.id OPERATOR(pg_catalog.=) ANY ($1)",
+						2, argtypes);
 }

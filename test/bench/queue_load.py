@@ -25,6 +25,8 @@ import time
 
 import psycopg
 
+from webhook_load import paced      # the same directory: the pacing of the webhook benchmark
+
 CHANNEL = "bench"       # notifier.queue's channel and pgmq's queue
 # an event as the worker's queue sink writes it (payload 'row')
 PAYLOAD_SQL = ("jsonb_build_object('id', g || '.1', 'op', 'INSERT', 'schema', 'public', 'table', 'orders', "
@@ -149,12 +151,18 @@ class Consumers:
         return [x for t in self.taken for x in t]
 
 
-def common(ap):
+def parse_args(command, argv, *extra):
+    """The options of every command, and extra ones: (name, type, default)."""
+    import argparse
+    ap = argparse.ArgumentParser(prog=f"queue_load.py {command}")
     ap.add_argument("--db", required=True)
     ap.add_argument("--method", required=True, choices=("pop", "read_ack", "pgmq"))
     ap.add_argument("--consumers", type=int, default=4)
     ap.add_argument("--batch", type=int, default=100)
     ap.add_argument("--timeout", type=float, default=300)
+    for name, type_, default in extra:
+        ap.add_argument(name, type=type_, default=default)
+    return ap.parse_args(argv)
 
 
 def exactness(res, taken, want):
@@ -167,12 +175,7 @@ def exactness(res, taken, want):
 
 
 def cmd_drain(argv):
-    import argparse
-    ap = argparse.ArgumentParser(prog="queue_load.py drain")
-    common(ap)
-    ap.add_argument("--events", type=int, default=100000)
-    ap.add_argument("--label", default="drain")
-    a = ap.parse_args(argv)
+    a = parse_args("drain", argv, ("--events", int, 100000), ("--label", str, "drain"))
     m = Method(a.method, a.batch)
     ctl = connect(a.db)
     m.empty(ctl)
@@ -213,12 +216,7 @@ def cmd_drain(argv):
 
 
 def cmd_sustain(argv):
-    import argparse
-    ap = argparse.ArgumentParser(prog="queue_load.py sustain")
-    common(ap)
-    ap.add_argument("--seconds", type=float, default=600)
-    ap.add_argument("--rate", type=float, default=5000)
-    a = ap.parse_args(argv)
+    a = parse_args("sustain", argv, ("--seconds", float, 600), ("--rate", float, 5000))
     m = Method(a.method, a.batch)
     ctl = connect(a.db)
     m.empty(ctl)
@@ -233,18 +231,10 @@ def cmd_sustain(argv):
     def producer():
         try:
             conn = connect(a.db)
-            step = 0.1
-            per = max(1, int(a.rate * step))
-            t_start = now()
-            i = 0
-            while not stop.is_set():
-                due = t_start + i * step
-                d = due - now()
-                if d > 0:
-                    time.sleep(d)
+            per = max(1, int(a.rate * 0.1))
+            for _ in paced(0.1, stop):
                 m.fill(conn, produced[0] + 1, produced[0] + per)
                 produced[0] += per
-                i += 1
             conn.close()
         except Exception as e:  # reported below
             perr.append(f"producer: {e}")
@@ -422,19 +412,15 @@ def cmd_report(results_path, meta_path):
     return 0
 
 
+COMMANDS = {"drain": lambda args: cmd_drain(args), "sustain": lambda args: cmd_sustain(args),
+            "report": lambda args: cmd_report(*args)}
+
+
 def main():
-    if len(sys.argv) < 2:
+    if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:
         print(__doc__, file=sys.stderr)
         return 2
-    cmd, args = sys.argv[1], sys.argv[2:]
-    if cmd == "drain":
-        return cmd_drain(args)
-    if cmd == "sustain":
-        return cmd_sustain(args)
-    if cmd == "report":
-        return cmd_report(*args)
-    print(__doc__, file=sys.stderr)
-    return 2
+    return COMMANDS[sys.argv[1]](sys.argv[2:])
 
 
 if __name__ == "__main__":

@@ -714,6 +714,22 @@ def cmd_pgnet(argv):
 # ---------------------------------------------------------------------------
 # held xmin: throughput and bloat while a snapshot is held
 # ---------------------------------------------------------------------------
+def paced(period, stop, seconds=None):
+    """Yields 0, 1, 2... on an absolute schedule, one every period seconds
+    (a late one at once), until stop is set or after seconds."""
+    t_start = now()
+    i = 0
+    while not stop.is_set():
+        due = t_start + i * period
+        if seconds is not None and due >= t_start + seconds:
+            return
+        d = due - now()
+        if d > 0:
+            time.sleep(d)
+        yield i
+        i += 1
+
+
 def table_state(conn):
     """notifier.deliveries: sizes, tuples (statistics: as last reported)."""
     row = conn.execute(
@@ -756,20 +772,10 @@ def cmd_bloat(argv):
     def producer(k):
         try:
             conn = connect(a.db)
-            period = a.producers / a.rate
-            t_start = now()
-            i = 0
-            while not stop.is_set():
-                due = t_start + i * period
-                if due >= t_start + total_s:
-                    break
-                d = due - now()
-                if d > 0:
-                    time.sleep(d)
+            for _ in paced(a.producers / a.rate, stop, total_s):
                 conn.execute(f"INSERT INTO {a.table} (customer, status, total, note) "
                              "VALUES (%s, 'new', 1.5, 'held xmin')", (k,))
                 produced[k] += 1
-                i += 1
             conn.close()
         except Exception as e:  # reported below
             errors.append(f"producer {k}: {e}")
