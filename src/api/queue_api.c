@@ -59,7 +59,10 @@
  * With max_reads, the poison ones among them go to the route's dead
  * letters instead, in the same statement.  $1 channel, $2 vt, $3 max, $4
  * route id, $5 max_reads.  Without max_reads the statement has no
- * dead-letter part: read() is then as cheap as it can be.
+ * dead-letter part: read() is then as cheap as it can be.  The rows taken
+ * are found again by "id = ANY (ARRAY(...))", not by a join: a kept plan is
+ * generic, and a generic join of an unknown number of taken rows may well
+ * be a hash join over the whole queue.
  */
 #define QUEUE_TAKEN_CTE(poison) \
 	"WITH taken AS (" \
@@ -70,8 +73,8 @@
 	"   ORDER BY s.id LIMIT $3 FOR UPDATE OF s SKIP LOCKED),"
 #define QUEUE_DEAD_LETTER_CTES \
 	" dead AS (" \
-	"  DELETE FROM notifier.queue q USING taken t" \
-	"   WHERE q.id OPERATOR(pg_catalog.=) t.id AND t.poison" \
+	"  DELETE FROM notifier.queue q" \
+	"   WHERE q.id OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT t.id FROM taken t WHERE t.poison))" \
 	"  RETURNING q.payload, q.read_ct)," \
 	" dead_letter AS (" \
 	"  INSERT INTO notifier.dead_letters (route_id, event_id, event, reason)" \
@@ -83,8 +86,8 @@
 	"  UPDATE notifier.queue q" \
 	"     SET vt = pg_catalog.clock_timestamp() OPERATOR(pg_catalog.+) $2," \
 	"         read_ct = q.read_ct OPERATOR(pg_catalog.+) 1" \
-	"    FROM taken t" \
-	"   WHERE q.id OPERATOR(pg_catalog.=) t.id AND t.poison IS NOT TRUE" \
+	"   WHERE q.id OPERATOR(pg_catalog.=)" \
+	"         ANY (ARRAY(SELECT t.id FROM taken t WHERE t.poison IS NOT TRUE))" \
 	"  RETURNING q.id, q.channel, q.payload, q.received_at, q.read_ct, q.vt)" \
 	" SELECT * FROM hidden ORDER BY id"
 
