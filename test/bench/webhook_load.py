@@ -1322,9 +1322,9 @@ def cmd_report(results_path, meta_path):
     p("| what | events or requests | seconds | per second | ratio |")
     p("| --- | ---: | ---: | ---: | --- |")
     if wrk:
-        p(f"| `wrk -t1 -c8` keep-alive POSTs of a {wrk.get('body_bytes') or '?'}-byte event-like JSON body, same "
-          f"nginx (latency p50 {fmt_ms(wrk.get('p50_ms'))} ms, p99 {fmt_ms(wrk.get('p99_ms'))} ms; non-2xx "
-          f"{wrk.get('non_2xx', 0)}) | {wrk.get('requests') or 0:,} | {fmt_s(wrk.get('seconds'))} | "
+        p(f"| `wrk -t1 -c8` ceiling (keep-alive POSTs of a {wrk.get('body_bytes') or '?'}-byte event-like JSON "
+          f"body, same nginx; latency p50 {fmt_ms(wrk.get('p50_ms'))} ms, p99 {fmt_ms(wrk.get('p99_ms'))} ms; "
+          f"non-2xx {wrk.get('non_2xx', 0)}) | {wrk.get('requests') or 0:,} | {fmt_s(wrk.get('seconds'))} | "
           f"{ceiling:,.0f} requests/s | the ceiling |")
     else:
         p("| wrk ceiling | – | – | not measured | – |")
