@@ -677,8 +677,10 @@ COMMENT ON FUNCTION notifier.nack(bigint[], interval) IS
 'make events that notifier.read() returned visible again after delay; returns how many';
 
 -- pop() takes no event that read() or nack() hides: it picks the oldest
--- visible ones (of one channel through the (channel, id) index), then
--- deletes what it picked.
+-- visible ones (of one channel through the (channel, id) index, whose order
+-- "ORDER BY s.channel, s.id" asks for: a generic plan may otherwise walk the
+-- primary key through every other channel's rows), then deletes what it
+-- picked.
 CREATE OR REPLACE FUNCTION notifier.pop(channel text DEFAULT NULL, max integer DEFAULT 100)
 RETURNS SETOF notifier.queue
 LANGUAGE plpgsql VOLATILE
@@ -699,7 +701,7 @@ BEGIN
 	ELSE
 		picked := ARRAY(SELECT s.id FROM notifier.queue s
 						 WHERE s.channel = pop.channel AND (s.vt IS NULL OR s.vt <= clock_timestamp())
-						 ORDER BY s.id LIMIT max FOR UPDATE SKIP LOCKED);
+						 ORDER BY s.channel, s.id LIMIT max FOR UPDATE SKIP LOCKED);
 	END IF;
 	RETURN QUERY
 	WITH taken AS (DELETE FROM notifier.queue q WHERE q.id = ANY (picked) RETURNING q.*)

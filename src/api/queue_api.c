@@ -62,7 +62,10 @@
  * dead-letter part: read() is then as cheap as it can be.  The rows taken
  * are found again by "id = ANY (ARRAY(...))", not by a join: a kept plan is
  * generic, and a generic join of an unknown number of taken rows may well
- * be a hash join over the whole queue.
+ * be a hash join over the whole queue.  "ORDER BY s.channel, s.id" (the
+ * same order: one channel) is the order of the (channel, id) index, which a
+ * generic plan then always uses: ordered by id alone it may walk the
+ * primary key through the rows of every other channel.
  */
 #define QUEUE_TAKEN_CTE(poison) \
 	"WITH taken AS (" \
@@ -70,7 +73,7 @@
 	"    FROM notifier.queue s" \
 	"   WHERE s.channel OPERATOR(pg_catalog.=) $1" \
 	"     AND (s.vt IS NULL OR s.vt OPERATOR(pg_catalog.<=) pg_catalog.clock_timestamp())" \
-	"   ORDER BY s.id LIMIT $3 FOR UPDATE OF s SKIP LOCKED),"
+	"   ORDER BY s.channel, s.id LIMIT $3 FOR UPDATE OF s SKIP LOCKED),"
 #define QUEUE_DEAD_LETTER_CTES \
 	" dead AS (" \
 	"  DELETE FROM notifier.queue q" \
@@ -130,7 +133,15 @@ queue_max_reads_arg(FunctionCallInfo fcinfo, int argno, Oid queue_relid,
 	*null = ' ';
 }
 
-/* read()'s statements, prepared once per backend (the plan cache re-plans) */
+/*
+ * The statements of read(), ack() and nack(), prepared once per backend
+ * (the plan cache re-plans them when the tables change), with generic
+ * plans: they find the rows they change by id = ANY (...) and a channel's
+ * oldest rows by the (channel, id) index whatever the arguments, and a
+ * custom plan per call would cost more than the statement itself.
+ */
+#define GENERIC CURSOR_OPT_GENERIC_PLAN
+
 static SPIPlanPtr route_plan = NULL;
 static SPIPlanPtr read_plan = NULL;
 static SPIPlanPtr read_poison_plan = NULL;
@@ -202,7 +213,7 @@ notifier_read(PG_FUNCTION_ARGS)
 	become_table_owner("queue", &sw);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	rc = SPI_execute_plan(keep_plan(&route_plan, QUEUE_ROUTE_SQL, 1, argtypes),
+	rc = SPI_execute_plan(keep_plan_options(&route_plan, QUEUE_ROUTE_SQL, 1, argtypes, GENERIC),
 						  values, NULL, false, 1);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "reading notifier.routes failed: %s", SPI_result_code_string(rc));
@@ -215,10 +226,10 @@ notifier_read(PG_FUNCTION_ARGS)
 	values[3] = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 	values[4] = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
 	if (isnull)
-		rc = SPI_execute_plan(keep_plan(&read_plan, QUEUE_READ_SQL, 3, argtypes),
+		rc = SPI_execute_plan(keep_plan_options(&read_plan, QUEUE_READ_SQL, 3, argtypes, GENERIC),
 							  values, NULL, false, 0);
 	else
-		rc = SPI_execute_plan(keep_plan(&read_poison_plan, QUEUE_READ_POISON_SQL, 5, argtypes),
+		rc = SPI_execute_plan(keep_plan_options(&read_poison_plan, QUEUE_READ_POISON_SQL, 5, argtypes, GENERIC),
 							  values, NULL, false, 0);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "reading notifier.queue failed: %s", SPI_result_code_string(rc));
@@ -253,7 +264,7 @@ queue_settle(FunctionCallInfo fcinfo, SPIPlanPtr *plan, const char *sql,
 		values[i] = PG_GETARG_DATUM(i);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	rc = SPI_execute_plan(keep_plan(plan, sql, nargs, argtypes), values, NULL, false, 0);
+	rc = SPI_execute_plan(keep_plan_options(plan, sql, nargs, argtypes, GENERIC), values, NULL, false, 0);
 	if (rc < 0)
 		elog(ERROR, "settling events of notifier.queue failed: %s", SPI_result_code_string(rc));
 	processed = SPI_processed;

@@ -318,15 +318,16 @@ def cmd_report(results_path, meta_path):
       f"emptied and VACUUMed, filled with {meta['events']:,} event-like JSON payloads (notifier.queue: "
       "INSERT as the worker's queue sink does; pgmq: `pgmq.send_batch`), ANALYZE, CHECKPOINT; then "
       f"{meta['consumers']} consumers (one autocommit connection each) take batches of {meta['batch']} until "
-      "the queue is empty; events/s = N ÷ (start → the last consumer found it empty).  Every event consumed "
-      "exactly once is checked.")
+      "the queue is empty; events/s = N ÷ the median of the rounds' seconds (start → the last consumer found "
+      "it empty).  Every event consumed exactly once is checked.")
     p("")
     rates = {}
     p("| method | events | seconds | events/s | vs pgmq | exactly once |")
     p("| --- | ---: | ---: | ---: | ---: | --- |")
     for mth in methods:
         rs = [r for r in drains if r["method"] == mth]
-        rates[mth] = med([r["rate"] if r.get("complete") else None for r in rs])
+        secs = med([r["seconds"] for r in rs if r.get("complete")])
+        rates[mth] = rs[0]["events"] / secs if secs and all(r.get("complete") for r in rs) else None
     for mth in methods:
         rs = [r for r in drains if r["method"] == mth]
         rate = rates[mth]
