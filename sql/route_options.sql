@@ -33,7 +33,7 @@ SELECT count(*) AS routes_of_ro_bad FROM notifier.routes WHERE channel = 'ro_bad
 
 -- the caller needs EXECUTE on the transform: it runs as the caller
 CREATE ROLE ro_manager;
-GRANT EXECUTE ON FUNCTION notifier.add_queue(text, regclass, jsonpath, regprocedure),
+GRANT EXECUTE ON FUNCTION notifier.add_queue(text, regclass, jsonpath, regprocedure, integer),
 	notifier.alter_route(bigint, jsonpath, regprocedure, text[]) TO ro_manager;
 GRANT INSERT ON notifier.queue TO ro_manager;
 CREATE FUNCTION ro_private(e jsonb) RETURNS jsonb LANGUAGE sql AS $$ SELECT e $$;
@@ -98,7 +98,7 @@ SELECT c.relname, a.attname, a.atttypid::regtype
 
 -- clean up
 SELECT notifier.remove_route(id) FROM notifier.routes WHERE channel LIKE 'ro\_%';
-REVOKE ALL ON FUNCTION notifier.add_queue(text, regclass, jsonpath, regprocedure) FROM ro_manager;
+REVOKE ALL ON FUNCTION notifier.add_queue(text, regclass, jsonpath, regprocedure, integer) FROM ro_manager;
 REVOKE ALL ON notifier.queue FROM ro_manager;
 DROP ROLE ro_manager;
 DROP FUNCTION ro_shape(jsonb);

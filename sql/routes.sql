@@ -58,12 +58,12 @@ SELECT * FROM notifier.queue;
 SELECT * FROM notifier.pop();
 RESET ROLE;
 -- with EXECUTE granted: only into a table the role may insert into
-GRANT EXECUTE ON FUNCTION notifier.add_queue(text, regclass, jsonpath, regprocedure) TO notifier_user;
+GRANT EXECUTE ON FUNCTION notifier.add_queue(text, regclass, jsonpath, regprocedure, integer) TO notifier_user;
 SET ROLE notifier_user;
 SELECT notifier.add_queue('c');
 SELECT notifier.add_queue('c', 'my_queue') > 0 AS added;
 RESET ROLE;
-REVOKE ALL ON FUNCTION notifier.add_queue(text, regclass, jsonpath, regprocedure) FROM notifier_user;
+REVOKE ALL ON FUNCTION notifier.add_queue(text, regclass, jsonpath, regprocedure, integer) FROM notifier_user;
 REVOKE ALL ON my_queue FROM notifier_user;
 DROP ROLE notifier_user;
 

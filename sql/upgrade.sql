@@ -83,14 +83,14 @@ SELECT has_function_privilege('upg_manager',
 REVOKE EXECUTE ON FUNCTION notifier.add_webhook(text, text, jsonb, text, integer, integer, integer, integer, notifier.ordering, jsonpath, regprocedure, interval)
 	FROM upg_manager;
 REVOKE SELECT ON notifier.route_list FROM upg_manager;
-SELECT has_function_privilege('upg_manager', 'notifier.add_queue(text, regclass, jsonpath, regprocedure)',
+SELECT has_function_privilege('upg_manager', 'notifier.add_queue(text, regclass, jsonpath, regprocedure, integer)',
 		'EXECUTE') AS add_queue_granted,
 	   has_function_privilege('upg_manager', 'notifier.alter_route(bigint, jsonpath, regprocedure, text[])',
 		'EXECUTE') AS alter_route_granted,
 	   has_function_privilege('upg_manager', 'notifier.route_stats()', 'EXECUTE') AS route_stats_granted,
 	   has_table_privilege('upg_manager', 'notifier.stats', 'SELECT') AS stats_granted,
 	   has_table_privilege('pg_monitor', 'notifier.stats', 'SELECT') AS stats_monitor;
-REVOKE ALL ON FUNCTION notifier.add_queue(text, regclass, jsonpath, regprocedure),
+REVOKE ALL ON FUNCTION notifier.add_queue(text, regclass, jsonpath, regprocedure, integer),
 	notifier.alter_route(bigint, jsonpath, regprocedure, text[]), notifier.remove_route(bigint),
 	notifier.route_stats() FROM upg_manager;
 REVOKE SELECT ON notifier.stats FROM upg_manager;

@@ -375,22 +375,24 @@ COMMENT ON COLUMN notifier.routes.transform IS
 COMMENT ON COLUMN notifier.routes.owner IS
 'the role that added the route, or last set its transform: the transform runs as it';
 
--- add_queue() with filter and transform, with the grants of 0.1's
+-- add_queue() with filter and transform, and max_reads (see "Queue sink"
+-- below), with the grants of 0.1's
 CREATE FUNCTION notifier.add_queue(
 	channel		text,
 	queue_table regclass DEFAULT 'notifier.queue',
 	filter		jsonpath DEFAULT NULL,
-	transform	regprocedure DEFAULT NULL)
+	transform	regprocedure DEFAULT NULL,
+	max_reads	integer DEFAULT NULL)
 RETURNS bigint
 AS 'MODULE_PATHNAME', 'notifier_add_queue'
 LANGUAGE C CALLED ON NULL INPUT VOLATILE;
 
-COMMENT ON FUNCTION notifier.add_queue(text, regclass, jsonpath, regprocedure) IS
+COMMENT ON FUNCTION notifier.add_queue(text, regclass, jsonpath, regprocedure, integer) IS
 'route the events of a channel into a queue table; returns the route id';
 
-REVOKE ALL ON FUNCTION notifier.add_queue(text, regclass, jsonpath, regprocedure) FROM PUBLIC;
+REVOKE ALL ON FUNCTION notifier.add_queue(text, regclass, jsonpath, regprocedure, integer) FROM PUBLIC;
 SELECT notifier.copy_grants(p.proacl, 'FUNCTION',
-		'notifier.add_queue(text, regclass, jsonpath, regprocedure)')
+		'notifier.add_queue(text, regclass, jsonpath, regprocedure, integer)')
   FROM pg_catalog.pg_proc p
  WHERE p.oid OPERATOR(pg_catalog.=) 'notifier.add_queue(text, regclass)'::pg_catalog.regprocedure;
 DROP FUNCTION notifier.add_queue(text, regclass);
@@ -784,6 +786,106 @@ REVOKE ALL ON FUNCTION notifier.route_state_changed(bigint, text, text) FROM PUB
 
 COMMENT ON FUNCTION notifier.route_state_changed(bigint, text, text) IS
 'NOTIFY pg_notifier_events of a route''s new state (active, paused, disabled) and why';
+
+-- ---------------------------------------------------------------------------
+-- Queue sink (issue 18): read with a visibility timeout, ack, nack, max_reads
+-- ---------------------------------------------------------------------------
+
+-- pop() deletes on read: a consumer with side effects must hold its
+-- transaction open while it works, or lose the event when it dies after the
+-- pop.  read() instead hides the events it returns until vt (read_ct + 1);
+-- ack() removes them, nack() shows them again; an event not acked in time is
+-- read again.  Both columns have constant defaults (no table rewrite); a
+-- NULL vt is an event never read.  Only notifier.queue has them: custom
+-- queue tables are consumed by their own SQL, as with pop().
+ALTER TABLE notifier.queue
+	ADD COLUMN vt timestamptz,
+	ADD COLUMN read_ct integer NOT NULL DEFAULT 0;
+
+COMMENT ON COLUMN notifier.queue.vt IS
+'hidden from read() and pop() until then (set by read() and nack()); NULL: never read';
+COMMENT ON COLUMN notifier.queue.read_ct IS
+'how many times read() returned the event';
+
+-- A queue route's poison limit: an event of notifier.queue that read()
+-- would return for the (max_reads + 1)th time goes to notifier.dead_letters
+-- instead, with the reason.  NULL: no limit.
+ALTER TABLE notifier.routes
+	ADD COLUMN max_reads integer,
+	ADD CONSTRAINT routes_max_reads_check
+		CHECK (max_reads IS NULL
+			   OR (max_reads > 0 AND kind = 'queue'
+				   AND queue_table = 'notifier.queue'::pg_catalog.regclass));
+
+-- (add_queue() takes max_reads: see "add_queue() with filter and
+-- transform" above, where it is made once with every 0.2 argument.)
+
+-- read(): the oldest visible events of a channel of notifier.queue, hidden
+-- for vt.  Needs SELECT and UPDATE on notifier.queue (pop() needs SELECT
+-- and DELETE); dead-lettering a poison event runs as the table's owner
+-- (api/queue_api.c).  Concurrent readers never get the same event inside
+-- its vt (SKIP LOCKED, then the vt written in the same statement).
+CREATE FUNCTION notifier.read(channel text, vt interval, max integer DEFAULT 100)
+RETURNS TABLE (id bigint, channel text, payload jsonb, received_at timestamptz,
+			   read_ct integer, vt timestamptz)
+AS 'MODULE_PATHNAME', 'notifier_read'
+LANGUAGE C CALLED ON NULL INPUT VOLATILE ROWS 100;
+
+COMMENT ON FUNCTION notifier.read(text, interval, integer) IS
+'return the oldest visible events of a channel of notifier.queue and hide them for vt (until ack() or nack())';
+
+-- ack(): the events are done: removed.  Needs DELETE on notifier.queue.
+-- nack(): the events are given back, visible again after delay; the read
+-- count stays (max_reads still counts).  Needs UPDATE on notifier.queue.
+-- Both run as their caller (api/queue_api.c).
+CREATE FUNCTION notifier.ack(ids bigint[])
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'notifier_ack'
+LANGUAGE C CALLED ON NULL INPUT VOLATILE;
+
+COMMENT ON FUNCTION notifier.ack(bigint[]) IS
+'remove events that notifier.read() returned; returns how many were removed';
+
+CREATE FUNCTION notifier.nack(ids bigint[], delay interval DEFAULT '0')
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'notifier_nack'
+LANGUAGE C CALLED ON NULL INPUT VOLATILE;
+
+COMMENT ON FUNCTION notifier.nack(bigint[], interval) IS
+'make events that notifier.read() returned visible again after delay; returns how many';
+
+-- pop() takes no event that read() or nack() hides: it picks the oldest
+-- visible ones (of one channel through the (channel, id) index, whose order
+-- "ORDER BY s.channel, s.id" asks for: a generic plan may otherwise walk the
+-- primary key through every other channel's rows), then deletes what it
+-- picked.
+CREATE OR REPLACE FUNCTION notifier.pop(channel text DEFAULT NULL, max integer DEFAULT 100)
+RETURNS SETOF notifier.queue
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	picked bigint[];
+BEGIN
+	IF max IS NULL OR max < 1 THEN
+		RAISE EXCEPTION 'max must be a positive number of events, not %', coalesce(max::text, 'NULL')
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'notifier.pop(channel, max) returns at most max events.';
+	END IF;
+	IF channel IS NULL THEN
+		picked := ARRAY(SELECT s.id FROM notifier.queue s
+						 WHERE s.vt IS NULL OR s.vt <= clock_timestamp()
+						 ORDER BY s.id LIMIT max FOR UPDATE SKIP LOCKED);
+	ELSE
+		picked := ARRAY(SELECT s.id FROM notifier.queue s
+						 WHERE s.channel = pop.channel AND (s.vt IS NULL OR s.vt <= clock_timestamp())
+						 ORDER BY s.channel, s.id LIMIT max FOR UPDATE SKIP LOCKED);
+	END IF;
+	RETURN QUERY
+	WITH taken AS (DELETE FROM notifier.queue q WHERE q.id = ANY (picked) RETURNING q.*)
+	SELECT * FROM taken ORDER BY id;
+END
+$$;
 
 -- Keep these last: once everything above is committed, the launcher starts
 -- the worker ('*'), or the waiting worker of a listed database takes it in.

@@ -28,6 +28,7 @@
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
 
+#include "api/queue_api.h"
 #include "api/route_options.h"
 #include "api/routes_api.h"
 #include "common/channel.h"
@@ -144,25 +145,32 @@ routes_execute(const char *sql, int nargs, Oid *argtypes, Datum *values,
 
 PG_FUNCTION_INFO_V1(notifier_add_queue);
 
-/* the arguments of notifier.add_queue() */
+/* the arguments of notifier.add_queue() after channel and queue_table */
 #define ADD_QUEUE_ARG_FILTER 2
 #define ADD_QUEUE_ARG_TRANSFORM 3
+#define ADD_QUEUE_ARG_MAX_READS 4
 
 /*
  * notifier.add_queue(channel text, queue_table regclass, filter jsonpath,
- *					  transform regprocedure) -> route id
+ *					  transform regprocedure, max_reads integer) -> route id
+ *
+ * 0.1's definition (channel, queue_table), which an install runs before its
+ * update to 0.2, calls this too: the columns of the other arguments are
+ * added to the INSERT when the call has them.
  */
 Datum
 notifier_add_queue(PG_FUNCTION_ARGS)
 {
 	Oid			relid;
 	QueueColumns columns;
-	Oid			argtypes[2 + ROUTE_OPTION_COUNT] = {TEXTOID, OIDOID, ROUTE_OPTION_TYPES};
-	Datum		values[2 + ROUTE_OPTION_COUNT];
-	char		nulls[2 + ROUTE_OPTION_COUNT] = {' ', ' '};
+	Oid			argtypes[2 + ROUTE_OPTION_COUNT + 1] = {TEXTOID, OIDOID, ROUTE_OPTION_TYPES, INT4OID};
+	Datum		values[2 + ROUTE_OPTION_COUNT + 1];
+	char		nulls[2 + ROUTE_OPTION_COUNT + 1] = {' ', ' '};
 	int			noptions;
 	const char *option_columns;
 	const char *option_params;
+	const char *max_reads_column = "";
+	const char *max_reads_param = "";
 	int64		id = 0;
 
 	check_channel_arg(fcinfo, 0);
@@ -186,10 +194,19 @@ notifier_add_queue(PG_FUNCTION_ARGS)
 	values[1] = ObjectIdGetDatum(relid);
 	noptions = route_options_args(fcinfo, ADD_QUEUE_ARG_FILTER, ADD_QUEUE_ARG_TRANSFORM,
 								  values + 2, nulls + 2, 3, &option_columns, &option_params);
+	queue_max_reads_arg(fcinfo, ADD_QUEUE_ARG_MAX_READS, relid,
+						&values[2 + noptions], &nulls[2 + noptions]);
+	if (nulls[2 + noptions] != 'n')
+	{
+		argtypes[2 + noptions] = INT4OID;
+		max_reads_column = ", max_reads";
+		max_reads_param = psprintf(", $%d", 2 + noptions + 1);
+		noptions++;
+	}
 	warn_if_no_worker();
-	routes_execute(psprintf("INSERT INTO notifier.routes (channel, kind, queue_table%s)"
-							" VALUES ($1, 'queue', $2::pg_catalog.regclass%s) RETURNING id",
-							option_columns, option_params),
+	routes_execute(psprintf("INSERT INTO notifier.routes (channel, kind, queue_table%s%s)"
+							" VALUES ($1, 'queue', $2::pg_catalog.regclass%s%s) RETURNING id",
+							option_columns, max_reads_column, option_params, max_reads_param),
 				   2 + noptions, argtypes, values, nulls,
 				   SPI_OK_INSERT_RETURNING, &id);
 	PG_RETURN_INT64(id);

@@ -87,11 +87,24 @@ notifier_table_oid(const char *relname)
 SPIPlanPtr
 keep_plan(SPIPlanPtr *plan, const char *sql, int nargs, const Oid *argtypes)
 {
+	return keep_plan_options(plan, sql, nargs, argtypes, 0);
+}
+
+/*
+ * keep_plan() with SPI_prepare_cursor()'s options: CURSOR_OPT_GENERIC_PLAN
+ * for a statement whose generic plan is as good as any custom one, so that
+ * it is never planned again per call.
+ */
+SPIPlanPtr
+keep_plan_options(SPIPlanPtr *plan, const char *sql, int nargs, const Oid *argtypes,
+				  int cursor_options)
+{
 	if (*plan == NULL)
 	{
 		SPIPlanPtr	prepared;
 
-		prepared = SPI_prepare(sql, nargs, unconstify(Oid *, argtypes));
+		prepared = SPI_prepare_cursor(sql, nargs, unconstify(Oid *, argtypes),
+									  cursor_options);
 
 		if (prepared == NULL)
 			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));

@@ -28,5 +28,7 @@ extern bool notifier_extension_current(Oid extoid);
 extern Oid	notifier_table_oid(const char *relname);
 extern SPIPlanPtr keep_plan(SPIPlanPtr *plan, const char *sql, int nargs,
 							const Oid *argtypes);
+extern SPIPlanPtr keep_plan_options(SPIPlanPtr *plan, const char *sql, int nargs,
+									const Oid *argtypes, int cursor_options);
 
 #endif							/* NOTIFIER_EXTENSION_H */

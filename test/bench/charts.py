@@ -181,16 +181,19 @@ def chart_throughput(out, charts):
     if not panels:
         skip("throughput.png (worker panel)", f"no throughput table in {wmd}")
     hmd = os.path.join(out, "webhook.md")
-    t = find_table(hmd, "events/s or latency")
+    # the ceiling-and-peer table (wrk, pg_notifier's workloads, pg_net), or
+    # the older reports' targets table
+    t = find_table(hmd, "per second", "ratio") or find_table(hmd, "events/s or latency")
     if t:
         head, rows = t
-        c = col(head, "events/s or latency")
+        c = col(head, "per second")
+        c = col(head, "events/s or latency") if c is None else c
         labels, values = [], []
         for r in rows:
-            if c < len(r) and "events/s" in r[c] and not r[0].startswith("latency"):
+            if c < len(r) and ("events/s" in r[c] or "requests/s" in r[c]) and not r[0].startswith("latency"):
                 v = num(r[c])
                 if v is not None:
-                    labels.append("webhook " + r[0])
+                    labels.append(re.sub(r"\s*\(.*", "", r[0]).replace("`", ""))
                     values.append(v)
         if values:
             m = machine(hmd)

@@ -337,7 +337,7 @@ def step_bad(ctx, admin):
         U("non-superuser: notifier.status()", "SELECT * FROM notifier.status()",
           need=[["permission denied"]], codes=("42501",))
         # "Managing routes needs superuser or an explicit GRANT EXECUTE"
-        db.execute(sql.SQL("GRANT EXECUTE ON FUNCTION notifier.add_queue(text, regclass, jsonpath, regprocedure), "
+        db.execute(sql.SQL("GRANT EXECUTE ON FUNCTION notifier.add_queue(text, regclass, jsonpath, regprocedure, integer), "
                            "notifier.remove_route(bigint) TO {}").format(ident(ROLE)))
         U("EXECUTE granted, no INSERT on notifier.queue",
           "SELECT notifier.add_queue('it_role')",
@@ -351,7 +351,7 @@ def step_bad(ctx, admin):
         except psycopg.Error as ex:
             ctx.check(False, "non-superuser granted EXECUTE on add_queue/remove_route and INSERT "
                              f"on its queue table cannot add/remove a route: {describe_error(ex)}")
-        db.execute(sql.SQL("REVOKE EXECUTE ON FUNCTION notifier.add_queue(text, regclass, jsonpath, regprocedure), "
+        db.execute(sql.SQL("REVOKE EXECUTE ON FUNCTION notifier.add_queue(text, regclass, jsonpath, regprocedure, integer), "
                            "notifier.remove_route(bigint) FROM {}").format(ident(ROLE)))
         db.execute("DELETE FROM notifier.routes WHERE channel = 'it_role'")
 

@@ -10,6 +10,10 @@
 #                              PGHOST, PGPORT, PGUSER, PGDATABASE, PGDATA.
 #   cluster_stop DIR           stop it (no-op when not running)
 #   as_pg CMD...               run CMD as the cluster's OS user
+#   private_installation DIR   when PG_CONFIG is the system's installation,
+#                              use a copy of it in DIR from now on (a
+#                              benchmark's peer extensions go there, never
+#                              into /usr)
 
 PG_MAJOR=${PG_MAJOR:-15}
 # PG_CONFIG may name another (relocated) installation, for instance a private
@@ -47,6 +51,23 @@ as_pg()
 free_port()
 {
 	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# PostgreSQL finds its files relative to its binaries: a copy of bin, lib,
+# share and the server headers under another prefix is an installation of
+# its own (PGXS builds against it, CREATE EXTENSION reads its share dir).
+# A relocated PG_CONFIG (not under /usr) is used as it is.
+private_installation()
+{
+	local dir=$1 tree
+	case $PG_CONFIG in /usr/*) ;; *) return 0 ;; esac
+	for tree in "$(cd "$PG_BIN/.." && pwd)" "$("$PG_CONFIG" --sharedir)" \
+		"$(dirname "$("$PG_CONFIG" --includedir-server)")"; do
+		mkdir -p "$dir$(dirname "$tree")"
+		cp -a "$tree" "$dir$tree"
+	done
+	export PG_CONFIG=$dir$PG_CONFIG
+	PG_BIN=$(dirname "$PG_CONFIG")
 }
 
 cluster_start()
