@@ -43,6 +43,11 @@ def step_replay(ctx):
     for i in range(11, 21):
         db.execute("INSERT INTO rp_t VALUES (%s)", (i,))
     wait_for("the next 10 events delivered", lambda: (len(ids_received(ctx)) >= 20, None), 30)
+    # the receiver has the requests before the worker records their outcome:
+    # replay() sends the rows marked delivered
+    wait_for("the 20 deliveries marked delivered",
+             lambda: (db.execute("SELECT count(*) FROM notifier.deliveries WHERE route_id = %s"
+                                 " AND status = 'delivered'", (route,)).fetchone()[0] == 20, None), 30)
     first = ids_received(ctx)
     wids = {json.loads(r.body)["key"]["id"]: r.wid for r in ctx.receiver.requests(PATH)}
 

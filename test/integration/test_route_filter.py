@@ -303,7 +303,7 @@ def role_may_route(db, table, channel, queue):
     db.execute("CREATE SCHEMA IF NOT EXISTS rf_evil")
     db.execute(sql.SQL("GRANT USAGE, CREATE ON SCHEMA rf_evil TO {}").format(ident(ROLE)))
     db.execute(sql.SQL("GRANT EXECUTE ON FUNCTION notifier.add_queue(text, regclass, jsonpath,"
-                       " regprocedure) TO {}").format(ident(ROLE)))
+                       " regprocedure, integer) TO {}").format(ident(ROLE)))
     db.execute(f"CREATE TABLE {table}")
     db.execute("SELECT notifier.watch(%s, channel => %s)", (table.split()[0], channel))
     queue_table(db, queue)
