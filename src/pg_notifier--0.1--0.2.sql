@@ -252,7 +252,7 @@ GRANT EXECUTE ON FUNCTION notifier.masked_url(text) TO pg_monitor;
 -- sends exactly them.  batch_id is the id of the batch's first row, written
 -- on each row of the batch by that first claim (NULL: not claimed yet, or a
 -- route of batch_size 1, where a row is its own message); a retry claims the
--- batch by it (worker/sinks/webhook_delivery.c).  The rows of a batch always
+-- batch by it (worker/sinks/remote_delivery.c).  The rows of a batch always
 -- share their status, attempts and next attempt.
 ALTER TABLE notifier.deliveries ADD COLUMN batch_id bigint;
 

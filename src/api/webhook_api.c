@@ -3,8 +3,9 @@
  * webhook_api.c
  *	  notifier.add_webhook(): a webhook route, every argument checked.
  *
- * What the worker does with the route is in webhook_sink.c (writing
- * notifier.deliveries) and webhook_delivery.c (sending them).
+ * What the worker does with the route is in sinks/remote_delivery.c (the
+ * delivery engine: notifier.deliveries) and sinks/webhook_http.c (the
+ * requests).
  *
  * Copyright (c) 2026, pg_notifier developers; PostgreSQL Licence (LICENSE)
  *

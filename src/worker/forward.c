@@ -54,7 +54,7 @@
 #include "pg_notifier.h"
 #include "worker/sinks/queue_sink.h"
 #include "common/stats.h"
-#include "worker/sinks/webhook_sink.h"
+#include "worker/sinks/remote_delivery.h"
 #include "worker/worker_xact.h"
 
 /* a route's failed writes are retried after this long, doubling up to the max */
@@ -217,7 +217,7 @@ write_route(Route *route, Chunk *chunk, const int *idx, int n)
 				queue_sink_write(route, payloads, n, chunk->received_at);
 				break;
 			case ROUTE_WEBHOOK:
-				webhook_sink_write(route, payloads, n, chunk->received_at);
+				remote_delivery_write(route, payloads, n, chunk->received_at);
 				break;
 		}
 		ReleaseCurrentSubTransaction();

@@ -154,12 +154,12 @@ routes_load(MemoryContext parent)
 			wh->headers = text_array_to_list(DatumGetArrayTypeP(SPI_getbinval(tuple, tupdesc, 6, &isnull)), "headers");
 			if (secret != NULL)
 				wh->key = webhook_secret_key(secret, &wh->keylen);
-			wh->batch_size = DatumGetInt32(SPI_getbinval(tuple, tupdesc, 8, &isnull));
-			wh->max_attempts = DatumGetInt32(SPI_getbinval(tuple, tupdesc, 9, &isnull));
+			route->remote.batch_size = DatumGetInt32(SPI_getbinval(tuple, tupdesc, 8, &isnull));
+			route->remote.max_attempts = DatumGetInt32(SPI_getbinval(tuple, tupdesc, 9, &isnull));
 			wh->timeout_ms = DatumGetInt32(SPI_getbinval(tuple, tupdesc, 10, &isnull));
-			wh->concurrency = DatumGetInt32(SPI_getbinval(tuple, tupdesc, 11, &isnull));
-			wh->ordered = ordering(SPI_getvalue(tuple, tupdesc, 12));
-			wh->paused = DatumGetBool(SPI_getbinval(tuple, tupdesc, 15, &isnull));
+			route->remote.concurrency = DatumGetInt32(SPI_getbinval(tuple, tupdesc, 11, &isnull));
+			route->remote.ordered = ordering(SPI_getvalue(tuple, tupdesc, 12));
+			route->remote.paused = DatumGetBool(SPI_getbinval(tuple, tupdesc, 15, &isnull));
 			secret = SPI_getvalue(tuple, tupdesc, 13);
 			if (secret != NULL)
 			{

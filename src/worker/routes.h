@@ -21,7 +21,6 @@ typedef enum RouteKind
 	ROUTE_WEBHOOK
 } RouteKind;
 
-/* what a webhook route says about its requests */
 /* notifier.routes.ordered */
 typedef enum RouteOrdering
 {
@@ -30,6 +29,17 @@ typedef enum RouteOrdering
 	ROUTE_ORDER_ROUTE			/* one request at a time, in commit order */
 } RouteOrdering;
 
+/* what every remote route (webhook) says about its messages: the engine's */
+typedef struct RemoteConfig
+{
+	int			batch_size;		/* events per message at most */
+	int			max_attempts;
+	int			concurrency;	/* messages in flight at most */
+	RouteOrdering ordered;
+	bool		paused;			/* pause_route(): rows are kept, not sent */
+} RemoteConfig;
+
+/* what a webhook route says about its requests */
 typedef struct WebhookConfig
 {
 	const char *url;
@@ -39,12 +49,7 @@ typedef struct WebhookConfig
 	char	   *previous_key;	/* the previous secret's, or NULL */
 	int			previous_keylen;
 	TimestampTz previous_until; /* sign with previous_key too until then */
-	int			batch_size;
-	int			max_attempts;
 	int			timeout_ms;
-	int			concurrency;
-	RouteOrdering ordered;
-	bool		paused;			/* pause_route(): rows are kept, not sent */
 } WebhookConfig;
 
 /* one row of notifier.routes, as the worker holds it */
@@ -54,6 +59,7 @@ typedef struct Route
 	const char *channel;
 	RouteKind	kind;
 	Oid			queue_table;	/* ROUTE_QUEUE */
+	RemoteConfig remote;		/* a remote route (ROUTE_WEBHOOK) */
 	WebhookConfig webhook;		/* ROUTE_WEBHOOK */
 	void	   *sink;			/* the sink's state, made on first write */
 	MemoryContext cxt;			/* where the sink's state lives */

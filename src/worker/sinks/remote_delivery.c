@@ -1,40 +1,52 @@
 /*-------------------------------------------------------------------------
  *
- * webhook_delivery.c
- *	  Delivering notifier.deliveries to webhooks, from inside the worker's
- *	  loop: claims, outcomes, retries, scheduling.  The requests themselves
- *	  are webhook_http.c's.
+ * remote_delivery.c
+ *	  The delivery engine of the remote sinks (webhook; NATS JetStream
+ *	  next), inside the worker's loop: notifier.deliveries, claims,
+ *	  outcomes, retries, scheduling.  Moving the messages is the sinks'
+ *	  (remote_sink.h; webhook_http.c).
  *
- * A delivery row goes pending -> in_flight (claimed, attempts + 1, in a
- * transaction committed before the request starts) -> delivered, pending
- * again (to retry at next_attempt_at) or dead.  When the worker starts,
- * rows left in_flight by a crash become pending again: delivery is at
- * least once, and a duplicate has the same webhook-id.
+ * Why one engine: what makes delivery at least once, ordered, bounded and
+ * observable is the same whatever the receiver speaks, and it is the hard
+ * part; a sink only starts a message and says how it ended: delivered,
+ * retry (after a wait it may name) or dead.  Every remote sink gets the
+ * same guarantees from the same code.
+ *
+ * The worker writes the events of a remote route into notifier.deliveries
+ * (remote_delivery_write()), in the transaction that drained them; from
+ * then on an event is delivered at least once, whatever crashes or
+ * restarts come.  A delivery row goes pending -> in_flight (claimed,
+ * attempts + 1, in a transaction committed before the message starts) ->
+ * delivered, pending again (to retry at next_attempt_at) or dead.  When
+ * the worker starts, rows left in_flight by a crash become pending again:
+ * delivery is at least once, and a duplicate has the same id (the event's
+ * "id", the webhook-id).
  *
  * A batch is one message.  On a route of batch_size > 1, the first claim of
  * rows cuts them into batches and writes each batch's key (the id of its
  * first row) on its rows, durably before any of them is sent; a retry (or
- * a resend after a crash) claims whole batches by that key.  So a
- * webhook-id always carries the same events in the same order, and an event
- * never travels under two ids: a receiver that drops repeated webhook-ids
- * (as Standard Webhooks advises) loses nothing.
+ * a resend after a crash) claims whole batches by that key.  So an id
+ * always carries the same events in the same order, and an event never
+ * travels under two ids: a receiver that drops repeated ids (as Standard
+ * Webhooks advises) loses nothing.
  *
- * Scheduling: each webhook route has at most `concurrency` requests in
+ * Scheduling: each remote route has at most `concurrency` messages in
  * flight (one if ordered => 'route'), a new one claimed as soon as one
  * finishes (no batch barrier).  With ordered => 'key' a row is claimed only
  * when no earlier row of its key (order_key: a hash of the event's schema,
- * table and key, written by webhook_sink.c) is pending or in flight: the
- * events of one key go one after the other, each after the outcome of the
- * one before (its retries included), the keys side by side.  The worker knows when a route may have due rows: events
- * were written to it, a request of it finished, a retry time passed, rows
- * were redelivered; only then does it query.  A request carries one event,
- * or a batch: a JSON array of up to batch_size events and at most
- * pg_notifier.max_webhook_body_bytes (a larger event goes alone); a claim
- * holds at most pg_notifier.max_batch_bytes of events (or one larger).
+ * table and key) is pending or in flight: the events of one key go one
+ * after the other, each after the outcome of the one before (its retries
+ * included), the keys side by side.  The worker knows when a route may have
+ * due rows: events were written to it, a message of it finished, a retry
+ * time passed, rows were redelivered; only then does it query.  A message
+ * carries one event or a batch of up to batch_size events, as many as the
+ * sink takes in one message (message_events(); a larger event goes alone);
+ * a claim holds at most pg_notifier.max_batch_bytes of events (or one
+ * larger).
  *
- * Outcome: 2xx delivered; 408, 425, 429, 5xx, other non-4xx statuses,
- * timeouts and connection errors retried after a full-jitter exponential
- * backoff (Retry-After honoured on 429/503); other 4xx dead at once; dead
+ * Outcome: what the sink says.  Delivered; dead (a dead letter at once);
+ * retry, after the wait the receiver asked for (capped at
+ * pg_notifier.retry_max_ms) or else a full-jitter exponential backoff; dead
  * too after max_attempts attempts.
  *
  * Copyright (c) 2026, pg_notifier developers; PostgreSQL Licence (LICENSE)
@@ -51,6 +63,7 @@
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "pgstat.h"
+#include "storage/latch.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
@@ -59,14 +72,15 @@
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
-#include "worker/sinks/webhook_delivery.h"
 #include "common/extension.h"
-#include "worker/worker_xact.h"
-#include "pg_notifier.h"
-#include "worker/sinks/webhook_http.h"
+#include "common/payloads.h"
 #include "common/stats.h"
+#include "pg_notifier.h"
+#include "worker/sinks/remote_delivery.h"
+#include "worker/sinks/remote_sink.h"
+#include "worker/worker_xact.h"
 
-/* what the worker knows of a webhook route's rows */
+/* what the worker knows of a remote route's rows */
 typedef struct RouteState
 {
 	int64		route_id;		/* hash key */
@@ -79,7 +93,9 @@ typedef struct RouteState
 
 static MemoryContext delivery_cxt = NULL;	/* the states */
 static MemoryContext scratch_cxt = NULL;	/* one delivery_work() call */
+static MemoryContext messages_cxt = NULL;	/* the messages in flight */
 static HTAB *states = NULL;
+static dlist_head finished = DLIST_STATIC_INIT(finished);	/* messages */
 static uint64 delivered_count = 0;	/* rows delivered by this process */
 
 static SPIPlanPtr claim_plan = NULL;
@@ -94,14 +110,18 @@ static SPIPlanPtr fresh_ordered_plan = NULL;
 static SPIPlanPtr batch_claim_plan = NULL;
 static SPIPlanPtr next_due_plan = NULL;
 static SPIPlanPtr outcome_plan = NULL;
+static SPIPlanPtr insert_plan = NULL;
+
+/* every remote sink, for waiting on all of them */
+static const RemoteSink *const sinks[] = {&webhook_sink};
 
 /* rows claimed at most per query */
 #define MAX_CLAIM 5000
 
 /*
  * A claim takes the due rows in id order up to pg_notifier.max_batch_bytes
- * of payload (or max_webhook_body_bytes if larger: a claim must fill a
- * request) ($3), and at least one: what the worker holds of a claim is
+ * of payload (or the sink's largest message if larger: a claim must fill a
+ * message) ($3), and at least one: what the worker holds of a claim is
  * bounded by bytes as well as rows.  octet_length() of a text reads its
  * size without detoasting it.
  */
@@ -177,6 +197,8 @@ delivery_init(void)
 										 ALLOCSET_DEFAULT_SIZES);
 	scratch_cxt = AllocSetContextCreate(delivery_cxt, "pg_notifier delivery scratch",
 										ALLOCSET_DEFAULT_SIZES);
+	messages_cxt = AllocSetContextCreate(delivery_cxt, "pg_notifier messages",
+										 ALLOCSET_DEFAULT_SIZES);
 	create_states();
 }
 
@@ -224,6 +246,68 @@ delivery_all_pending(void)
 		state->pending = state->retries = true;
 }
 
+/* the id of an event (the webhook-id): its "id", NULL for other payloads */
+static Datum
+event_id(const char *payload, bool *isnull)
+{
+	char	   *id = payload_event_id(payload);
+
+	*isnull = (id == NULL);
+	return id ? CStringGetTextDatum(id) : (Datum) 0;
+}
+
+/*
+ * The events of a remote route, into notifier.deliveries, in the
+ * transaction that drained them: each row keeps the event's id and, for a
+ * route ordered by key, the hash of the event's schema, table and key.
+ */
+void
+remote_delivery_write(Route *route, char **payloads, int npayloads,
+					  TimestampTz received_at)
+{
+	static const Oid insert_argtypes[] = {
+		INT8OID, TEXTARRAYOID, TIMESTAMPTZOID, TEXTARRAYOID, BOOLOID
+	};
+	Datum	   *events = palloc(npayloads * sizeof(Datum));
+	Datum	   *ids = palloc(npayloads * sizeof(Datum));
+	bool	   *id_nulls = palloc(npayloads * sizeof(bool));
+	int			dims[1] = {npayloads};
+	int			lbs[1] = {1};
+	Datum		values[5];
+	int			rc;
+
+	keep_plan(&insert_plan,
+			  "INSERT INTO notifier.deliveries (route_id, event_id, payload, received_at, order_key)"
+			  " SELECT $1, e, j, $3,"
+			  "   CASE WHEN $5 THEN pg_catalog.hashtextextended(pg_catalog.concat_ws(' ',"
+			  "     j OPERATOR(pg_catalog.->>) 'schema', j OPERATOR(pg_catalog.->>) 'table',"
+			  "     (j OPERATOR(pg_catalog.->) 'key')::pg_catalog.text), 0) END"
+			  " FROM ROWS FROM (pg_catalog.unnest($2), pg_catalog.unnest($4)) AS u(p, e),"
+			  "   LATERAL (SELECT p::pg_catalog.json AS j) x",
+			  5, insert_argtypes);
+
+	for (int i = 0; i < npayloads; i++)
+	{
+		events[i] = CStringGetTextDatum(payloads[i]);
+		ids[i] = event_id(payloads[i], &id_nulls[i]);
+	}
+	values[0] = Int64GetDatum(route->id);
+	values[1] = PointerGetDatum(construct_array(events, npayloads, TEXTOID,
+												-1, false, TYPALIGN_INT));
+	values[2] = TimestampTzGetDatum(received_at);
+	values[3] = PointerGetDatum(construct_md_array(ids, id_nulls, 1, dims, lbs,
+												   TEXTOID, -1, false, TYPALIGN_INT));
+
+	values[4] = BoolGetDatum(route->remote.ordered == ROUTE_ORDER_KEY);
+
+	rc = SPI_execute_plan(insert_plan, values, NULL, false, 0);
+	if (rc != SPI_OK_INSERT || SPI_processed != (uint64) npayloads)
+		elog(ERROR, "writing %d deliveries of route " INT64_FORMAT " failed: %s",
+			 npayloads, route->id, SPI_result_code_string(rc));
+
+	delivery_route_has_pending(route->id);
+}
+
 /*
  * A transaction of the delivery bookkeeping.  One that only claims rows
  * (pending -> in_flight) commits without waiting for its WAL flush: losing
@@ -269,15 +353,38 @@ delivery_resume(void)
 }
 
 
-/* The extension is gone: forget every request and route. */
+/* The extension is gone: forget every message and route. */
 void
 delivery_stop(void)
 {
 	if (delivery_cxt == NULL)
 		return;
-	webhook_http_cancel_all();
+	for (int i = 0; i < lengthof(sinks); i++)
+		sinks[i]->cancel_all();
+	dlist_init(&finished);
+	MemoryContextReset(messages_cxt);
 	hash_destroy(states);
 	create_states();
+}
+
+const RemoteSink *
+remote_sink_of(const Route *route)
+{
+	switch (route->kind)
+	{
+		case ROUTE_WEBHOOK:
+			return &webhook_sink;
+		case ROUTE_QUEUE:
+			break;
+	}
+	return NULL;
+}
+
+/* A sink is done with msg: its outcome is recorded by the next delivery_work(). */
+void
+remote_delivery_finished(RemoteMessage *msg)
+{
+	dlist_push_tail(&finished, &msg->node);
 }
 
 
@@ -403,45 +510,22 @@ claim_update(SPIPlanPtr plan, Datum *values, Claimed *claimed)
 	take_rows(claimed, SPI_processed, 0);
 }
 
-/* requests the route may start now */
+/* messages the route may start now */
 static int
 free_slots(Route *route, RouteState *state)
 {
-	WebhookConfig *wh = &route->webhook;
+	RemoteConfig *rc = &route->remote;
 
-	return wh->ordered == ROUTE_ORDER_ROUTE ? (state->inflight == 0 ? 1 : 0) :
-		wh->concurrency - state->inflight;
+	return rc->ordered == ROUTE_ORDER_ROUTE ? (state->inflight == 0 ? 1 : 0) :
+		rc->concurrency - state->inflight;
 }
 
 /* may the route have rows to send now?  A paused route never has. */
 static bool
 route_due(Route *route, RouteState *state, TimestampTz now)
 {
-	return !route->webhook.paused && free_slots(route, state) > 0 &&
+	return !route->remote.paused && free_slots(route, state) > 0 &&
 		(state->pending || (state->next_due != 0 && state->next_due <= now));
-}
-
-/*
- * How many of the n events (n <= batch_size) the next request carries: as
- * many as fit in a body of pg_notifier.max_webhook_body_bytes (a JSON array:
- * brackets and commas), and at least one.
- */
-static int
-request_size(char **payloads, int n)
-{
-	Size		body = 2 + strlen(payloads[0]);
-	int			k = 1;
-
-	while (k < n)
-	{
-		Size		len = 1 + strlen(payloads[k]);
-
-		if (body + len > (Size) notifier_max_webhook_body_bytes)
-			break;
-		body += len;
-		k++;
-	}
-	return k;
 }
 
 /*
@@ -454,14 +538,14 @@ claim_rows(Route *route, Claimed *claimed, Datum *values, int want)
 	Oid			argtypes[3] = {INT8OID, INT4OID, INT8OID};
 	SPIPlanPtr	plan;
 
-	if (route->webhook.ordered == ROUTE_ORDER_ROUTE)
+	if (route->remote.ordered == ROUTE_ORDER_ROUTE)
 		plan = keep_plan(&claim_ordered_plan,
 						 "UPDATE notifier.deliveries d SET " CLAIM_SET
 						 CLAIM_HEAD
 						 " RETURNING " CLAIM_COLUMNS ","
 						 "   NULL::pg_catalog.int8",
 						 3, argtypes);
-	else if (route->webhook.ordered == ROUTE_ORDER_KEY)
+	else if (route->remote.ordered == ROUTE_ORDER_KEY)
 		plan = keep_plan(&claim_key_plan,
 						 "UPDATE notifier.deliveries d SET " CLAIM_SET
 						 CLAIM_DUE(KEY_FREE)
@@ -483,17 +567,18 @@ claim_rows(Route *route, Claimed *claimed, Datum *values, int want)
  * Claim the messages of a route of batch_size > 1: a batch is one message.
  * First the batches due for a retry, whole, by their key (as they were
  * first sent); then, with the slots left, rows never sent, cut into
- * batches here (batch_size events, max_webhook_body_bytes) and claimed with
+ * batches here (batch_size events, as many as the sink's message takes)
+ * and claimed with
  * their batch key written.  That claim must be durable before its requests
  * start (*durable): were it lost in a crash, the rows would be batched
- * again, differently, under the same webhook-id.  An ordered route sends
+ * again, differently, under the same id.  An ordered route sends
  * its head first, whatever it is.  Returns whether the claim was full.
  */
 static bool
 claim_batches(Route *route, Claimed *claimed, Datum *values, int slots,
 			  bool retries, bool *durable)
 {
-	WebhookConfig *wh = &route->webhook;
+	RemoteConfig *rc = &route->remote;
 	Oid			argtypes[3] = {INT8OID, INT4OID, INT8OID};
 	Oid			batch_types[2] = {INT8ARRAYOID, INT8ARRAYOID};
 	SPIPlanPtr	plan;
@@ -509,7 +594,7 @@ claim_batches(Route *route, Claimed *claimed, Datum *values, int slots,
 		int			nbatches = 0;
 
 		values[1] = Int32GetDatum(slots);
-		if (wh->ordered == ROUTE_ORDER_ROUTE)
+		if (rc->ordered == ROUTE_ORDER_ROUTE)
 			plan = keep_plan(&retry_ordered_plan,
 							 "UPDATE notifier.deliveries d SET " CLAIM_SET
 							 " WHERE d.route_id OPERATOR(pg_catalog.=) $1 AND d.status OPERATOR(pg_catalog.=) 'pending'"
@@ -544,16 +629,16 @@ claim_batches(Route *route, Claimed *claimed, Datum *values, int slots,
 	}
 
 	/* rows never sent, in id order */
-	want = Min(slots * wh->batch_size, MAX_CLAIM);
+	want = Min(slots * rc->batch_size, MAX_CLAIM);
 	values[1] = Int32GetDatum(want);
-	if (wh->ordered == ROUTE_ORDER_ROUTE)
+	if (rc->ordered == ROUTE_ORDER_ROUTE)
 		plan = keep_plan(&fresh_ordered_plan,
 						 "SELECT " CLAIM_COLUMNS ","
 						 "   d.batch_id FROM notifier.deliveries d"
 						 CLAIM_HEAD
 						 " ORDER BY d.id FOR UPDATE",
 						 3, argtypes);
-	else if (wh->ordered == ROUTE_ORDER_KEY)
+	else if (rc->ordered == ROUTE_ORDER_KEY)
 		plan = keep_plan(&fresh_key_plan,
 						 "SELECT " CLAIM_COLUMNS ","
 						 "   d.batch_id FROM notifier.deliveries d"
@@ -596,8 +681,8 @@ claim_batches(Route *route, Claimed *claimed, Datum *values, int slots,
 	batchd = MemoryContextAlloc(scratch_cxt, (claimed->n - first) * sizeof(Datum));
 	for (from = first; from < claimed->n;)
 	{
-		int			k = request_size(claimed->payloads + from,
-									 Min(wh->batch_size, claimed->n - from));
+		int			k = remote_sink_of(route)->message_events(claimed->payloads + from,
+															  Min(rc->batch_size, claimed->n - from));
 
 		for (int i = from; i < from + k; i++)
 		{
@@ -658,9 +743,9 @@ read_next_due(RouteState *state, Datum *values, bool later_only)
 static void
 claim(Route *route, RouteState *state, Claimed *claimed, bool *durable)
 {
-	WebhookConfig *wh = &route->webhook;
+	RemoteConfig *rc = &route->remote;
 	int			slots = free_slots(route, state);
-	int			want = Min(slots * wh->batch_size, MAX_CLAIM);
+	int			want = Min(slots * rc->batch_size, MAX_CLAIM);
 	Datum		values[3];
 	bool		full;
 
@@ -670,8 +755,9 @@ claim(Route *route, RouteState *state, Claimed *claimed, bool *durable)
 
 	values[0] = Int64GetDatum(route->id);
 	values[1] = Int32GetDatum(want);
-	values[2] = Int64GetDatum(Max(notifier_max_batch_bytes, notifier_max_webhook_body_bytes));
-	if (wh->batch_size > 1)
+	values[2] = Int64GetDatum(Max((Size) notifier_max_batch_bytes,
+								  remote_sink_of(route)->max_message_bytes()));
+	if (rc->batch_size > 1)
 		full = claim_batches(route, claimed, values, slots, state->retries, durable);
 	else
 		full = claim_rows(route, claimed, values, want);
@@ -681,7 +767,7 @@ claim(Route *route, RouteState *state, Claimed *claimed, bool *durable)
 	 * which makes the route due again (record_outcomes()).  Until then only a
 	 * retry coming due does; rows claimed: more may be free.
 	 */
-	if (wh->ordered == ROUTE_ORDER_KEY)
+	if (rc->ordered == ROUTE_ORDER_KEY)
 	{
 		state->by_key = true;
 		if (claimed->n > 0)
@@ -708,15 +794,17 @@ claim(Route *route, RouteState *state, Claimed *claimed, bool *durable)
 		read_next_due(state, values, false);
 }
 
-/* full jitter: a random wait up to min(max, base * 2^(attempt - 1)) */
+/*
+ * The wait before a retry: what the receiver asked for, or full jitter, a
+ * random wait up to min(max, base * 2^(attempt - 1)).
+ */
 static long
-backoff_ms(const Request *req)
+backoff_ms(const RemoteMessage *msg)
 {
-	double		ceiling = notifier_retry_base_ms * pow(2.0, Max(req->attempt - 1, 0));
+	double		ceiling = notifier_retry_base_ms * pow(2.0, Max(msg->attempt - 1, 0));
 
-	if (req->retry_after_ms >= 0 &&
-		(req->http_status == 429 || req->http_status == 503))
-		return Min(req->retry_after_ms, (long) notifier_retry_max_ms);
+	if (msg->retry_after_ms >= 0)
+		return Min(msg->retry_after_ms, (long) notifier_retry_max_ms);
 	ceiling = Min(ceiling, (double) notifier_retry_max_ms);
 #if PG_VERSION_NUM >= 150000
 	return (long) (pg_prng_double(&pg_global_prng_state) * ceiling);
@@ -725,34 +813,8 @@ backoff_ms(const Request *req)
 #endif
 }
 
-typedef enum Outcome
-{
-	OUTCOME_DELIVERED,
-	OUTCOME_RETRY,
-	OUTCOME_DEAD
-} Outcome;
-
-static Outcome
-classify(const Request *req)
-{
-	long		s = req->http_status;
-
-	/* pg_notifier.denied_networks: retrying cannot help */
-	if (req->result != CURLE_OK && req->address_denied)
-		return OUTCOME_DEAD;
-	if (req->result != CURLE_OK)
-		return OUTCOME_RETRY;
-	if (s >= 200 && s < 300)
-		return OUTCOME_DELIVERED;
-	if (s == 408 || s == 425 || s == 429)
-		return OUTCOME_RETRY;
-	if (s >= 400 && s < 500)
-		return OUTCOME_DEAD;
-	return OUTCOME_RETRY;
-}
-
 /*
- * Write the outcome of the finished requests, in one transaction, and
+ * Write the outcome of the finished messages, in one transaction, and
  * count them.
  */
 static void
@@ -761,7 +823,6 @@ record_outcomes(void)
 	static const char *const status_name[] = {"delivered", "retry", "dead"};
 	Oid			argtypes[6] = {INT8ARRAYOID, TEXTOID, INT4OID, TEXTOID, INT8OID, INT4OID};
 	SPIPlanPtr	plan;
-	Request    *req;
 
 	if (!bookkeeping_xact_begin(true))
 		return;
@@ -781,44 +842,35 @@ record_outcomes(void)
 					 " RETURNING status",
 					 6, argtypes);
 
-	while ((req = webhook_http_next_finished()) != NULL)
+	while (!dlist_is_empty(&finished))
 	{
-		RouteState *state = route_state(req->route_id);
-		Outcome		outcome = classify(req);
-		long		delay = outcome == OUTCOME_RETRY ? backoff_ms(req) : 0;
-		char	   *error = NULL;
-		Datum	   *idd = palloc(req->n * sizeof(Datum));
+		RemoteMessage *msg = dlist_container(RemoteMessage, node,
+											 dlist_pop_head_node(&finished));
+		RouteState *state = route_state(msg->route_id);
+		long		delay = msg->result == REMOTE_RETRY ? backoff_ms(msg) : 0;
+		Datum	   *idd = palloc(msg->n * sizeof(Datum));
 		Datum		values[6];
 		char		nulls[6] = "      ";
 		RouteDelivery rd;
-		double	   *latencies = palloc(req->n * sizeof(double));
+		double	   *latencies = palloc(msg->n * sizeof(double));
 
-		if (req->result != CURLE_OK && req->address_denied)
-			error = psprintf("address denied: %s is in pg_notifier.denied_networks",
-							 req->denied_host);
-		else if (req->result != CURLE_OK)
-			error = psprintf("%s%s%s", curl_easy_strerror(req->result),
-							 req->errbuf[0] ? ": " : "", req->errbuf);
-		else if (outcome != OUTCOME_DELIVERED)
-			error = psprintf("HTTP status %ld", req->http_status);
-
-		for (int i = 0; i < req->n; i++)
-			idd[i] = Int64GetDatum(req->ids[i]);
-		values[0] = PointerGetDatum(construct_array(idd, req->n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-		values[1] = CStringGetTextDatum(status_name[outcome]);
-		values[2] = Int32GetDatum((int32) req->http_status);
-		nulls[2] = req->result != CURLE_OK ? 'n' : ' ';
-		values[3] = error ? CStringGetTextDatum(error) : (Datum) 0;
-		nulls[3] = error ? ' ' : 'n';
+		for (int i = 0; i < msg->n; i++)
+			idd[i] = Int64GetDatum(msg->ids[i]);
+		values[0] = PointerGetDatum(construct_array(idd, msg->n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+		values[1] = CStringGetTextDatum(status_name[msg->result]);
+		values[2] = Int32GetDatum((int32) msg->status);
+		nulls[2] = msg->status == 0 ? 'n' : ' ';
+		values[3] = msg->reason ? CStringGetTextDatum(msg->reason) : (Datum) 0;
+		nulls[3] = msg->reason ? ' ' : 'n';
 		values[4] = Int64GetDatum(delay);
-		values[5] = Int32GetDatum(req->max_attempts);
+		values[5] = Int32GetDatum(msg->max_attempts);
 		if (SPI_execute_plan(plan, values, nulls, false, 0) != SPI_OK_UPDATE_RETURNING)
 			elog(ERROR, "recording a delivery failed");
 
 		memset(&rd, 0, sizeof(rd));
-		rd.route_id = req->route_id;
-		rd.http_status = req->result != CURLE_OK ? 0 : (int) req->http_status;
-		rd.error = error;
+		rd.route_id = msg->route_id;
+		rd.http_status = msg->status;
+		rd.error = msg->reason;
 		for (uint64 i = 0; i < SPI_processed; i++)
 		{
 			char	   *status = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
@@ -830,14 +882,14 @@ record_outcomes(void)
 			else
 				rd.dead++;
 		}
-		if (outcome == OUTCOME_DELIVERED)
+		if (msg->result == REMOTE_DELIVERED)
 		{
-			for (int i = 0; i < req->n; i++)
-				latencies[i] = (req->finished_at - req->received[i]) / 1000.0;
+			for (int i = 0; i < msg->n; i++)
+				latencies[i] = (msg->finished_at - msg->received[i]) / 1000.0;
 			rd.latencies_ms = latencies;
-			rd.nlatencies = req->n;
+			rd.nlatencies = msg->n;
 		}
-		stats_route_delivery(MyDatabaseId, &rd, req->finished_at);
+		stats_route_delivery(MyDatabaseId, &rd, msg->finished_at);
 		delivered_count += rd.delivered;
 
 		/*
@@ -855,13 +907,39 @@ record_outcomes(void)
 			if (state->next_due == 0 || due < state->next_due)
 				state->next_due = due;
 		}
-		webhook_http_free(req);
+		pfree(msg->ids);
+		pfree(msg->received);
+		if (msg->reason)
+			pfree(msg->reason);
+		pfree(msg);
 	}
 
 	worker_xact_commit();
 }
 
 
+
+/*
+ * Hand the k rows of cl from "from" on, one message, to the route's sink.
+ * The message lives in messages_cxt until its outcome is recorded.
+ */
+static void
+start_message(Claimed *cl, int from, int k)
+{
+	RemoteMessage *msg = MemoryContextAllocZero(messages_cxt, sizeof(RemoteMessage));
+
+	msg->route_id = cl->route->id;
+	msg->max_attempts = cl->route->remote.max_attempts;
+	msg->attempt = cl->attempts[from];
+	msg->n = k;
+	msg->ids = MemoryContextAlloc(messages_cxt, k * sizeof(int64));
+	msg->received = MemoryContextAlloc(messages_cxt, k * sizeof(TimestampTz));
+	memcpy(msg->ids, cl->ids + from, k * sizeof(int64));
+	memcpy(msg->received, cl->received + from, k * sizeof(TimestampTz));
+	msg->retry_after_ms = -1;
+	remote_sink_of(cl->route)->start(cl->route, msg, cl->event_ids + from,
+									 cl->payloads + from);
+}
 
 /*
  * Record what finished, claim what may be sent, start it.  Returns when a
@@ -880,12 +958,12 @@ delivery_work(RouteTable *routes)
 	if (routes == NULL)
 		return 0;
 	delivery_init();
-	if (webhook_http_any_finished())
+	if (!dlist_is_empty(&finished))
 		record_outcomes();
 
 	now = GetCurrentTimestamp();
 	for (int i = 0; i < routes->nroutes && !any; i++)
-		any = routes->routes[i].kind == ROUTE_WEBHOOK &&
+		any = remote_sink_of(&routes->routes[i]) != NULL &&
 			route_due(&routes->routes[i], route_state(routes->routes[i].id), now);
 
 	if (any)
@@ -902,7 +980,7 @@ delivery_work(RouteTable *routes)
 			Route	   *route = &routes->routes[i];
 			RouteState *state;
 
-			if (route->kind != ROUTE_WEBHOOK ||
+			if (remote_sink_of(route) == NULL ||
 				!route_due(route, state = route_state(route->id), now))
 				continue;
 			if (state->next_due != 0 && state->next_due <= now)
@@ -926,26 +1004,25 @@ delivery_work(RouteTable *routes)
 				while (from + k < cl->n && cl->batch[from + k] == cl->batch[from])
 					k++;
 
-				webhook_http_start(cl->route, cl->ids + from, cl->event_ids + from,
-								   cl->payloads + from, cl->attempts + from,
-								   cl->received + from, k);
+				start_message(cl, from, k);
 				route_state(cl->route->id)->inflight++;
 				from += k;
 			}
 		}
 		MemoryContextReset(scratch_cxt);
-		webhook_http_progress();
+		for (int i = 0; i < lengthof(sinks); i++)
+			sinks[i]->progress();
 	}
 
 	/* when to come back: at once, or at the first retry */
-	if (webhook_http_any_finished())
+	if (!dlist_is_empty(&finished))
 		return now;
 	for (int i = 0; i < routes->nroutes; i++)
 	{
 		Route	   *route = &routes->routes[i];
 		RouteState *state;
 
-		if (route->kind != ROUTE_WEBHOOK || route->webhook.paused)
+		if (remote_sink_of(route) == NULL || route->remote.paused)
 			continue;
 		state = route_state(route->id);
 		if (route_due(route, state, now))
@@ -954,4 +1031,146 @@ delivery_work(RouteTable *routes)
 			next = state->next_due;
 	}
 	return next;
+}
+
+/*
+ * Sleep until the latch is set, a sink has something to do, or timeout_ms
+ * passed; then let the sinks work.
+ *
+ * The wait set (latch, postmaster death, the sinks' sockets) is kept from
+ * one wait to the next and only rebuilt when a sink's set of sockets
+ * changed: under load the worker waits thousands of times a second, and
+ * building an epoll set costs system calls per socket.  A socket whose
+ * interest changed (reading, writing) is modified in place.
+ */
+static WaitEventSet *wait_set = NULL;
+static int	wait_nsockets = 0;	/* sockets in wait_set */
+static RemoteSocket *wait_sockets = NULL;	/* them, as added */
+static int *wait_pos = NULL;	/* their positions in wait_set; -1: none */
+
+/* the wait events of a socket; 0: none */
+static uint32
+socket_events(const RemoteSocket *sock)
+{
+	return (sock->readable ? WL_SOCKET_READABLE : 0) |
+		(sock->writable ? WL_SOCKET_WRITEABLE : 0);
+}
+
+void
+delivery_wait(long timeout_ms)
+{
+	const RemoteSocket *socks[lengthof(sinks)];
+	int			nsocks[lengthof(sinks)];
+	int			total = 0;
+	bool		rebuild = (wait_set == NULL);
+	TimestampTz deadline = 0;
+	WaitEvent  *events;
+	int			nevents;
+	RemoteSocket *ready;
+	int			nready;
+	int			k;
+
+	for (int s = 0; s < lengthof(sinks); s++)
+	{
+		TimestampTz d = 0;
+		bool		changed = false;
+
+		nsocks[s] = sinks[s]->sockets(&socks[s], &d, &changed);
+		total += nsocks[s];
+		rebuild |= changed;
+		if (d != 0 && (deadline == 0 || d < deadline))
+			deadline = d;
+	}
+	if (total == 0 && deadline == 0)
+	{
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 timeout_ms, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		return;
+	}
+	if (deadline != 0)
+		timeout_ms = Min(timeout_ms,
+						 TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline));
+
+	/* a socket that starts or stops being waited on needs a new set too */
+	rebuild |= total != wait_nsockets;
+	k = 0;
+	for (int s = 0; s < lengthof(sinks) && !rebuild; s++)
+		for (int i = 0; i < nsocks[s] && !rebuild; i++, k++)
+			rebuild = socks[s][i].fd != wait_sockets[k].fd ||
+				(socket_events(&socks[s][i]) == 0) != (wait_pos[k] < 0);
+
+	if (rebuild)
+	{
+		if (wait_set != NULL)
+			FreeWaitEventSet(wait_set);
+		if (wait_sockets != NULL)
+		{
+			pfree(wait_sockets);
+			pfree(wait_pos);
+		}
+#if PG_VERSION_NUM >= 170000
+		wait_set = CreateWaitEventSet(NULL, total + 2);
+#else
+		wait_set = CreateWaitEventSet(delivery_cxt, total + 2);
+#endif
+		wait_sockets = MemoryContextAlloc(delivery_cxt, Max(total, 1) * sizeof(RemoteSocket));
+		wait_pos = MemoryContextAlloc(delivery_cxt, Max(total, 1) * sizeof(int));
+		AddWaitEventToSet(wait_set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
+		AddWaitEventToSet(wait_set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
+		k = 0;
+		for (int s = 0; s < lengthof(sinks); s++)
+			for (int i = 0; i < nsocks[s]; i++, k++)
+			{
+				uint32		ev = socket_events(&socks[s][i]);
+
+				wait_sockets[k] = socks[s][i];
+				wait_pos[k] = ev == 0 ? -1 :
+					AddWaitEventToSet(wait_set, ev, socks[s][i].fd, NULL,
+									  (void *) (intptr_t) s);
+			}
+		wait_nsockets = total;
+	}
+	else
+	{
+		k = 0;
+		for (int s = 0; s < lengthof(sinks); s++)
+			for (int i = 0; i < nsocks[s]; i++, k++)
+			{
+				uint32		ev = socket_events(&socks[s][i]);
+
+				if (ev != socket_events(&wait_sockets[k]))
+				{
+					ModifyWaitEvent(wait_set, wait_pos[k], ev, NULL);
+					wait_sockets[k] = socks[s][i];
+				}
+			}
+	}
+
+	events = palloc((total + 2) * sizeof(WaitEvent));
+	ready = palloc(Max(total, 1) * sizeof(RemoteSocket));
+	nevents = WaitEventSetWait(wait_set, Max(timeout_ms, 0), events, total + 2,
+							   PG_WAIT_EXTENSION);
+	for (int i = 0; i < nevents; i++)
+		if (events[i].events & WL_LATCH_SET)
+			ResetLatch(MyLatch);
+
+	/* each sink: its ready sockets (maybe none: it looks at its own timer) */
+	for (int s = 0; s < lengthof(sinks); s++)
+	{
+		nready = 0;
+		for (int i = 0; i < nevents; i++)
+		{
+			if (!(events[i].events & (WL_SOCKET_READABLE | WL_SOCKET_WRITEABLE)) ||
+				(intptr_t) events[i].user_data != s)
+				continue;
+			ready[nready].fd = events[i].fd;
+			ready[nready].readable = (events[i].events & WL_SOCKET_READABLE) != 0;
+			ready[nready].writable = (events[i].events & WL_SOCKET_WRITEABLE) != 0;
+			nready++;
+		}
+		sinks[s]->ready(ready, nready);
+	}
+	pfree(events);
+	pfree(ready);
 }
