@@ -814,83 +814,144 @@ backoff_ms(const RemoteMessage *msg)
 }
 
 /*
- * Write the outcome of the finished messages, in one transaction, and
- * count them.
+ * Write the outcome of the finished messages, in one transaction and one
+ * statement, and count them.
  */
 static void
 record_outcomes(void)
 {
 	static const char *const status_name[] = {"delivered", "retry", "dead"};
-	Oid			argtypes[6] = {INT8ARRAYOID, TEXTOID, INT4OID, TEXTOID, INT8OID, INT4OID};
+	Oid			argtypes[7] = {INT8ARRAYOID, INT4ARRAYOID, TEXTARRAYOID, INT4ARRAYOID,
+	TEXTARRAYOID, INT8ARRAYOID, INT4ARRAYOID};
 	SPIPlanPtr	plan;
+	dlist_iter	iter;
+	int			nmsgs = 0;
+	int			nrows = 0;
+	RemoteMessage **msgs;
+	long	   *delays;
+	RouteDelivery *rds;
+	Datum	   *cols[7];
+	bool	   *status_nulls;
+	bool	   *error_nulls;
+	Datum		values[7];
+	int			dims[1];
+	int			lbs[1] = {1};
+	int			row = 0;
 
 	if (!bookkeeping_xact_begin(true))
 		return;
-	plan = keep_plan(&outcome_plan,
-					 "UPDATE notifier.deliveries SET"
-					 " status = CASE WHEN $2 OPERATOR(pg_catalog.<>) 'retry' THEN $2"
-					 "   WHEN attempts OPERATOR(pg_catalog.>=) $6 THEN 'dead' ELSE 'pending' END,"
-					 " next_attempt_at = CASE WHEN $2 OPERATOR(pg_catalog.=) 'retry'"
-					 "   THEN pg_catalog.clock_timestamp() OPERATOR(pg_catalog.+)"
-					 "        ($5::pg_catalog.float8 OPERATOR(pg_catalog.*) interval '1 millisecond')"
-					 "   ELSE next_attempt_at END,"
-					 " last_http_status = $3, last_error = $4,"
-					 " updated_at = pg_catalog.clock_timestamp(),"
-					 " delivered_at = CASE WHEN $2 OPERATOR(pg_catalog.=) 'delivered'"
-					 "   THEN pg_catalog.clock_timestamp() END"
-					 " WHERE id OPERATOR(pg_catalog.=) ANY ($1) AND status OPERATOR(pg_catalog.=) 'in_flight'"
-					 " RETURNING status",
-					 6, argtypes);
 
+	/*
+	 * One statement for every finished message: a row of each message's
+	 * events, with the message's outcome.  The rows are found by their
+	 * primary key alone (a join on it): a partial index on status would be
+	 * read whole, and on a busy table it holds the entries of every row that
+	 * was ever in that status and is not vacuumed yet.
+	 */
+	plan = keep_plan(&outcome_plan,
+					 "UPDATE notifier.deliveries d SET"
+					 " status = CASE WHEN r.result OPERATOR(pg_catalog.<>) 'retry' THEN r.result"
+					 "   WHEN d.attempts OPERATOR(pg_catalog.>=) r.max_attempts THEN 'dead' ELSE 'pending' END,"
+					 " next_attempt_at = CASE WHEN r.result OPERATOR(pg_catalog.=) 'retry'"
+					 "   THEN pg_catalog.clock_timestamp() OPERATOR(pg_catalog.+)"
+					 "        (r.delay::pg_catalog.float8 OPERATOR(pg_catalog.*) interval '1 millisecond')"
+					 "   ELSE d.next_attempt_at END,"
+					 " last_http_status = r.http_status, last_error = r.error,"
+					 " updated_at = pg_catalog.clock_timestamp(),"
+					 " delivered_at = CASE WHEN r.result OPERATOR(pg_catalog.=) 'delivered'"
+					 "   THEN pg_catalog.clock_timestamp() END"
+					 " FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3),"
+					 "   pg_catalog.unnest($4), pg_catalog.unnest($5), pg_catalog.unnest($6),"
+					 "   pg_catalog.unnest($7)) AS r(id, msg, result, http_status, error, delay, max_attempts)"
+					 " WHERE d.id OPERATOR(pg_catalog.=) r.id"
+					 "   AND d.status OPERATOR(pg_catalog.=) 'in_flight'"
+					 " RETURNING r.msg, d.status",
+					 7, argtypes);
+
+	dlist_foreach(iter, &finished)
+	{
+		RemoteMessage *msg = dlist_container(RemoteMessage, node, iter.cur);
+
+		nmsgs++;
+		nrows += msg->n;
+	}
+	msgs = palloc(nmsgs * sizeof(RemoteMessage *));
+	delays = palloc(nmsgs * sizeof(long));
+	rds = palloc0(nmsgs * sizeof(RouteDelivery));
+	for (int c = 0; c < 7; c++)
+		cols[c] = palloc(nrows * sizeof(Datum));
+	status_nulls = palloc(nrows * sizeof(bool));
+	error_nulls = palloc(nrows * sizeof(bool));
+	nmsgs = 0;
 	while (!dlist_is_empty(&finished))
 	{
 		RemoteMessage *msg = dlist_container(RemoteMessage, node,
 											 dlist_pop_head_node(&finished));
+		Datum		result = CStringGetTextDatum(status_name[msg->result]);
+		Datum		error = msg->reason ? CStringGetTextDatum(msg->reason) : (Datum) 0;
+
+		delays[nmsgs] = msg->result == REMOTE_RETRY ? backoff_ms(msg) : 0;
+		for (int i = 0; i < msg->n; i++, row++)
+		{
+			cols[0][row] = Int64GetDatum(msg->ids[i]);
+			cols[1][row] = Int32GetDatum(nmsgs);
+			cols[2][row] = result;
+			cols[3][row] = Int32GetDatum((int32) msg->status);
+			status_nulls[row] = msg->status == 0;
+			cols[4][row] = error;
+			error_nulls[row] = msg->reason == NULL;
+			cols[5][row] = Int64GetDatum(delays[nmsgs]);
+			cols[6][row] = Int32GetDatum(msg->max_attempts);
+		}
+		msgs[nmsgs++] = msg;
+	}
+	dims[0] = nrows;
+	values[0] = PointerGetDatum(construct_array(cols[0], nrows, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	values[1] = PointerGetDatum(construct_array(cols[1], nrows, INT4OID, 4, true, TYPALIGN_INT));
+	values[2] = PointerGetDatum(construct_array(cols[2], nrows, TEXTOID, -1, false, TYPALIGN_INT));
+	values[3] = PointerGetDatum(construct_md_array(cols[3], status_nulls, 1, dims, lbs,
+												   INT4OID, 4, true, TYPALIGN_INT));
+	values[4] = PointerGetDatum(construct_md_array(cols[4], error_nulls, 1, dims, lbs,
+												   TEXTOID, -1, false, TYPALIGN_INT));
+	values[5] = PointerGetDatum(construct_array(cols[5], nrows, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	values[6] = PointerGetDatum(construct_array(cols[6], nrows, INT4OID, 4, true, TYPALIGN_INT));
+	if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
+		elog(ERROR, "recording deliveries failed");
+
+	/* what became of each message's rows */
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+		int			m = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
+		char	   *status = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2);
+
+		if (strcmp(status, "delivered") == 0)
+			rds[m].delivered++;
+		else if (strcmp(status, "pending") == 0)
+			rds[m].retried++;
+		else
+			rds[m].dead++;
+	}
+
+	for (int m = 0; m < nmsgs; m++)
+	{
+		RemoteMessage *msg = msgs[m];
 		RouteState *state = route_state(msg->route_id);
-		long		delay = msg->result == REMOTE_RETRY ? backoff_ms(msg) : 0;
-		Datum	   *idd = palloc(msg->n * sizeof(Datum));
-		Datum		values[6];
-		char		nulls[6] = "      ";
-		RouteDelivery rd;
+		RouteDelivery *rd = &rds[m];
 		double	   *latencies = palloc(msg->n * sizeof(double));
 
-		for (int i = 0; i < msg->n; i++)
-			idd[i] = Int64GetDatum(msg->ids[i]);
-		values[0] = PointerGetDatum(construct_array(idd, msg->n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-		values[1] = CStringGetTextDatum(status_name[msg->result]);
-		values[2] = Int32GetDatum((int32) msg->status);
-		nulls[2] = msg->status == 0 ? 'n' : ' ';
-		values[3] = msg->reason ? CStringGetTextDatum(msg->reason) : (Datum) 0;
-		nulls[3] = msg->reason ? ' ' : 'n';
-		values[4] = Int64GetDatum(delay);
-		values[5] = Int32GetDatum(msg->max_attempts);
-		if (SPI_execute_plan(plan, values, nulls, false, 0) != SPI_OK_UPDATE_RETURNING)
-			elog(ERROR, "recording a delivery failed");
-
-		memset(&rd, 0, sizeof(rd));
-		rd.route_id = msg->route_id;
-		rd.http_status = msg->status;
-		rd.error = msg->reason;
-		for (uint64 i = 0; i < SPI_processed; i++)
-		{
-			char	   *status = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
-
-			if (strcmp(status, "delivered") == 0)
-				rd.delivered++;
-			else if (strcmp(status, "pending") == 0)
-				rd.retried++;
-			else
-				rd.dead++;
-		}
+		rd->route_id = msg->route_id;
+		rd->http_status = msg->status;
+		rd->error = msg->reason;
 		if (msg->result == REMOTE_DELIVERED)
 		{
 			for (int i = 0; i < msg->n; i++)
 				latencies[i] = (msg->finished_at - msg->received[i]) / 1000.0;
-			rd.latencies_ms = latencies;
-			rd.nlatencies = msg->n;
+			rd->latencies_ms = latencies;
+			rd->nlatencies = msg->n;
 		}
-		stats_route_delivery(MyDatabaseId, &rd, msg->finished_at);
-		delivered_count += rd.delivered;
+		stats_route_delivery(MyDatabaseId, rd, msg->finished_at);
+		delivered_count += rd->delivered;
 
 		/*
 		 * A slot is free: the route is due again if its last claim was full
@@ -899,14 +960,15 @@ record_outcomes(void)
 		state->inflight--;
 		if (state->by_key)
 			state->pending = true;
-		if (rd.retried > 0)
+		if (rd->retried > 0)
 		{
-			TimestampTz due = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), delay);
+			TimestampTz due = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), delays[m]);
 
 			state->retries = true;
 			if (state->next_due == 0 || due < state->next_due)
 				state->next_due = due;
 		}
+		pfree(latencies);
 		pfree(msg->ids);
 		pfree(msg->received);
 		if (msg->reason)
