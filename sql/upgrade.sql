@@ -72,10 +72,10 @@ ALTER EXTENSION pg_notifier UPDATE;
 SELECT extversion FROM pg_extension WHERE extname = 'pg_notifier';
 SELECT channel, ordered FROM notifier.routes ORDER BY id;
 SELECT has_function_privilege('upg_manager',
-		'notifier.add_webhook(text, text, jsonb, text, integer, integer, integer, integer, notifier.ordering)',
+		'notifier.add_webhook(text, text, jsonb, text, integer, integer, integer, integer, notifier.ordering, double precision)',
 		'EXECUTE') AS add_webhook_granted,
 	   has_table_privilege('upg_manager', 'notifier.route_list', 'SELECT') AS route_list_granted;
-REVOKE EXECUTE ON FUNCTION notifier.add_webhook(text, text, jsonb, text, integer, integer, integer, integer, notifier.ordering)
+REVOKE EXECUTE ON FUNCTION notifier.add_webhook(text, text, jsonb, text, integer, integer, integer, integer, notifier.ordering, double precision)
 	FROM upg_manager;
 REVOKE SELECT ON notifier.route_list FROM upg_manager;
 DROP ROLE upg_manager;

@@ -348,6 +348,20 @@ BEGIN
 END
 $$;
 
+-- ---------------------------------------------------------------------------
+-- Delivery engine (issue 16): max_per_second
+-- ---------------------------------------------------------------------------
+
+-- The most messages (requests) per second a remote route starts: a token
+-- bucket in the worker's delivery engine.  NULL: no limit.  Here, before
+-- notifier.route_list is made again below: it shows the column.
+ALTER TABLE notifier.routes ADD COLUMN max_per_second double precision
+	CONSTRAINT routes_max_per_second_check
+	CHECK (max_per_second > 0 AND max_per_second <= 1000000);
+
+COMMENT ON COLUMN notifier.routes.max_per_second IS
+'the most messages (requests) per second the route sends; NULL: no limit';
+
 -- the column changes type: the view that shows it is made again, with its grants
 DO $$
 DECLARE
@@ -376,7 +390,8 @@ BEGIN
 		   r.timeout_ms,
 		   r.concurrency,
 		   r.ordered,
-		   r.created_at
+		   r.created_at,
+		   r.max_per_second
 	  FROM notifier.routes r;
 	PERFORM notifier.copy_grants(saved_acl, 'TABLE', 'notifier.route_list');
 END
@@ -394,17 +409,18 @@ CREATE FUNCTION notifier.add_webhook(
 	max_attempts integer DEFAULT 10,
 	timeout_ms	integer DEFAULT 5000,
 	concurrency integer DEFAULT 8,
-	ordered		notifier.ordering DEFAULT 'none')
+	ordered		notifier.ordering DEFAULT 'none',
+	max_per_second double precision DEFAULT NULL)
 RETURNS bigint
 AS 'MODULE_PATHNAME', 'notifier_add_webhook'
 LANGUAGE C CALLED ON NULL INPUT VOLATILE;
 
-COMMENT ON FUNCTION notifier.add_webhook(text, text, jsonb, text, integer, integer, integer, integer, notifier.ordering) IS
+COMMENT ON FUNCTION notifier.add_webhook(text, text, jsonb, text, integer, integer, integer, integer, notifier.ordering, double precision) IS
 'route the events of a channel to an HTTP endpoint (POST); returns the route id';
 
-REVOKE ALL ON FUNCTION notifier.add_webhook(text, text, jsonb, text, integer, integer, integer, integer, notifier.ordering) FROM PUBLIC;
+REVOKE ALL ON FUNCTION notifier.add_webhook(text, text, jsonb, text, integer, integer, integer, integer, notifier.ordering, double precision) FROM PUBLIC;
 SELECT notifier.copy_grants(p.proacl, 'FUNCTION',
-		'notifier.add_webhook(text, text, jsonb, text, integer, integer, integer, integer, notifier.ordering)')
+		'notifier.add_webhook(text, text, jsonb, text, integer, integer, integer, integer, notifier.ordering, double precision)')
   FROM pg_catalog.pg_proc p
  WHERE p.oid OPERATOR(pg_catalog.=)
 	   'notifier.add_webhook(text, text, jsonb, text, integer, integer, integer, integer, boolean)'::pg_catalog.regprocedure;
@@ -415,7 +431,7 @@ LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 SELECT pg_catalog.has_function_privilege(
-	'notifier.add_webhook(text, text, jsonb, text, integer, integer, integer, integer, notifier.ordering)'::pg_catalog.regprocedure,
+	'notifier.add_webhook(text, text, jsonb, text, integer, integer, integer, integer, notifier.ordering, double precision)'::pg_catalog.regprocedure,
 	'EXECUTE')
 $$;
 

@@ -13,12 +13,15 @@
  */
 #include "postgres.h"
 
+#include <math.h>
+
 #include <curl/curl.h>
 
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "utils/builtins.h"
+#include "utils/float.h"
 #include "utils/jsonb.h"
 #include "utils/timestamp.h"
 #include "utils/varlena.h"
@@ -35,6 +38,12 @@
 #define MAX_ATTEMPTS 100
 #define MAX_TIMEOUT_MS 600000
 #define MAX_CONCURRENCY 100
+/* as routes_max_per_second_check */
+#define MAX_PER_SECOND 1000000
+
+/* the arguments of add_webhook() past the first nine, by position */
+#define ADD_WEBHOOK_ARG_MAX_PER_SECOND 9
+#define ADD_WEBHOOK_NARGS 10
 
 /*
  * The longest URL accepted: browsers and servers commonly stop at 8 KB, and
@@ -60,6 +69,23 @@ int_arg(FunctionCallInfo fcinfo, int argno, const char *name, int32 max)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("%s must be between 1 and %d, not %d", name, max, value)));
 	return value;
+}
+
+/* max_per_second: NULL (no limit), or a rate above 0 */
+static void
+check_max_per_second(FunctionCallInfo fcinfo, int argno)
+{
+	float8		rate;
+
+	if (PG_ARGISNULL(argno))
+		return;
+	rate = PG_GETARG_FLOAT8(argno);
+	if (isnan(rate) || rate <= 0 || rate > MAX_PER_SECOND)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("max_per_second must be greater than 0 and at most %d, not %s",
+						MAX_PER_SECOND, float8out_internal(rate)),
+				 errhint("Pass NULL for no limit.")));
 }
 
 static bool
@@ -201,7 +227,8 @@ PG_FUNCTION_INFO_V1(notifier_add_webhook);
 
 /*
  * notifier.add_webhook(channel, url, headers, secret, batch_size,
- *						max_attempts, timeout_ms, concurrency, ordered)
+ *						max_attempts, timeout_ms, concurrency, ordered,
+ *						max_per_second)
  *	-> route id
  *
  * ordered is a notifier.ordering (an enum of the extension, whose OID this
@@ -210,10 +237,11 @@ PG_FUNCTION_INFO_V1(notifier_add_webhook);
 Datum
 notifier_add_webhook(PG_FUNCTION_ARGS)
 {
-	Oid			argtypes[9] = {TEXTOID, TEXTOID, JSONBOID, TEXTOID, INT4OID,
-	INT4OID, INT4OID, INT4OID, InvalidOid};
-	Datum		values[9];
-	char		nulls[9] = "         ";
+	Oid			argtypes[ADD_WEBHOOK_NARGS] = {TEXTOID, TEXTOID, JSONBOID, TEXTOID, INT4OID,
+	INT4OID, INT4OID, INT4OID, InvalidOid, FLOAT8OID};
+	Datum		values[ADD_WEBHOOK_NARGS];
+	char		nulls[ADD_WEBHOOK_NARGS];
+	int			nargs;
 	int64		id = 0;
 	int			keylen;
 
@@ -232,14 +260,29 @@ notifier_add_webhook(PG_FUNCTION_ARGS)
 	/* notifier.ordering: 'none', 'key' or 'route' (0.1's boolean casts to it) */
 	argtypes[8] = get_fn_expr_argtype(fcinfo->flinfo, 8);
 
-	for (int i = 0; i < 9; i++)
+	/*
+	 * 0.1's add_webhook() (until ALTER EXTENSION ... UPDATE) has nine
+	 * arguments, and its notifier.routes no max_per_second.
+	 */
+	nargs = Min(PG_NARGS(), ADD_WEBHOOK_NARGS);
+	if (nargs > ADD_WEBHOOK_ARG_MAX_PER_SECOND)
+		check_max_per_second(fcinfo, ADD_WEBHOOK_ARG_MAX_PER_SECOND);
+
+	/* NULL only where allowed: the secret, max_per_second */
+	for (int i = 0; i < nargs; i++)
+	{
 		values[i] = PG_ARGISNULL(i) ? (Datum) 0 : PG_GETARG_DATUM(i);
-	nulls[3] = PG_ARGISNULL(3) ? 'n' : ' ';
+		nulls[i] = PG_ARGISNULL(i) ? 'n' : ' ';
+	}
 	warn_if_no_worker();
-	routes_execute("INSERT INTO notifier.routes (channel, kind, url, headers, secret,"
+	routes_execute(nargs > ADD_WEBHOOK_ARG_MAX_PER_SECOND ?
+				   "INSERT INTO notifier.routes (channel, kind, url, headers, secret,"
+				   " batch_size, max_attempts, timeout_ms, concurrency, ordered, max_per_second)"
+				   " VALUES ($1, 'webhook', $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id" :
+				   "INSERT INTO notifier.routes (channel, kind, url, headers, secret,"
 				   " batch_size, max_attempts, timeout_ms, concurrency, ordered)"
 				   " VALUES ($1, 'webhook', $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
-				   9, argtypes, values, nulls, SPI_OK_INSERT_RETURNING, &id);
+				   nargs, argtypes, values, nulls, SPI_OK_INSERT_RETURNING, &id);
 	PG_RETURN_INT64(id);
 }
 

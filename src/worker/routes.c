@@ -103,7 +103,7 @@ routes_load(MemoryContext parent)
 					"        FROM pg_catalog.jsonb_each_text(headers) h WHERE h.value IS NOT NULL ORDER BY h.key),"
 					" secret, batch_size, max_attempts, timeout_ms, concurrency, ordered::pg_catalog.text,"
 					" CASE WHEN previous_secret_until OPERATOR(pg_catalog.>) pg_catalog.now()"
-					"   THEN previous_secret END, previous_secret_until, paused"
+					"   THEN previous_secret END, previous_secret_until, paused, max_per_second"
 					" FROM notifier.routes ORDER BY id", true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "reading notifier.routes failed");
 	n = SPI_processed;
@@ -148,6 +148,7 @@ routes_load(MemoryContext parent)
 		{
 			WebhookConfig *wh = &route->webhook;
 			char	   *secret = SPI_getvalue(tuple, tupdesc, 7);
+			Datum		rate;
 
 			route->kind = ROUTE_WEBHOOK;
 			wh->url = SPI_getvalue(tuple, tupdesc, 5);
@@ -160,6 +161,8 @@ routes_load(MemoryContext parent)
 			route->remote.concurrency = DatumGetInt32(SPI_getbinval(tuple, tupdesc, 11, &isnull));
 			route->remote.ordered = ordering(SPI_getvalue(tuple, tupdesc, 12));
 			route->remote.paused = DatumGetBool(SPI_getbinval(tuple, tupdesc, 15, &isnull));
+			rate = SPI_getbinval(tuple, tupdesc, 16, &isnull);
+			route->remote.max_per_second = isnull ? 0 : DatumGetFloat8(rate);
 			secret = SPI_getvalue(tuple, tupdesc, 13);
 			if (secret != NULL)
 			{

@@ -37,6 +37,8 @@ typedef struct RemoteConfig
 	int			concurrency;	/* messages in flight at most */
 	RouteOrdering ordered;
 	bool		paused;			/* pause_route(): rows are kept, not sent */
+	double		max_per_second; /* messages started per second at most; 0: no
+								 * limit */
 } RemoteConfig;
 
 /* what a webhook route says about its requests */

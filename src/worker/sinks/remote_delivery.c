@@ -89,7 +89,16 @@ typedef struct RouteState
 	TimestampTz next_due;		/* a retry is due then; 0: none known */
 	bool		retries;		/* may have rows waiting for a retry */
 	bool		by_key;			/* ordered by key: an outcome may free rows */
+	double		tokens;			/* max_per_second: messages it may start */
+	TimestampTz refilled_at;	/* tokens counted until then; 0: never */
 } RouteState;
+
+/*
+ * max_per_second is a token bucket holding a tenth of a second of messages
+ * (at least one): a route that waited may start a few at once, never more,
+ * so the rate holds over any window longer than that.
+ */
+#define RATE_BURST_SECONDS 0.1
 
 static MemoryContext delivery_cxt = NULL;	/* the states */
 static MemoryContext scratch_cxt = NULL;	/* one delivery_work() call */
@@ -217,6 +226,7 @@ route_state(int64 route_id)
 		state->next_due = 0;
 		state->retries = true;
 		state->by_key = false;
+		state->refilled_at = 0;
 	}
 	return state;
 }
@@ -510,9 +520,27 @@ claim_update(SPIPlanPtr plan, Datum *values, Claimed *claimed)
 	take_rows(claimed, SPI_processed, 0);
 }
 
-/* messages the route may start now */
+/* The tokens of the route's max_per_second bucket, refilled up to now. */
+static double
+rate_tokens(Route *route, RouteState *state, TimestampTz now)
+{
+	double		rate = route->remote.max_per_second;
+	double		burst = Max(1.0, rate * RATE_BURST_SECONDS);
+
+	if (state->refilled_at == 0)
+		state->tokens = burst;
+	else if (now > state->refilled_at)
+		state->tokens = Min(burst, state->tokens +
+							(now - state->refilled_at) / (double) USECS_PER_SEC * rate);
+	state->tokens = Min(state->tokens, burst);	/* the rate was lowered */
+	if (now > state->refilled_at)
+		state->refilled_at = now;
+	return state->tokens;
+}
+
+/* messages the route may have in flight besides those it has */
 static int
-free_slots(Route *route, RouteState *state)
+concurrency_slots(Route *route, RouteState *state)
 {
 	RemoteConfig *rc = &route->remote;
 
@@ -520,11 +548,39 @@ free_slots(Route *route, RouteState *state)
 		rc->concurrency - state->inflight;
 }
 
+/* messages the route may start now: its concurrency, its max_per_second */
+static int
+free_slots(Route *route, RouteState *state, TimestampTz now)
+{
+	int			slots = concurrency_slots(route, state);
+
+	if (route->remote.max_per_second > 0 && slots > 0)
+		slots = Min(slots, (int) floor(rate_tokens(route, state, now)));
+	return slots;
+}
+
+/*
+ * When a route that has something to send and a free slot, but no token,
+ * gets its next token; 0: it is not held back by its max_per_second.
+ */
+static TimestampTz
+rate_due(Route *route, RouteState *state, TimestampTz now)
+{
+	double		rate = route->remote.max_per_second;
+
+	if (rate <= 0 || route->remote.paused || concurrency_slots(route, state) <= 0 ||
+		!(state->pending || (state->next_due != 0 && state->next_due <= now)) ||
+		rate_tokens(route, state, now) >= 1)
+		return 0;
+	return state->refilled_at +
+		(int64) ceil((1 - state->tokens) / rate * USECS_PER_SEC);
+}
+
 /* may the route have rows to send now?  A paused route never has. */
 static bool
 route_due(Route *route, RouteState *state, TimestampTz now)
 {
-	return !route->remote.paused && free_slots(route, state) > 0 &&
+	return !route->remote.paused && free_slots(route, state, now) > 0 &&
 		(state->pending || (state->next_due != 0 && state->next_due <= now));
 }
 
@@ -741,10 +797,11 @@ read_next_due(RouteState *state, Datum *values, bool later_only)
 }
 
 static void
-claim(Route *route, RouteState *state, Claimed *claimed, bool *durable)
+claim(Route *route, RouteState *state, Claimed *claimed, bool *durable,
+	  TimestampTz now)
 {
 	RemoteConfig *rc = &route->remote;
-	int			slots = free_slots(route, state);
+	int			slots = free_slots(route, state, now);
 	int			want = Min(slots * rc->batch_size, MAX_CLAIM);
 	Datum		values[3];
 	bool		full;
@@ -1047,7 +1104,7 @@ delivery_work(RouteTable *routes)
 				continue;
 			if (state->next_due != 0 && state->next_due <= now)
 				state->next_due = 0;
-			claim(route, state, &claimed[nclaimed++], &durable);
+			claim(route, state, &claimed[nclaimed++], &durable, now);
 		}
 		if (durable)
 			(void) set_config_option("synchronous_commit", "on", PGC_USERSET, PGC_S_SESSION,
@@ -1058,6 +1115,7 @@ delivery_work(RouteTable *routes)
 		for (int c = 0; c < nclaimed; c++)
 		{
 			Claimed    *cl = &claimed[c];
+			RouteState *state;
 
 			for (int from = 0; from < cl->n;)
 			{
@@ -1067,7 +1125,9 @@ delivery_work(RouteTable *routes)
 					k++;
 
 				start_message(cl, from, k);
-				route_state(cl->route->id)->inflight++;
+				state = route_state(cl->route->id);
+				state->inflight++;
+				state->tokens -= 1; /* (max_per_second) */
 				from += k;
 			}
 		}
@@ -1076,13 +1136,14 @@ delivery_work(RouteTable *routes)
 			sinks[i]->progress();
 	}
 
-	/* when to come back: at once, or at the first retry */
+	/* when to come back: at once, or at the first retry or token */
 	if (!dlist_is_empty(&finished))
 		return now;
 	for (int i = 0; i < routes->nroutes; i++)
 	{
 		Route	   *route = &routes->routes[i];
 		RouteState *state;
+		TimestampTz token;
 
 		if (remote_sink_of(route) == NULL || route->remote.paused)
 			continue;
@@ -1091,6 +1152,9 @@ delivery_work(RouteTable *routes)
 			return now;
 		if (state->next_due != 0 && (next == 0 || state->next_due < next))
 			next = state->next_due;
+		token = rate_due(route, state, now);
+		if (token != 0 && (next == 0 || token < next))
+			next = token;
 	}
 	return next;
 }
