@@ -788,7 +788,8 @@ read_next_due(RouteState *state, Datum *values, bool later_only)
 						 "SELECT pg_catalog.min(next_attempt_at) FROM notifier.deliveries"
 						 " WHERE route_id OPERATOR(pg_catalog.=) $1 AND status OPERATOR(pg_catalog.=) 'pending'",
 						 1, argtypes);
-	if (SPI_execute_plan(plan, values, NULL, true, 1) != SPI_OK_SELECT)
+	/* not read-only: it must see the outcomes this transaction wrote */
+	if (SPI_execute_plan(plan, values, NULL, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "reading deliveries failed");
 	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 	state->pending = false;
@@ -871,8 +872,8 @@ backoff_ms(const RemoteMessage *msg)
 }
 
 /*
- * Write the outcome of the finished messages, in one transaction and one
- * statement, and count them.
+ * Write the outcome of the finished messages, in one statement, and count
+ * them.  In delivery_work()'s transaction, which is durable then.
  */
 static void
 record_outcomes(void)
@@ -894,9 +895,6 @@ record_outcomes(void)
 	int			dims[1];
 	int			lbs[1] = {1};
 	int			row = 0;
-
-	if (!bookkeeping_xact_begin(true))
-		return;
 
 	/*
 	 * One statement for every finished message: a row of each message's
@@ -1032,8 +1030,6 @@ record_outcomes(void)
 			pfree(msg->reason);
 		pfree(msg);
 	}
-
-	worker_xact_commit();
 }
 
 
@@ -1071,15 +1067,21 @@ delivery_work(RouteTable *routes)
 	TimestampTz next = 0;
 	Claimed    *claimed;
 	int			nclaimed = 0;
-	bool		any = false;
+	bool		outcomes;
+	bool		any;
 	bool		durable = false;
 
 	if (routes == NULL)
 		return 0;
 	delivery_init();
-	if (!dlist_is_empty(&finished))
-		record_outcomes();
 
+	/*
+	 * One transaction for the outcomes of what finished and the claims of
+	 * what may go now: a commit (a WAL flush, with outcomes) per loop, not
+	 * per kind of bookkeeping.  The claims see the outcomes: a delivered
+	 * event frees the next of its key.
+	 */
+	outcomes = any = !dlist_is_empty(&finished);
 	now = GetCurrentTimestamp();
 	for (int i = 0; i < routes->nroutes && !any; i++)
 		any = remote_sink_of(&routes->routes[i]) != NULL &&
@@ -1089,10 +1091,15 @@ delivery_work(RouteTable *routes)
 	{
 		pgstat_report_activity(STATE_RUNNING, "claiming deliveries");
 		claimed = MemoryContextAllocZero(scratch_cxt, routes->nroutes * sizeof(Claimed));
-		if (!bookkeeping_xact_begin(false))
+		if (!bookkeeping_xact_begin(outcomes))
 		{
 			pgstat_report_activity(STATE_IDLE, NULL);
 			return now;			/* the extension is gone */
+		}
+		if (outcomes)
+		{
+			record_outcomes();
+			now = GetCurrentTimestamp();
 		}
 		for (int i = 0; i < routes->nroutes; i++)
 		{
@@ -1106,7 +1113,7 @@ delivery_work(RouteTable *routes)
 				state->next_due = 0;
 			claim(route, state, &claimed[nclaimed++], &durable, now);
 		}
-		if (durable)
+		if (durable && !outcomes)
 			(void) set_config_option("synchronous_commit", "on", PGC_USERSET, PGC_S_SESSION,
 									 GUC_ACTION_LOCAL, true, 0, false);
 		worker_xact_commit();
