@@ -56,7 +56,6 @@ typedef struct RemoteMessage
 	int			n;				/* events */
 	int64	   *ids;			/* their rows of notifier.deliveries */
 	TimestampTz *received;		/* when each reached the worker */
-	void	   *sink_private;	/* the sink's request, for the sink alone */
 
 	/* set by the sink when it is finished */
 	RemoteResult result;
@@ -64,7 +63,9 @@ typedef struct RemoteMessage
 								 * wait; -1: the engine's backoff */
 	int			status;			/* the receiver's status code (HTTP), shown as
 								 * last_http_status; 0: no answer */
-	char	   *reason;			/* why not delivered; NULL when delivered */
+	char	   *reason;			/* why not delivered, allocated in the
+								 * message's memory context; NULL when
+								 * delivered */
 	TimestampTz finished_at;
 } RemoteMessage;
 
