@@ -33,7 +33,7 @@ SELECT notifier.add_webhook('hard_plain', 'http://127.0.0.1:9/plain') AS plain_r
 
 CREATE ROLE hard_monitor IN ROLE pg_monitor;
 CREATE ROLE hard_manager IN ROLE pg_monitor;
-GRANT EXECUTE ON FUNCTION notifier.add_webhook(text, text, jsonb, text, integer, integer, integer, integer, notifier.ordering, jsonpath, regprocedure, interval)
+GRANT EXECUTE ON FUNCTION notifier.add_webhook(text, text, jsonb, text, integer, integer, integer, integer, notifier.ordering, jsonpath, regprocedure, double precision, interval)
 	TO hard_manager;
 
 -- pg_monitor: masked
@@ -61,7 +61,7 @@ SELECT u, notifier.masked_url(u)
 
 SELECT notifier.remove_route(:hard_route);
 SELECT notifier.remove_route(:plain_route);
-REVOKE EXECUTE ON FUNCTION notifier.add_webhook(text, text, jsonb, text, integer, integer, integer, integer, notifier.ordering, jsonpath, regprocedure, interval)
+REVOKE EXECUTE ON FUNCTION notifier.add_webhook(text, text, jsonb, text, integer, integer, integer, integer, notifier.ordering, jsonpath, regprocedure, double precision, interval)
 	FROM hard_manager;
 DROP ROLE hard_monitor;
 DROP ROLE hard_manager;

@@ -77,10 +77,10 @@ ALTER EXTENSION pg_notifier UPDATE;
 SELECT extversion FROM pg_extension WHERE extname = 'pg_notifier';
 SELECT channel, ordered FROM notifier.routes ORDER BY id;
 SELECT has_function_privilege('upg_manager',
-		'notifier.add_webhook(text, text, jsonb, text, integer, integer, integer, integer, notifier.ordering, jsonpath, regprocedure, interval)',
+		'notifier.add_webhook(text, text, jsonb, text, integer, integer, integer, integer, notifier.ordering, jsonpath, regprocedure, double precision, interval)',
 		'EXECUTE') AS add_webhook_granted,
 	   has_table_privilege('upg_manager', 'notifier.route_list', 'SELECT') AS route_list_granted;
-REVOKE EXECUTE ON FUNCTION notifier.add_webhook(text, text, jsonb, text, integer, integer, integer, integer, notifier.ordering, jsonpath, regprocedure, interval)
+REVOKE EXECUTE ON FUNCTION notifier.add_webhook(text, text, jsonb, text, integer, integer, integer, integer, notifier.ordering, jsonpath, regprocedure, double precision, interval)
 	FROM upg_manager;
 REVOKE SELECT ON notifier.route_list FROM upg_manager;
 SELECT has_function_privilege('upg_manager', 'notifier.add_queue(text, regclass, jsonpath, regprocedure, integer)',

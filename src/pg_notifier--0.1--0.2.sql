@@ -252,7 +252,7 @@ GRANT EXECUTE ON FUNCTION notifier.masked_url(text) TO pg_monitor;
 -- sends exactly them.  batch_id is the id of the batch's first row, written
 -- on each row of the batch by that first claim (NULL: not claimed yet, or a
 -- route of batch_size 1, where a row is its own message); a retry claims the
--- batch by it (worker/sinks/webhook_delivery.c).  The rows of a batch always
+-- batch by it (worker/sinks/remote_delivery.c).  The rows of a batch always
 -- share their status, attempts and next attempt.
 ALTER TABLE notifier.deliveries ADD COLUMN batch_id bigint;
 
@@ -418,6 +418,20 @@ SELECT notifier.copy_grants(p.proacl, 'FUNCTION',
   FROM pg_catalog.pg_proc p
  WHERE p.oid OPERATOR(pg_catalog.=) 'notifier.remove_route(bigint)'::pg_catalog.regprocedure;
 
+-- ---------------------------------------------------------------------------
+-- Delivery engine (issue 16): max_per_second
+-- ---------------------------------------------------------------------------
+
+-- The most messages (requests) per second a remote route starts: a token
+-- bucket in the worker's delivery engine.  NULL: no limit.  Here, before
+-- notifier.route_list is made again below: it shows the column.
+ALTER TABLE notifier.routes ADD COLUMN max_per_second double precision
+	CONSTRAINT routes_max_per_second_check
+	CHECK (max_per_second > 0 AND max_per_second <= 1000000);
+
+COMMENT ON COLUMN notifier.routes.max_per_second IS
+'the most messages (requests) per second the route sends; NULL: no limit';
+
 -- the column changes type: the view that shows it is made again, with its grants
 DO $$
 DECLARE
@@ -449,7 +463,8 @@ BEGIN
 		   r.created_at,
 		   r.filter,
 		   r.transform,
-		   r.owner
+		   r.owner,
+		   r.max_per_second
 	  FROM notifier.routes r;
 	PERFORM notifier.copy_grants(saved_acl, 'TABLE', 'notifier.route_list');
 END
@@ -471,17 +486,18 @@ CREATE FUNCTION notifier.add_webhook(
 	ordered		notifier.ordering DEFAULT 'none',
 	filter		jsonpath DEFAULT NULL,
 	transform	regprocedure DEFAULT NULL,
+	max_per_second double precision DEFAULT NULL,
 	disable_after interval DEFAULT '5 days')
 RETURNS bigint
 AS 'MODULE_PATHNAME', 'notifier_add_webhook'
 LANGUAGE C CALLED ON NULL INPUT VOLATILE;
 
-COMMENT ON FUNCTION notifier.add_webhook(text, text, jsonb, text, integer, integer, integer, integer, notifier.ordering, jsonpath, regprocedure, interval) IS
+COMMENT ON FUNCTION notifier.add_webhook(text, text, jsonb, text, integer, integer, integer, integer, notifier.ordering, jsonpath, regprocedure, double precision, interval) IS
 'route the events of a channel to an HTTP endpoint (POST); returns the route id';
 
-REVOKE ALL ON FUNCTION notifier.add_webhook(text, text, jsonb, text, integer, integer, integer, integer, notifier.ordering, jsonpath, regprocedure, interval) FROM PUBLIC;
+REVOKE ALL ON FUNCTION notifier.add_webhook(text, text, jsonb, text, integer, integer, integer, integer, notifier.ordering, jsonpath, regprocedure, double precision, interval) FROM PUBLIC;
 SELECT notifier.copy_grants(p.proacl, 'FUNCTION',
-		'notifier.add_webhook(text, text, jsonb, text, integer, integer, integer, integer, notifier.ordering, jsonpath, regprocedure, interval)')
+		'notifier.add_webhook(text, text, jsonb, text, integer, integer, integer, integer, notifier.ordering, jsonpath, regprocedure, double precision, interval)')
   FROM pg_catalog.pg_proc p
  WHERE p.oid OPERATOR(pg_catalog.=)
 	   'notifier.add_webhook(text, text, jsonb, text, integer, integer, integer, integer, boolean)'::pg_catalog.regprocedure;
@@ -492,7 +508,7 @@ LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 SELECT pg_catalog.has_function_privilege(
-	'notifier.add_webhook(text, text, jsonb, text, integer, integer, integer, integer, notifier.ordering, jsonpath, regprocedure, interval)'::pg_catalog.regprocedure,
+	'notifier.add_webhook(text, text, jsonb, text, integer, integer, integer, integer, notifier.ordering, jsonpath, regprocedure, double precision, interval)'::pg_catalog.regprocedure,
 	'EXECUTE')
 $$;
 

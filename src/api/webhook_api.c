@@ -3,8 +3,9 @@
  * webhook_api.c
  *	  notifier.add_webhook(): a webhook route, every argument checked.
  *
- * What the worker does with the route is in webhook_sink.c (writing
- * notifier.deliveries) and webhook_delivery.c (sending them).
+ * What the worker does with the route is in sinks/remote_delivery.c (the
+ * delivery engine: notifier.deliveries) and sinks/webhook_http.c (the
+ * requests).
  *
  * Copyright (c) 2026, pg_notifier developers; PostgreSQL Licence (LICENSE)
  *
@@ -12,12 +13,15 @@
  */
 #include "postgres.h"
 
+#include <math.h>
+
 #include <curl/curl.h>
 
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "utils/builtins.h"
+#include "utils/float.h"
 #include "utils/jsonb.h"
 #include "utils/timestamp.h"
 #include "utils/varlena.h"
@@ -35,6 +39,14 @@
 #define MAX_ATTEMPTS 100
 #define MAX_TIMEOUT_MS 600000
 #define MAX_CONCURRENCY 100
+/* as routes_max_per_second_check */
+#define MAX_PER_SECOND 1000000
+
+/* the arguments of add_webhook() past the first nine, by position */
+#define ADD_WEBHOOK_ARG_FILTER 9
+#define ADD_WEBHOOK_ARG_TRANSFORM 10
+#define ADD_WEBHOOK_ARG_MAX_PER_SECOND 11
+#define ADD_WEBHOOK_ARG_DISABLE_AFTER 12
 
 /*
  * The longest URL accepted: browsers and servers commonly stop at 8 KB, and
@@ -60,6 +72,23 @@ int_arg(FunctionCallInfo fcinfo, int argno, const char *name, int32 max)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("%s must be between 1 and %d, not %d", name, max, value)));
 	return value;
+}
+
+/* max_per_second: NULL (no limit), or a rate above 0 */
+static void
+check_max_per_second(FunctionCallInfo fcinfo, int argno)
+{
+	float8		rate;
+
+	if (PG_ARGISNULL(argno))
+		return;
+	rate = PG_GETARG_FLOAT8(argno);
+	if (isnan(rate) || rate <= 0 || rate > MAX_PER_SECOND)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("max_per_second must be greater than 0 and at most %d, not %s",
+						MAX_PER_SECOND, float8out_internal(rate)),
+				 errhint("Pass NULL for no limit.")));
 }
 
 static bool
@@ -210,11 +239,6 @@ interval_sign(Datum interval)
 
 PG_FUNCTION_INFO_V1(notifier_add_webhook);
 
-/* the arguments of notifier.add_webhook() after ordered */
-#define ADD_WEBHOOK_ARG_FILTER 9
-#define ADD_WEBHOOK_ARG_TRANSFORM 10
-#define ADD_WEBHOOK_ARG_DISABLE_AFTER 11
-
 /*
  * disable_after: continuous failure for this long disables the route
  * (worker/route_health.c); NULL never does.  It must be positive.
@@ -234,7 +258,7 @@ check_disable_after(FunctionCallInfo fcinfo, int argno)
 /*
  * notifier.add_webhook(channel, url, headers, secret, batch_size,
  *						max_attempts, timeout_ms, concurrency, ordered,
- *						filter, transform, disable_after)
+ *						filter, transform, max_per_second, disable_after)
  *	-> route id
  *
  * ordered is a notifier.ordering (an enum of the extension, whose OID this
@@ -246,15 +270,15 @@ check_disable_after(FunctionCallInfo fcinfo, int argno)
 Datum
 notifier_add_webhook(PG_FUNCTION_ARGS)
 {
-	Oid			argtypes[9 + ROUTE_OPTION_COUNT + 1] = {TEXTOID, TEXTOID, JSONBOID, TEXTOID, INT4OID,
-	INT4OID, INT4OID, INT4OID, InvalidOid, ROUTE_OPTION_TYPES, INTERVALOID};
-	Datum		values[9 + ROUTE_OPTION_COUNT + 1];
-	char		nulls[9 + ROUTE_OPTION_COUNT + 1] = "         ";
-	int			noptions;
+	Oid			argtypes[9 + ROUTE_OPTION_COUNT + 2] = {TEXTOID, TEXTOID, JSONBOID, TEXTOID, INT4OID,
+	INT4OID, INT4OID, INT4OID, InvalidOid, ROUTE_OPTION_TYPES};
+	Datum		values[9 + ROUTE_OPTION_COUNT + 2];
+	char		nulls[9 + ROUTE_OPTION_COUNT + 2] = "         ";
+	int			n;
 	const char *option_columns;
 	const char *option_params;
-	const char *disable_column = "";
-	const char *disable_param = "";
+	StringInfoData columns;
+	StringInfoData params;
 	int64		id = 0;
 	int			keylen;
 
@@ -276,28 +300,37 @@ notifier_add_webhook(PG_FUNCTION_ARGS)
 	for (int i = 0; i < 9; i++)
 		values[i] = PG_ARGISNULL(i) ? (Datum) 0 : PG_GETARG_DATUM(i);
 	nulls[3] = PG_ARGISNULL(3) ? 'n' : ' ';
-	noptions = route_options_args(fcinfo, ADD_WEBHOOK_ARG_FILTER, ADD_WEBHOOK_ARG_TRANSFORM,
-								  values + 9, nulls + 9, 10, &option_columns, &option_params);
+
+	/*
+	 * The arguments past the ninth go into the INSERT only when the call has
+	 * them: 0.1's add_webhook(), which an install runs before its update to
+	 * 0.2, has nine, and its notifier.routes none of their columns.
+	 */
+	n = 9 + route_options_args(fcinfo, ADD_WEBHOOK_ARG_FILTER, ADD_WEBHOOK_ARG_TRANSFORM,
+							   values + 9, nulls + 9, 10, &option_columns, &option_params);
+	initStringInfo(&columns);
+	initStringInfo(&params);
+	appendStringInfo(&columns, "ordered%s", option_columns);
+	appendStringInfo(&params, "$9%s", option_params);
 	if (PG_NARGS() > ADD_WEBHOOK_ARG_DISABLE_AFTER)
 	{
-		int			n = 9 + noptions;
-
+		check_max_per_second(fcinfo, ADD_WEBHOOK_ARG_MAX_PER_SECOND);
 		check_disable_after(fcinfo, ADD_WEBHOOK_ARG_DISABLE_AFTER);
-		values[n] = PG_ARGISNULL(ADD_WEBHOOK_ARG_DISABLE_AFTER) ? (Datum) 0 :
-			PG_GETARG_DATUM(ADD_WEBHOOK_ARG_DISABLE_AFTER);
-		nulls[n] = PG_ARGISNULL(ADD_WEBHOOK_ARG_DISABLE_AFTER) ? 'n' : ' ';
-		argtypes[n] = INTERVALOID;
-		disable_column = ", disable_after";
-		disable_param = psprintf(", $%d", n + 1);
-		noptions++;
+		for (int argno = ADD_WEBHOOK_ARG_MAX_PER_SECOND; argno <= ADD_WEBHOOK_ARG_DISABLE_AFTER; argno++)
+		{
+			values[n] = PG_ARGISNULL(argno) ? (Datum) 0 : PG_GETARG_DATUM(argno);
+			nulls[n] = PG_ARGISNULL(argno) ? 'n' : ' ';
+			argtypes[n] = argno == ADD_WEBHOOK_ARG_MAX_PER_SECOND ? FLOAT8OID : INTERVALOID;
+			appendStringInfo(&params, ", $%d", ++n);
+		}
+		appendStringInfoString(&columns, ", max_per_second, disable_after");
 	}
 	warn_if_no_worker();
 	routes_execute(psprintf("INSERT INTO notifier.routes (channel, kind, url, headers, secret,"
-							" batch_size, max_attempts, timeout_ms, concurrency, ordered%s%s)"
-							" VALUES ($1, 'webhook', $2, $3, $4, $5, $6, $7, $8, $9%s%s) RETURNING id",
-							option_columns, disable_column, option_params, disable_param),
-				   9 + noptions, argtypes, values, nulls,
-				   SPI_OK_INSERT_RETURNING, &id);
+							" batch_size, max_attempts, timeout_ms, concurrency, %s)"
+							" VALUES ($1, 'webhook', $2, $3, $4, $5, $6, $7, $8, %s) RETURNING id",
+							columns.data, params.data),
+				   n, argtypes, values, nulls, SPI_OK_INSERT_RETURNING, &id);
 	PG_RETURN_INT64(id);
 }
 

@@ -55,7 +55,7 @@
 #include "pg_notifier.h"
 #include "worker/sinks/queue_sink.h"
 #include "common/stats.h"
-#include "worker/sinks/webhook_sink.h"
+#include "worker/sinks/remote_delivery.h"
 #include "worker/worker_xact.h"
 
 /* a route's failed writes are retried after this long, doubling up to the max */
@@ -197,7 +197,7 @@ sink_write(Route *route, char **payloads, char **events, int n,
 			queue_sink_write(route, payloads, n, received_at);
 			break;
 		case ROUTE_WEBHOOK:
-			webhook_sink_write(route, payloads, events, n, received_at);
+			remote_delivery_write(route, payloads, events, n, received_at);
 			break;
 	}
 }

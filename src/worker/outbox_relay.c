@@ -13,7 +13,7 @@
  * transaction is rolled back, the rows stay, and the batch is tried again
  * after a backoff: the relay waits rather than reorder or lose events.
  * (A webhook route holds it in
- * notifier.deliveries, from where webhook_delivery.c sends it at least once.)  An
+ * notifier.deliveries, from where sinks/remote_delivery.c sends it at least once.)  An
  * event of a channel without a route and without a NOTIFY stays in the
  * outbox until its channel has a route.
  *

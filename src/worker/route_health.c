@@ -187,19 +187,19 @@ disable(int64 route_id, RouteHealth *h, const char *reason)
 }
 
 /*
- * A request of the route finished: delivered, or not, with the endpoint's
- * HTTP status (0: no answer) and, without one, a short fixed description
- * of the failure.  In the worker's transaction that records the outcome,
+ * A message of the route finished: delivered, or not, with a short bounded
+ * description of the failure (the sink's RemoteMessage.summary: no URL,
+ * nothing the receiver sent); gone: the receiver said it is gone for good
+ * (HTTP 410).  In the worker's transaction that records the outcome,
  * connected to SPI.
  */
 void
-route_health_outcome(int64 route_id, bool delivered, int http_status,
+route_health_outcome(int64 route_id, bool delivered, bool gone,
 					 const char *failure)
 {
 	Oid			argtypes[1] = {INT8OID};
 	Datum		values[1];
 	RouteHealth *h = route_health(route_id);
-	char	   *last;
 
 	if (h->disabled)
 		return;
@@ -217,9 +217,9 @@ route_health_outcome(int64 route_id, bool delivered, int http_status,
 		return;
 	}
 
-	if (http_status == 410)
+	if (gone)
 	{
-		disable(route_id, h, "the endpoint answered HTTP status 410 Gone");
+		disable(route_id, h, failure != NULL ? failure : "the receiver is gone");
 		return;
 	}
 	if (h->failing_since == 0)
@@ -242,9 +242,8 @@ route_health_outcome(int64 route_id, bool delivered, int http_status,
 	if (!h->has_deadline || GetCurrentTimestamp() < h->deadline)
 		return;
 
-	last = http_status != 0 ? psprintf("HTTP status %d", http_status) :
-		pstrdup(failure != NULL ? failure : "no answer");
 	disable(route_id, h,
 			psprintf("no successful delivery for disable_after since %s; last failure: %s",
-					 timestamptz_to_str(h->failing_since), last));
+					 timestamptz_to_str(h->failing_since),
+					 failure != NULL ? failure : "no answer"));
 }

@@ -11,7 +11,7 @@
 #ifndef NOTIFIER_ROUTE_HEALTH_H
 #define NOTIFIER_ROUTE_HEALTH_H
 
-extern void route_health_outcome(int64 route_id, bool delivered, int http_status,
+extern void route_health_outcome(int64 route_id, bool delivered, bool gone,
 								 const char *failure);
 extern bool route_health_disabled(int64 route_id);
 extern void route_health_forget(void);

@@ -33,10 +33,11 @@
 #include "worker/routes.h"
 #include "common/webhook_secret.h"
 
-/* the columns of notifier.routes that route_shape.c needs, as read below */
+/* columns of notifier.routes read below by these names: route_shape.c's, the engine's rate */
 #define ROUTE_COL_FILTER 16
 #define ROUTE_COL_TRANSFORM 17
 #define ROUTE_COL_OWNER 18
+#define ROUTE_COL_MAX_PER_SECOND 19
 
 static int
 compare_strings(const ListCell *a, const ListCell *b)
@@ -125,7 +126,7 @@ routes_load(MemoryContext parent)
 					" CASE WHEN previous_secret_until OPERATOR(pg_catalog.>) pg_catalog.now()"
 					"   THEN previous_secret END, previous_secret_until,"
 					" paused OR disabled_at IS NOT NULL,"
-					" filter, transform, owner::pg_catalog.oid"
+					" filter, transform, owner::pg_catalog.oid, max_per_second"
 					" FROM notifier.routes ORDER BY id", true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "reading notifier.routes failed");
 	n = SPI_processed;
@@ -171,19 +172,22 @@ routes_load(MemoryContext parent)
 		{
 			WebhookConfig *wh = &route->webhook;
 			char	   *secret = SPI_getvalue(tuple, tupdesc, 7);
+			Datum		rate;
 
 			route->kind = ROUTE_WEBHOOK;
 			wh->url = SPI_getvalue(tuple, tupdesc, 5);
 			wh->headers = text_array_to_list(DatumGetArrayTypeP(SPI_getbinval(tuple, tupdesc, 6, &isnull)), "headers");
 			if (secret != NULL)
 				wh->key = webhook_secret_key(secret, &wh->keylen);
-			wh->batch_size = DatumGetInt32(SPI_getbinval(tuple, tupdesc, 8, &isnull));
-			wh->max_attempts = DatumGetInt32(SPI_getbinval(tuple, tupdesc, 9, &isnull));
+			route->remote.batch_size = DatumGetInt32(SPI_getbinval(tuple, tupdesc, 8, &isnull));
+			route->remote.max_attempts = DatumGetInt32(SPI_getbinval(tuple, tupdesc, 9, &isnull));
 			wh->timeout_ms = DatumGetInt32(SPI_getbinval(tuple, tupdesc, 10, &isnull));
-			wh->concurrency = DatumGetInt32(SPI_getbinval(tuple, tupdesc, 11, &isnull));
-			wh->ordered = ordering(SPI_getvalue(tuple, tupdesc, 12));
+			route->remote.concurrency = DatumGetInt32(SPI_getbinval(tuple, tupdesc, 11, &isnull));
+			route->remote.ordered = ordering(SPI_getvalue(tuple, tupdesc, 12));
 			/* a disabled route (route_health.c) is kept like a paused one */
-			wh->paused = DatumGetBool(SPI_getbinval(tuple, tupdesc, 15, &isnull));
+			route->remote.paused = DatumGetBool(SPI_getbinval(tuple, tupdesc, 15, &isnull));
+			rate = SPI_getbinval(tuple, tupdesc, ROUTE_COL_MAX_PER_SECOND, &isnull);
+			route->remote.max_per_second = isnull ? 0 : DatumGetFloat8(rate);
 			secret = SPI_getvalue(tuple, tupdesc, 13);
 			if (secret != NULL)
 			{

@@ -22,7 +22,6 @@ typedef enum RouteKind
 	ROUTE_WEBHOOK
 } RouteKind;
 
-/* what a webhook route says about its requests */
 /* notifier.routes.ordered */
 typedef enum RouteOrdering
 {
@@ -31,6 +30,20 @@ typedef enum RouteOrdering
 	ROUTE_ORDER_ROUTE			/* one request at a time, in commit order */
 } RouteOrdering;
 
+/* what every remote route (webhook) says about its messages: the engine's */
+typedef struct RemoteConfig
+{
+	int			batch_size;		/* events per message at most */
+	int			max_attempts;
+	int			concurrency;	/* messages in flight at most */
+	RouteOrdering ordered;
+	bool		paused;			/* pause_route(), or disabled: rows are kept,
+								 * not sent */
+	double		max_per_second; /* messages started per second at most; 0: no
+								 * limit */
+} RemoteConfig;
+
+/* what a webhook route says about its requests */
 typedef struct WebhookConfig
 {
 	const char *url;
@@ -40,13 +53,7 @@ typedef struct WebhookConfig
 	char	   *previous_key;	/* the previous secret's, or NULL */
 	int			previous_keylen;
 	TimestampTz previous_until; /* sign with previous_key too until then */
-	int			batch_size;
-	int			max_attempts;
 	int			timeout_ms;
-	int			concurrency;
-	RouteOrdering ordered;
-	bool		paused;			/* pause_route(), or disabled: rows are kept,
-								 * not sent */
 } WebhookConfig;
 
 /* one row of notifier.routes, as the worker holds it */
@@ -56,6 +63,7 @@ typedef struct Route
 	const char *channel;
 	RouteKind	kind;
 	Oid			queue_table;	/* ROUTE_QUEUE */
+	RemoteConfig remote;		/* a remote route (ROUTE_WEBHOOK) */
 	WebhookConfig webhook;		/* ROUTE_WEBHOOK */
 	JsonPath   *filter;			/* NULL: every event (route_shape.c) */
 	const char *transform;		/* its signature; NULL: the event as it is */

@@ -29,8 +29,9 @@
  *	  flag in shared memory; it then moves them to their routes
  *	  (outbox_relay.c).  It also looks at the outbox when it starts, when
  *	  the routes change and every CHECK_SECONDS.
- *	- Webhook deliveries (webhook_delivery.c) run in the same loop: it waits on its
- *	  latch and curl's sockets together.
+ *	- Remote deliveries (webhooks: sinks/remote_delivery.c, the engine) run
+ *	  in the same loop: it waits on its latch and the sinks' sockets
+ *	  together.
  *	- When idle it sleeps on its latch and runs no query: pruning
  *	  notifier.payloads and delivered rows happens only when rows may be
  *	  there to prune.
@@ -64,8 +65,7 @@
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
-#include "worker/sinks/webhook_delivery.h"
-#include "worker/sinks/webhook_http.h"
+#include "worker/sinks/remote_delivery.h"
 #include "common/database_list.h"
 #include "common/extension.h"
 #include "worker/forward.h"
@@ -510,7 +510,7 @@ worker_loop(void)
 			wake_at = drain_backoff.until;
 		if (relay_backoff.until != 0 && relay_backoff.until < wake_at)
 			wake_at = relay_backoff.until;
-		webhook_http_wait(TimestampDifferenceMilliseconds(now, wake_at));
+		delivery_wait(TimestampDifferenceMilliseconds(now, wake_at));
 	}
 }
 

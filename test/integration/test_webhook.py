@@ -94,6 +94,14 @@ every request: path, headers, body, time, connection, requests in flight.
              pending 10); resumed, it sends the 10, every event once, in
              order (state 'active').  Bad calls (NULL, unknown id, a queue
              route, a non-superuser) raise;
+  [rate]     max_per_second 40: 200 events reach the receiver at 40 requests
+             per second within 10 % (first to last request, receiver's clock),
+             and no second holds more than 10 % over it plus the bucket's
+             tenth of a second;
+  [blackhole] a route to a loopback port that accepts connections and never
+             answers (timeout_ms 120000, concurrency 8) and a healthy route on
+             the same channel: the healthy one delivers all 500 events while
+             the other has 8 requests in flight and the rest pending;
   [stats]    notifier.stats per route: received, delivered, retried, dead,
              pending, in_flight, last_http_status, latency_p50/p99_ms agree
              with what happened; the worker never restarted; no request went
@@ -143,11 +151,11 @@ GUCS = ("pg_notifier.databases", "pg_notifier.retry_base_ms", "pg_notifier.retry
         "pg_notifier.allowed_hosts", "pg_notifier.denied_networks")
 SLACK = 0.4         # seconds of scheduling slack on upper time bounds (2 shared cores)
 SIG_ARGS = ("channel", "url", "headers", "secret", "batch_size", "max_attempts",
-            "timeout_ms", "concurrency", "ordered")
+            "timeout_ms", "concurrency", "ordered", "max_per_second")
 CASTS = {"channel": "text", "url": "text", "headers": "jsonb", "secret": "text",
          "batch_size": "integer", "max_attempts": "integer", "timeout_ms": "integer",
          "concurrency": "integer", "ordered": "notifier.ordering",
-         "disable_after": "interval"}
+         "max_per_second": "double precision", "disable_after": "interval"}
 
 
 # ---------------------------------------------------------------- JSON helpers
@@ -354,7 +362,7 @@ def step_start(ctx, admin):
     if "pg_notifier" not in spl:
         raise TestFailure(f"shared_preload_libraries = {spl!r}: the cluster must preload pg_notifier")
     have = ctx.db.execute("SELECT to_regprocedure('notifier.add_webhook(text, text, jsonb, text, "
-                          "integer, integer, integer, integer, notifier.ordering, jsonpath, regprocedure, interval)')").fetchone()[0]
+                          "integer, integer, integer, integer, notifier.ordering, jsonpath, regprocedure, double precision, interval)')").fetchone()[0]
     if have is None:
         raise TestFailure("the installed pg_notifier has no notifier.add_webhook(...)")
     dbs = [d.strip() for d in admin.execute("SHOW pg_notifier.databases").fetchone()[0].split(",")
@@ -558,7 +566,7 @@ def step_role(ctx, admin):
 
             # "only superuser (or an explicit grant) can add/remove routes"
             grant = sql.SQL("EXECUTE ON FUNCTION notifier.add_webhook(text, text, jsonb, text, integer, "
-                            "integer, integer, integer, notifier.ordering, jsonpath, regprocedure, interval), "
+                            "integer, integer, integer, notifier.ordering, jsonpath, regprocedure, double precision, interval), "
                             "notifier.remove_route(bigint)")
             db.execute(sql.SQL("GRANT {} TO {}").format(grant, ident(ROLE)))
             try:
@@ -1692,6 +1700,107 @@ def step_pause(ctx, admin):
                          "retried": False, "status": 200}
 
 
+RATE = 40            # [rate]: max_per_second of the route
+RATE_EVENTS = 200    # ... and its events: 5 s at that rate
+
+
+def step_rate(ctx, admin):
+    """max_per_second: the requests reach the receiver at that rate, within 10 %,
+    measured at the receiver over the whole burst (5 s: long enough that the
+    bucket's first tenth of a second does not count)."""
+    db, R = ctx.db, ctx.rcv
+    R.on("/rate", ok())
+    watched_table(db, "rate_t", "wh_rate")
+    ids = ctx.add_routes({"/rate": {"channel": "wh_rate", "url": R.url("/rate"),
+                                    "max_per_second": RATE}})
+    db.execute("INSERT INTO rate_t SELECT g, 'r' FROM generate_series(1, %s) g", (RATE_EVENTS,))
+    ctx.wait_final(ids["/rate"], RATE_EVENTS, RATE_EVENTS / RATE * 3 + 10, "max_per_second")
+    reqs = sorted(R.requests("/rate"), key=lambda r: r.t0)
+    ctx.check(len(reqs) == RATE_EVENTS,
+              f"max_per_second: {len(reqs)} requests, expected {RATE_EVENTS}")
+    span = reqs[-1].t0 - reqs[0].t0
+    rate = (len(reqs) - 1) / span if span > 0 else float("inf")
+    # the busiest second: what a receiver's own rate limit would see
+    busiest = max(sum(1 for q in reqs if r.t0 <= q.t0 < r.t0 + 1.0) for r in reqs)
+    ctx.check(0.9 * RATE <= rate <= 1.1 * RATE,
+              f"max_per_second {RATE}: {len(reqs)} requests in {span:.2f} s at the receiver, "
+              f"{rate:.1f} per second (expected within 10 %)")
+    ctx.check(busiest <= 1.1 * RATE + RATE * 0.1,
+              f"max_per_second {RATE}: {busiest} requests in the busiest second (a tenth of a "
+              "second of burst allowed)")
+    log(f"max_per_second {RATE}: {len(reqs)} requests in {span:.2f} s = {rate:.1f}/s at the "
+        f"receiver; busiest second {busiest}")
+    ctx.timing("rate: requests per second at the receiver (max_per_second 40)", f"{rate:.1f}")
+    ctx.expect[ids["/rate"]] = {"path": "/rate", "events": RATE_EVENTS, "delivered": RATE_EVENTS,
+                                "dead": 0, "retried": False, "status": 200}
+
+
+class Blackhole:
+    """A loopback port that accepts connections and never answers them."""
+
+    def __init__(self):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(128)
+        self.sock.settimeout(0.1)
+        self.port = self.sock.getsockname()[1]
+        self.conns = []
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self):
+        while not self.done.is_set():
+            try:
+                c, _ = self.sock.accept()
+            except (socket.timeout, OSError):
+                continue
+            self.conns.append(c)
+
+    def close(self):
+        self.done.set()
+        self.thread.join(2)
+        for c in self.conns + [self.sock]:
+            c.close()
+
+
+BLACKHOLE_EVENTS = 500
+
+
+def step_blackhole(ctx, admin):
+    """A route to a receiver that accepts and never answers costs the other
+    routes of the worker nothing: on the same channel, the healthy route
+    delivers every event while the dead one has all its requests in flight."""
+    db, R = ctx.db, ctx.rcv
+    hole = Blackhole()
+    try:
+        R.on("/healthy", ok())
+        watched_table(db, "bh_t", "wh_bh")
+        ids = ctx.add_routes({
+            "/blackhole": {"channel": "wh_bh", "url": f"http://127.0.0.1:{hole.port}/blackhole",
+                           "timeout_ms": 120000, "concurrency": 8},
+            "/healthy": {"channel": "wh_bh", "url": R.url("/healthy")}})
+        bh, ok_id = ids["/blackhole"], ids["/healthy"]
+        db.execute("INSERT INTO bh_t SELECT g, 'b' FROM generate_series(1, %s) g",
+                   (BLACKHOLE_EVENTS,))
+        _, secs = ctx.wait_final(ok_id, BLACKHOLE_EVENTS, 60, "the healthy route beside a blackhole")
+        counts = status_counts(db, bh)
+        ctx.check(counts.get("in_flight", 0) == 8 and counts.get("delivered", 0) == 0
+                  and sum(counts.values()) == BLACKHOLE_EVENTS,
+                  f"blackhole route while the healthy one finished: rows {counts} (expected 8 "
+                  f"in flight, the other {BLACKHOLE_EVENTS - 8} pending)")
+        ctx.check(len(hole.conns) >= 1, "the blackhole accepted no connection")
+        log(f"blackhole: the healthy route delivered {BLACKHOLE_EVENTS} events while the other "
+            f"had rows {counts} ({len(hole.conns)} connections held open)")
+        ctx.timing("blackhole: healthy route's 500 events delivered after", f"{secs:.2f} s")
+        db.execute("SELECT notifier.remove_route(%s)", (bh,))
+        ctx.expect[ok_id] = {"path": "/healthy", "events": BLACKHOLE_EVENTS,
+                             "delivered": BLACKHOLE_EVENTS, "dead": 0, "retried": False,
+                             "status": 200}
+    finally:
+        hole.close()
+
+
 def step_stats(ctx, admin):
     cur = ctx.db.cursor(row_factory=dict_row)
     rows = {r["route_id"]: r for r in cur.execute("SELECT * FROM notifier.stats").fetchall()}
@@ -1767,6 +1876,8 @@ STEPS = [
          needs=("role",)),
     Step("pause", "pause_route / resume_route: kept, not sent; then all, in order", step_pause,
          needs=("role",)),
+    Step("rate", "max_per_second: the rate at the receiver, within 10 %", step_rate),
+    Step("blackhole", "a receiver that never answers holds back no other route", step_blackhole),
     Step("stats", "notifier.stats", step_stats),
 ]
 

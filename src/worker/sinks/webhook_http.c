@@ -1,8 +1,15 @@
 /*-------------------------------------------------------------------------
  *
  * webhook_http.c
- *	  The webhook requests: libcurl's multi interface inside the worker's
- *	  loop, one easy handle per request.
+ *	  The webhook sink of the delivery engine (remote_sink.h): libcurl's
+ *	  multi interface inside the worker's loop, one easy handle per request.
+ *
+ * Everything HTTP is here, and only that: the engine hands over a message
+ * (one event, or a batch) and gets back its outcome in the engine's words.
+ * That mapping is the webhook's own: 2xx delivered; 408, 425, 429, 5xx,
+ * other non-4xx statuses, timeouts and connection errors retried, after
+ * the Retry-After of a 429 or 503 when there is one; other 4xx dead at
+ * once, and an address refused by pg_notifier.denied_networks too.
  *
  * A request is the POST of one claimed delivery, or of a JSON array of up
  * to batch_size of them, with the Standard Webhooks headers (webhook-id,
@@ -13,11 +20,11 @@
  * pg_notifier.denied_networks: the address curl resolved and is about to
  * connect to, however the URL spelled it.
  *
- * Waiting: the worker waits on its latch and on curl's sockets together (a
- * WaitEventSet rebuilt from curl's socket callbacks), with curl's timer as
- * the timeout, so NOTIFY draining, signals and route changes are served
- * while requests are in flight.  What finished waits in a list until
- * webhook_delivery.c records its outcome.
+ * Waiting: the engine waits on the worker's latch and on curl's sockets
+ * together (told by curl's socket callbacks), with curl's timer as the
+ * timeout, so NOTIFY draining, signals and route changes are served while
+ * requests are in flight.  A finished request is handed back to the engine
+ * at once (remote_delivery_finished()) and freed.
  *
  * Copyright (c) 2026, pg_notifier developers; PostgreSQL Licence (LICENSE)
  *
@@ -33,29 +40,36 @@
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
 #include "pgstat.h"
-#include "storage/latch.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
 #include "common/denied_networks.h"
 #include "pg_notifier.h"
-#include "worker/sinks/webhook_http.h"
+#include "worker/sinks/remote_sink.h"
 #include "worker/sinks/webhook_sign.h"
 
-typedef struct Socket
+/* one HTTP request: one message of the engine */
+typedef struct Request
 {
-	curl_socket_t fd;
-	int			what;			/* CURL_POLL_IN / OUT / INOUT */
-} Socket;
+	dlist_node	node;
+	CURL	   *easy;
+	RemoteMessage *msg;
+	char	   *body;
+	struct curl_slist *headers;
+	long		retry_after_ms; /* from a Retry-After header; -1: none */
+	char		errbuf[CURL_ERROR_SIZE];
+	bool		address_denied; /* a connection was refused: denied_networks */
+	char		denied_host[46];	/* its address (INET6_ADDRSTRLEN) */
+} Request;
 
 static CURLM *multi = NULL;
 static MemoryContext http_cxt = NULL;	/* requests, sockets */
 static dlist_head running = DLIST_STATIC_INIT(running);
-static dlist_head finished = DLIST_STATIC_INIT(finished);
-static Socket *sockets = NULL;
+static RemoteSocket *sockets = NULL;	/* curl's, as its callbacks say */
 static int	nsockets = 0;
 static int	maxsockets = 0;
+static bool sockets_changed = false;	/* one added or removed since asked */
 static TimestampTz curl_deadline = 0;	/* curl's timer; 0: none */
 static char *user_agent = NULL;
 
@@ -70,7 +84,10 @@ socket_callback(CURL *easy, curl_socket_t fd, int what, void *userp, void *socke
 	if (what == CURL_POLL_REMOVE)
 	{
 		if (i < nsockets)
+		{
 			sockets[i] = sockets[--nsockets];
+			sockets_changed = true;
+		}
 		return 0;
 	}
 	if (i == nsockets)
@@ -79,13 +96,15 @@ socket_callback(CURL *easy, curl_socket_t fd, int what, void *userp, void *socke
 		{
 			maxsockets = Max(16, maxsockets * 2);
 			sockets = sockets == NULL ?
-				MemoryContextAlloc(http_cxt, maxsockets * sizeof(Socket)) :
-				repalloc(sockets, maxsockets * sizeof(Socket));
+				MemoryContextAlloc(http_cxt, maxsockets * sizeof(RemoteSocket)) :
+				repalloc(sockets, maxsockets * sizeof(RemoteSocket));
 		}
 		nsockets++;
+		sockets_changed = true;
 	}
 	sockets[i].fd = fd;
-	sockets[i].what = what;
+	sockets[i].readable = (what & CURL_POLL_IN) != 0;
+	sockets[i].writable = (what & CURL_POLL_OUT) != 0;
 	return 0;
 }
 
@@ -114,8 +133,8 @@ http_init(void)
 	user_agent = MemoryContextStrdup(http_cxt, "pg_notifier/" PG_NOTIFIER_VERSION);
 }
 
-void
-webhook_http_free(Request *req)
+static void
+request_free(Request *req)
 {
 	if (req->easy != NULL)
 	{
@@ -123,27 +142,20 @@ webhook_http_free(Request *req)
 		curl_easy_cleanup(req->easy);
 	}
 	curl_slist_free_all(req->headers);
-	pfree(req->ids);
-	pfree(req->received);
 	pfree(req->body);
 	pfree(req);
 }
 
-/* The extension is gone: forget every request, running or finished. */
-void
-webhook_http_cancel_all(void)
+/* The extension is gone: forget every request (the engine, its messages). */
+static void
+webhook_cancel_all(void)
 {
 	dlist_mutable_iter iter;
 
 	dlist_foreach_modify(iter, &running)
 	{
 		dlist_delete(iter.cur);
-		webhook_http_free(dlist_container(Request, node, iter.cur));
-	}
-	dlist_foreach_modify(iter, &finished)
-	{
-		dlist_delete(iter.cur);
-		webhook_http_free(dlist_container(Request, node, iter.cur));
+		request_free(dlist_container(Request, node, iter.cur));
 	}
 }
 
@@ -250,8 +262,8 @@ append_header(struct curl_slist *list, const char *header)
 /*
  * The body of a request: the event, or the JSON array of the n events of a
  * batch_size route.  Its size is known before it is built and may pass
- * MaxAllocSize (a StringInfo may not): webhook_delivery.c bounds bodies by
- * pg_notifier.max_webhook_body_bytes, but an event larger than that goes
+ * MaxAllocSize (a StringInfo may not): webhook_message_events() bounds
+ * bodies by pg_notifier.max_webhook_body_bytes, but an event larger than that goes
  * alone, and may be up to 1 GB.  In http_cxt.
  */
 static char *
@@ -284,12 +296,40 @@ request_body(bool single, char **payloads, int n, Size *len)
 }
 
 /*
- * Start the request of n claimed rows of a route; temporaries are made in
- * the caller's memory context.
+ * How many of the n events (n <= batch_size) the next request carries: as
+ * many as fit in a body of pg_notifier.max_webhook_body_bytes (a JSON array:
+ * brackets and commas), and at least one.
  */
-void
-webhook_http_start(Route *route, int64 *ids, char **event_ids, char **payloads,
-				   int *attempts, TimestampTz *received, int n)
+static int
+webhook_message_events(char **payloads, int n)
+{
+	Size		body = 2 + strlen(payloads[0]);
+	int			k = 1;
+
+	while (k < n)
+	{
+		Size		len = 1 + strlen(payloads[k]);
+
+		if (body + len > (Size) notifier_max_webhook_body_bytes)
+			break;
+		body += len;
+		k++;
+	}
+	return k;
+}
+
+static Size
+webhook_max_message_bytes(void)
+{
+	return (Size) notifier_max_webhook_body_bytes;
+}
+
+/*
+ * Start the request of a message; temporaries are made in the caller's
+ * memory context.
+ */
+static void
+webhook_start(Route *route, RemoteMessage *msg, char **event_ids, char **payloads)
 {
 	WebhookConfig *wh = &route->webhook;
 	Request    *req;
@@ -301,19 +341,13 @@ webhook_http_start(Route *route, int64 *ids, char **event_ids, char **payloads,
 
 	http_init();
 	req = MemoryContextAllocZero(http_cxt, sizeof(Request));
-	req->route_id = route->id;
-	req->max_attempts = wh->max_attempts;
-	req->attempt = attempts[0];
-	req->n = n;
-	req->ids = MemoryContextAlloc(http_cxt, n * sizeof(int64));
-	req->received = MemoryContextAlloc(http_cxt, n * sizeof(TimestampTz));
-	memcpy(req->ids, ids, n * sizeof(int64));
-	memcpy(req->received, received, n * sizeof(TimestampTz));
+	req->msg = msg;
 	req->retry_after_ms = -1;
 
-	req->body = request_body(wh->batch_size == 1, payloads, n, &bodylen);
+	req->body = request_body(route->remote.batch_size == 1, payloads, msg->n, &bodylen);
 
-	msg_id = event_ids[0] != NULL ? event_ids[0] : psprintf("delivery-" INT64_FORMAT, ids[0]);
+	msg_id = event_ids[0] != NULL ? event_ids[0] :
+		psprintf("delivery-" INT64_FORMAT, msg->ids[0]);
 	req->headers = append_header(NULL, "Content-Type: application/json");
 	foreach(lc, wh->headers)
 		req->headers = append_header(req->headers, lfirst(lc));
@@ -339,7 +373,7 @@ webhook_http_start(Route *route, int64 *ids, char **event_ids, char **payloads,
 	easy = curl_easy_init();
 	if (easy == NULL)
 	{
-		webhook_http_free(req);
+		request_free(req);
 		elog(ERROR, "curl_easy_init failed");
 	}
 	req->easy = easy;
@@ -369,40 +403,93 @@ webhook_http_start(Route *route, int64 *ids, char **event_ids, char **payloads,
 	curl_easy_setopt(easy, CURLOPT_PRIVATE, req);
 	if (curl_multi_add_handle(multi, easy) != CURLM_OK)
 	{
-		webhook_http_free(req);
+		request_free(req);
 		elog(ERROR, "curl_multi_add_handle failed");
 	}
 	dlist_push_tail(&running, &req->node);
 }
 
-/* Move what curl has finished to the finished list. */
+/*
+ * The outcome of a finished request, in the engine's words, with the
+ * reason when it was not delivered.
+ */
+static void
+request_outcome(Request *req, CURLcode result, long status, RemoteMessage *msg)
+{
+	msg->status = result == CURLE_OK ? (int) status : 0;
+	msg->retry_after_ms = -1;
+	msg->gone = false;
+	if (result != CURLE_OK && req->address_denied)
+	{
+		/* pg_notifier.denied_networks: retrying cannot help */
+		msg->result = REMOTE_DEAD;
+		msg->reason = psprintf("address denied: %s is in pg_notifier.denied_networks",
+							   req->denied_host);
+		msg->summary = "address denied";
+		return;
+	}
+	if (result != CURLE_OK)
+	{
+		msg->result = REMOTE_RETRY;
+		msg->reason = psprintf("%s%s%s", curl_easy_strerror(result),
+							   req->errbuf[0] ? ": " : "", req->errbuf);
+		/* curl's text of the error code alone: its buffer names the host */
+		msg->summary = curl_easy_strerror(result);
+		return;
+	}
+	if (status >= 200 && status < 300)
+	{
+		msg->result = REMOTE_DELIVERED;
+		msg->reason = NULL;
+		msg->summary = NULL;
+		return;
+	}
+	if (status >= 400 && status < 500 && status != 408 && status != 425 && status != 429)
+		msg->result = REMOTE_DEAD;
+	else
+	{
+		msg->result = REMOTE_RETRY;
+		if (status == 429 || status == 503)
+			msg->retry_after_ms = req->retry_after_ms;
+	}
+	msg->reason = psprintf("HTTP status %ld", status);
+	msg->gone = status == 410;
+	msg->summary = msg->gone ? "the endpoint answered HTTP status 410 Gone" : msg->reason;
+}
+
+/* Hand what curl has finished back to the engine. */
 static void
 collect_finished(void)
 {
-	CURLMsg    *msg;
+	CURLMsg    *cmsg;
 	int			left;
 
-	while ((msg = curl_multi_info_read(multi, &left)) != NULL)
+	while ((cmsg = curl_multi_info_read(multi, &left)) != NULL)
 	{
 		Request    *req;
+		RemoteMessage *msg;
+		long		status = 0;
+		MemoryContext old;
 
-		if (msg->msg != CURLMSG_DONE)
+		if (cmsg->msg != CURLMSG_DONE)
 			continue;
-		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **) &req);
-		req->result = msg->data.result;
-		curl_easy_getinfo(msg->easy_handle, CURLINFO_RESPONSE_CODE, &req->http_status);
-		req->finished_at = GetCurrentTimestamp();
-		curl_multi_remove_handle(multi, req->easy);
-		curl_easy_cleanup(req->easy);
-		req->easy = NULL;
+		curl_easy_getinfo(cmsg->easy_handle, CURLINFO_PRIVATE, (char **) &req);
+		curl_easy_getinfo(cmsg->easy_handle, CURLINFO_RESPONSE_CODE, &status);
+		msg = req->msg;
+		msg->finished_at = GetCurrentTimestamp();
+		/* the reason lives as long as the message */
+		old = MemoryContextSwitchTo(GetMemoryChunkContext(msg));
+		request_outcome(req, cmsg->data.result, status, msg);
+		MemoryContextSwitchTo(old);
 		dlist_delete(&req->node);
-		dlist_push_tail(&finished, &req->node);
+		request_free(req);
+		remote_delivery_finished(msg);
 	}
 }
 
 /* Let curl start what was just added, and collect what finished at once. */
-void
-webhook_http_progress(void)
+static void
+webhook_progress(void)
 {
 	int			still_running;
 
@@ -412,99 +499,43 @@ webhook_http_progress(void)
 	collect_finished();
 }
 
-bool
-webhook_http_any_finished(void)
+static int
+webhook_sockets(const RemoteSocket **socks, TimestampTz *deadline, bool *changed)
 {
-	return !dlist_is_empty(&finished);
+	*socks = sockets;
+	*deadline = curl_deadline;
+	*changed = sockets_changed;
+	sockets_changed = false;
+	return nsockets;
 }
 
-/* The oldest finished request, taken off the list; NULL when none is. */
-Request *
-webhook_http_next_finished(void)
+/* curl's sockets are ready, or its timer may have come due */
+static void
+webhook_ready(const RemoteSocket *ready, int nready)
 {
-	Request    *req;
-
-	if (dlist_is_empty(&finished))
-		return NULL;
-	req = dlist_container(Request, node, dlist_pop_head_node(&finished));
-	return req;
-}
-
-/*
- * Sleep until the latch is set, curl has something to do, or timeout_ms
- * passed.
- */
-void
-webhook_http_wait(long timeout_ms)
-{
-	WaitEventSet *set;
-	WaitEvent  *events;
-	int			nevents;
 	int			still_running;
-	Socket	   *ready;
-	int			nready = 0;
 
-	if (multi == NULL || (nsockets == 0 && curl_deadline == 0))
-	{
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 timeout_ms, PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
+	if (multi == NULL)
 		return;
-	}
-
-	if (curl_deadline != 0)
-	{
-		long		curl_ms = TimestampDifferenceMilliseconds(GetCurrentTimestamp(),
-															  curl_deadline);
-
-		timeout_ms = Min(timeout_ms, curl_ms);
-	}
-
-#if PG_VERSION_NUM >= 170000
-	set = CreateWaitEventSet(NULL, nsockets + 2);
-#else
-	set = CreateWaitEventSet(CurrentMemoryContext, nsockets + 2);
-#endif
-	AddWaitEventToSet(set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
-	AddWaitEventToSet(set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
-	for (int i = 0; i < nsockets; i++)
-	{
-		uint32		ev = 0;
-
-		if (sockets[i].what & CURL_POLL_IN)
-			ev |= WL_SOCKET_READABLE;
-		if (sockets[i].what & CURL_POLL_OUT)
-			ev |= WL_SOCKET_WRITEABLE;
-		if (ev != 0)
-			AddWaitEventToSet(set, ev, sockets[i].fd, NULL, NULL);
-	}
-	events = palloc((nsockets + 2) * sizeof(WaitEvent));
-	ready = palloc((nsockets + 2) * sizeof(Socket));
-	nevents = WaitEventSetWait(set, Max(timeout_ms, 0), events, nsockets + 2,
-							   PG_WAIT_EXTENSION);
-	for (int i = 0; i < nevents; i++)
-	{
-		if (events[i].events & WL_LATCH_SET)
-			ResetLatch(MyLatch);
-		if (events[i].events & (WL_SOCKET_READABLE | WL_SOCKET_WRITEABLE))
-		{
-			ready[nready].fd = events[i].fd;
-			ready[nready].what =
-				((events[i].events & WL_SOCKET_READABLE) ? CURL_CSELECT_IN : 0) |
-				((events[i].events & WL_SOCKET_WRITEABLE) ? CURL_CSELECT_OUT : 0);
-			nready++;
-		}
-	}
-	FreeWaitEventSet(set);
-
 	for (int i = 0; i < nready; i++)
-		curl_multi_socket_action(multi, ready[i].fd, ready[i].what, &still_running);
+		curl_multi_socket_action(multi, ready[i].fd,
+								 (ready[i].readable ? CURL_CSELECT_IN : 0) |
+								 (ready[i].writable ? CURL_CSELECT_OUT : 0),
+								 &still_running);
 	if (curl_deadline != 0 && GetCurrentTimestamp() >= curl_deadline)
 	{
 		curl_deadline = 0;
 		curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &still_running);
 	}
-	pfree(events);
-	pfree(ready);
 	collect_finished();
 }
+
+const RemoteSink webhook_sink = {
+	.message_events = webhook_message_events,
+	.max_message_bytes = webhook_max_message_bytes,
+	.start = webhook_start,
+	.progress = webhook_progress,
+	.sockets = webhook_sockets,
+	.ready = webhook_ready,
+	.cancel_all = webhook_cancel_all,
+};
