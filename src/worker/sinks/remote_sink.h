@@ -66,9 +66,10 @@ typedef struct RemoteMessage
 	char	   *reason;			/* why not delivered, allocated in the
 								 * message's memory context; NULL when
 								 * delivered */
-	const char *summary;		/* not delivered: a short, bounded text of why,
-								 * with no URL nor anything the receiver sent,
-								 * for what every role may read (route_health.c) */
+	const char *summary;		/* not delivered: a short, bounded text of
+								 * why, with no URL nor anything the receiver
+								 * sent, for what every role may read
+								 * (route_health.c) */
 	bool		gone;			/* the receiver says it is gone for good (HTTP
 								 * 410): the route is disabled */
 	TimestampTz finished_at;
