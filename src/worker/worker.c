@@ -29,6 +29,7 @@
  *	  flag in shared memory; it then moves them to their routes
  *	  (outbox_relay.c).  It also looks at the outbox when it starts, when
  *	  the routes change and every CHECK_SECONDS.
+ *	- Backfills (backfill.c) run in the same loop, one batch per turn.
  *	- Webhook deliveries (webhook_delivery.c) run in the same loop: it waits on its
  *	  latch and curl's sockets together.
  *	- When idle it sleeps on its latch and runs no query: pruning
@@ -68,6 +69,7 @@
 #include "worker/sinks/webhook_http.h"
 #include "common/database_list.h"
 #include "common/extension.h"
+#include "worker/backfill.h"
 #include "worker/forward.h"
 #include "worker/listen.h"
 #include "worker/outbox_relay.h"
@@ -240,6 +242,8 @@ refresh(void)
 		stats_routes_retain(MyDatabaseId, ids, routes->nroutes);
 		pfree(ids);
 	}
+	/* a backfill may have been started (control channel) or be due */
+	backfill_wake();
 	registry_set_channels(routes ? routes->channels : NIL);
 	registry_set_state(OidIsValid(ext) ? WORKER_LISTENING : WORKER_WAITING);
 }
@@ -468,6 +472,10 @@ worker_loop(void)
 		}
 		next_delivery = delivery_work(routes);
 
+		/* one batch of a backfill, if one is due (backfill.c) */
+		if (OidIsValid(extension_oid))
+			backfill_step();
+
 		/* a transaction found the extension dropped or created again */
 		if (worker_xact_extension_changed())
 			next_check = 0;
@@ -508,6 +516,8 @@ worker_loop(void)
 			wake_at = drain_backoff.until;
 		if (relay_backoff.until != 0 && relay_backoff.until < wake_at)
 			wake_at = relay_backoff.until;
+		if (OidIsValid(extension_oid) && backfill_next_at() < wake_at)
+			wake_at = backfill_next_at();
 		webhook_http_wait(TimestampDifferenceMilliseconds(now, wake_at));
 	}
 }
