@@ -1,0 +1,362 @@
+#!/usr/bin/python3
+"""notifier.backfill(): the existing rows of a watched table as READ events,
+sent by the worker to the channel's routes, on a cluster of its own (it
+kills the worker with kill -9 and restarts the server with -m immediate,
+which test/run's log check would call crashes).
+
+Steps:
+  complete     5,000 rows, batch_size 700: every row exactly once as a READ
+               event in the queue route, the watch's payload (to_jsonb() of
+               the row less the excluded column, which never appears),
+               rows_sent and state 'done' in notifier.backfills;
+  where        "where" => 'id % 3 = 0' on a second channel: exactly those rows;
+               "where" runs as the caller of backfill() (a function in it
+               records current_user);
+  concurrent   20,000 rows, batch_size 100, while 4 writers update, delete and
+               insert random keys of the same table: for every key the last
+               event the queue got is the row's final state (to_jsonb() of
+               the row), and a deleted row's last event is its DELETE;
+  kill9        kill -9 of the worker in a loop while a backfill runs: every
+               row exactly once (distinct keys = rows, no key twice);
+  immediate    pg_ctl restart -m immediate x2 while a backfill runs: the same;
+  cancel       cancel_backfill() stops it: state 'cancelled', fewer rows sent
+               than the table has, and no more after (the queue holds exactly
+               rows_sent READ events once the outbox is empty);
+  partitioned  a partitioned table (3 partitions), read through the parent:
+               every row once, events named after the partitioned table;
+  dropped      the table dropped before the worker takes the backfill up:
+               state 'failed' with the reason.
+
+Run it as root with Debian's python3 (psycopg 3.1):
+    /usr/bin/python3 test/integration/test_backfill.py [STEP...]
+Environment: PG_MAJOR (15), PG_BIN or PG_CONFIG, PG_OS_USER (postgres),
+PG_NOTIFIER_TEST_TIMEOUT (watchdog, 240 s), KEEP_TEST_DIR.
+"""
+
+import os
+import random
+import signal
+import sys
+import threading
+import time
+
+import psycopg
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "lib"))
+from itlib import Step, TestFailure, log  # noqa: E402
+from owncluster import ClusterTest, poll  # noqa: E402
+
+NAME = "test_backfill"
+TIMEOUT = int(os.environ.get("PG_NOTIFIER_TEST_TIMEOUT", "240"))
+DB = "bf"
+WORKER = "pg_notifier worker"
+
+
+class Test(ClusterTest):
+    def __init__(self):
+        super().__init__(NAME, f"pg_notifier.databases = '{DB}'\n", TIMEOUT)
+
+    # -- helpers ---------------------------------------------------------------
+    def q(self, query, params=None):
+        """A query; while the server restarts (after a kill -9), again."""
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                return self.cl.q(DB, query, params)
+            except psycopg.OperationalError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+
+    def one(self, query, params=None):
+        return self.q(query, params)[0][0]
+
+    def worker_pid(self):
+        try:
+            rows = self.cl.q("postgres", "SELECT pid FROM pg_stat_activity WHERE backend_type = %s "
+                                         "AND datname = %s", (WORKER, DB))
+        except psycopg.OperationalError:
+            return None         # the server is restarting
+        return rows[0][0] if rows else None
+
+    def wait_worker(self, timeout, not_pid=None):
+        return poll(f"a worker of {DB}" + (f" other than {not_pid}" if not_pid else ""), timeout,
+                    lambda: (lambda w: (w is not None and w != not_pid, w))(self.worker_pid()),
+                    interval=0.05)
+
+    def table(self, name, rows, extra=""):
+        """A table of rows (id, name, secret, v), watched on channel name
+        (secret excluded) with a queue route."""
+        self.q(f"CREATE TABLE {name} (id int PRIMARY KEY, name text, secret text, v int{extra})")
+        self.q(f"INSERT INTO {name} SELECT g, 'n' || g, 's' || g, 0 FROM generate_series(1, %s) g",
+               (rows,))
+        self.q(f"SELECT notifier.watch('{name}', exclude => ARRAY['secret'])")
+        self.q(f"SELECT notifier.add_queue('{name}')")
+
+    def state(self, bid):
+        return self.q("SELECT state, rows_sent, last_error FROM notifier.backfills WHERE id = %s",
+                      (bid,))[0]
+
+    def wait_state(self, bid, states, timeout):
+        return poll(f"backfill {bid} in state {states}", timeout,
+                    lambda: (lambda s: (s[0] in states, s))(self.state(bid)), interval=0.05)[1]
+
+    def wait_outbox_empty(self, timeout=60):
+        poll("notifier.outbox empty", timeout,
+             lambda: (lambda n: (n == 0, n))(self.one("SELECT count(*) FROM notifier.outbox")),
+             interval=0.05)
+
+    def check_reads_once(self, channel, table, rows):
+        """Every row of table exactly once as a READ event on channel."""
+        self.wait_outbox_empty()
+        n, keys, other = self.q(
+            "SELECT count(*), count(DISTINCT payload->'key'), count(*) FILTER (WHERE payload->>'op' <> 'READ') "
+            "FROM notifier.queue WHERE channel = %s", (channel,))[0]
+        missing = self.one(f"SELECT count(*) FROM {table} t WHERE NOT EXISTS (SELECT 1 FROM notifier.queue x "
+                           "WHERE x.channel = %s AND x.payload->'key' = jsonb_build_object('id', t.id))",
+                           (channel,))
+        if (n, keys, other, missing) != (rows, rows, 0, 0):
+            raise TestFailure(f"{channel}: {n} events, {keys} distinct keys, {other} not READ, {missing} rows "
+                              f"without an event; expected each of the {rows} rows once")
+        return n
+
+    # -- steps -----------------------------------------------------------------
+    def step_complete(self):
+        self.table("items", 5000)
+        bid = self.one("SELECT notifier.backfill('items', batch_size => 700)")
+        st = self.wait_state(bid, ("done", "failed"), 60)
+        if st[0] != "done" or st[1] != 5000:
+            raise TestFailure(f"backfill {bid}: {st}, expected done with 5000 rows sent")
+        self.check_reads_once("items", "items", 5000)
+        bad = self.one("SELECT count(*) FROM notifier.queue x JOIN items t "
+                       "ON x.payload->'key' = jsonb_build_object('id', t.id) WHERE x.channel = 'items' "
+                       "AND (x.payload->'row' <> to_jsonb(t) - 'secret' OR x.payload->>'table' <> 'items' "
+                       "OR x.payload->>'schema' <> 'public' OR x.payload::text LIKE '%secret%' "
+                       "OR x.payload::text LIKE '%\"s1%')")
+        if bad:
+            raise TestFailure(f"{bad} READ events whose row is not to_jsonb() of the row less 'secret'")
+        last_key, finished = self.q("SELECT last_key, finished_at IS NOT NULL FROM notifier.backfills "
+                                    "WHERE id = %s", (bid,))[0]
+        if last_key != ["5000"] or not finished:
+            raise TestFailure(f"notifier.backfills: last_key {last_key}, finished {finished}")
+        self.result("5000 rows, each once, READ, payload as the watch's, the excluded column never")
+
+    def step_where(self):
+        self.q("SELECT notifier.watch('items', channel => 'items_w', exclude => ARRAY['secret'])")
+        self.q("SELECT notifier.add_queue('items_w')")
+        self.q("CREATE TABLE who_ran (r text)")
+        self.q("CREATE FUNCTION public.note_user() RETURNS boolean LANGUAGE sql "
+               "AS $$ INSERT INTO public.who_ran SELECT current_user; SELECT true $$")
+        self.q("CREATE ROLE bf_reader")
+        self.q("GRANT SELECT ON items TO bf_reader")
+        self.q("GRANT INSERT ON who_ran TO bf_reader")
+        self.q("GRANT EXECUTE ON FUNCTION notifier.backfill(regclass, text, text, integer) TO bf_reader")
+        with self.cl.connect(DB) as c:
+            c.autocommit = True
+            c.execute("SET ROLE bf_reader")
+            bid = c.execute("SELECT notifier.backfill('items', 'items_w', "
+                            "\"where\" => 'id % 3 = 0 AND public.note_user()', batch_size => 500)"
+                            ).fetchone()[0]
+        st = self.wait_state(bid, ("done", "failed"), 60)
+        if st[:2] != ("done", 1666):
+            raise TestFailure(f"backfill {bid}: {st}, expected done with 1666 rows")
+        self.wait_outbox_empty()
+        n, bad = self.q("SELECT count(*), count(*) FILTER (WHERE (payload->'key'->>'id')::int % 3 <> 0) "
+                        "FROM notifier.queue WHERE channel = 'items_w'")[0]
+        if (n, bad) != (1666, 0):
+            raise TestFailure(f"items_w: {n} events, {bad} of rows the where clause excludes")
+        users = [r for (r,) in self.q("SELECT DISTINCT r FROM who_ran")]
+        if users != ["bf_reader"]:
+            raise TestFailure(f"\"where\" ran as {users}, not as the caller bf_reader")
+        self.result("where: exactly the 1666 rows with id % 3 = 0, evaluated as the caller")
+
+    def step_concurrent(self):
+        rows = 20000
+        self.table("acct", rows)
+        stop = threading.Event()
+        errors = []
+        counts = [0, 0, 0]
+
+        def writer(seed):
+            rnd = random.Random(seed)
+            try:
+                with self.cl.connect(DB) as c:
+                    c.autocommit = True
+                    while not stop.is_set():
+                        ids = [rnd.randint(1, rows + 2000) for _ in range(rnd.randint(1, 4))]
+                        try:
+                            with c.transaction():
+                                for i in ids:
+                                    kind = rnd.random()
+                                    if kind < 0.6:
+                                        c.execute("UPDATE acct SET v = v + 1, name = md5(random()::text) "
+                                                  "WHERE id = %s", (i,))
+                                        counts[0] += 1
+                                    elif kind < 0.8:
+                                        c.execute("DELETE FROM acct WHERE id = %s", (i,))
+                                        counts[1] += 1
+                                    else:
+                                        c.execute("INSERT INTO acct VALUES (%s, 'ins', 'x', 1) "
+                                                  "ON CONFLICT (id) DO UPDATE SET v = acct.v + 100", (i,))
+                                        counts[2] += 1
+                        except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure):
+                            pass
+            except Exception as ex:     # noqa: BLE001 -- reported below
+                errors.append(f"writer {seed}: {type(ex).__name__}: {ex}")
+
+        threads = [threading.Thread(target=writer, args=(s,), daemon=True) for s in range(4)]
+        for t in threads:
+            t.start()
+        # the writers are at it before the backfill starts
+        poll("writers started", 30, lambda: (sum(counts) > 200, sum(counts)), interval=0.02)
+        bid = self.one("SELECT notifier.backfill('acct', batch_size => 100)")
+        st = self.wait_state(bid, ("done", "failed"), 120)
+        during = sum(counts)
+        # and a little after it is done
+        poll("writers after the backfill", 30, lambda: (sum(counts) > during + 200, sum(counts)),
+             interval=0.02)
+        stop.set()
+        for t in threads:
+            t.join(30)
+        if errors:
+            raise TestFailure(f"writers failed: {errors[:3]}")
+        if st[0] != "done":
+            raise TestFailure(f"backfill {bid}: {st}")
+        self.wait_outbox_empty()
+        # changes between the first and the last READ event: the writers overlapped it
+        overlap = self.one("WITH r AS (SELECT min(id) lo, max(id) hi FROM notifier.queue "
+                           "WHERE channel = 'acct' AND payload->>'op' = 'READ') "
+                           "SELECT count(*) FROM notifier.queue x, r WHERE x.channel = 'acct' "
+                           "AND x.payload->>'op' <> 'READ' AND x.id BETWEEN r.lo AND r.hi")
+        last = ("SELECT DISTINCT ON (payload->'key') payload->'key' AS k, payload->>'op' AS op, "
+                "payload->'row' AS row FROM notifier.queue WHERE channel = 'acct' "
+                "ORDER BY payload->'key', id DESC")
+        wrong = self.q(f"WITH last AS ({last}) "
+                       "SELECT l.k, l.op, l.row, to_jsonb(a) - 'secret' FROM last l "
+                       "LEFT JOIN acct a ON jsonb_build_object('id', a.id) = l.k "
+                       "WHERE (a.id IS NULL AND l.op <> 'DELETE') "
+                       "   OR (a.id IS NOT NULL AND (l.op = 'DELETE' OR l.row <> to_jsonb(a) - 'secret')) "
+                       "LIMIT 5")
+        unseen = self.one(f"WITH last AS ({last}) SELECT count(*) FROM acct a WHERE NOT EXISTS "
+                          "(SELECT 1 FROM last l WHERE l.k = jsonb_build_object('id', a.id))")
+        reads = self.one("SELECT count(*) FROM notifier.queue WHERE channel = 'acct' AND payload->>'op' = 'READ'")
+        log(f"   writers: {counts[0]} updates, {counts[1]} deletes, {counts[2]} upserts; "
+            f"{reads} READ events, {overlap} change events among them")
+        if wrong or unseen:
+            raise TestFailure(f"{unseen} rows whose key got no event; keys whose last event is not the "
+                              f"row's final state: {wrong}")
+        if overlap == 0:
+            raise TestFailure("no change event came between the READ events: the writers did not overlap")
+        self.result(f"concurrent writers: the last event of every key is its final state "
+                    f"({overlap} changes interleaved)")
+
+    def run_disrupted(self, name, rows, disrupt, least):
+        """A backfill of rows rows, batch_size 50, disrupt()ed while it runs;
+        returns how many times."""
+        self.table(name, rows)
+        bid = self.one(f"SELECT notifier.backfill('{name}', batch_size => 50)")
+        times = 0
+        while self.state(bid)[0] == "running":
+            if self.state(bid)[1] == 0:
+                time.sleep(0.02)
+                continue
+            disrupt()
+            times += 1
+            time.sleep(random.uniform(0.1, 0.3))
+        st = self.wait_state(bid, ("done", "failed"), 120)
+        if st[:2] != ("done", rows):
+            raise TestFailure(f"backfill {bid}: {st}, expected done with {rows} rows sent")
+        if times < least:
+            raise TestFailure(f"the backfill ended after {times} disruptions; the test needs {least}")
+        self.check_reads_once(name, name, rows)
+        return times
+
+    def step_kill9(self):
+        def kill():
+            pid = self.wait_worker(60)[1]
+            os.kill(pid, signal.SIGKILL)
+            self.killed.append(pid)
+            self.cl.drop_all()
+            self.wait_worker(60, not_pid=pid)
+        n = self.run_disrupted("k9", 60000, kill, 2)
+        self.result(f"kill -9 of the worker x{n} during the backfill: 60000 rows, each once")
+
+    def step_immediate(self):
+        def restart():
+            before = self.worker_pid()
+            self.cl.restart("immediate")
+            self.wait_worker(60, not_pid=before)
+        n = self.run_disrupted("imm", 60000, restart, 2)
+        self.result(f"restart -m immediate x{n} during the backfill: 60000 rows, each once")
+
+    def step_cancel(self):
+        self.table("cn", 50000)
+        bid = self.one("SELECT notifier.backfill('cn', batch_size => 10)")
+        poll("rows sent", 30, lambda: (lambda s: (s[1] > 0, s))(self.state(bid)), interval=0.01)
+        if not self.one("SELECT notifier.cancel_backfill(%s)", (bid,)):
+            raise TestFailure("cancel_backfill() of a running backfill returned false")
+        if self.one("SELECT notifier.cancel_backfill(%s)", (bid,)):
+            raise TestFailure("cancel_backfill() of a cancelled backfill returned true")
+        st = self.state(bid)
+        self.wait_outbox_empty()
+        reads = self.one("SELECT count(*) FROM notifier.queue WHERE channel = 'cn'")
+        st2 = self.state(bid)
+        if st[0] != "cancelled" or st2 != st or reads != st[1] or st[1] >= 50000:
+            raise TestFailure(f"after cancel_backfill(): {st}, then {st2}, {reads} events in the queue")
+        self.result(f"cancel: stopped at {st[1]} of 50000 rows, events = rows_sent")
+
+    def step_partitioned(self):
+        self.q("CREATE TABLE pt (id int, region text, v int, PRIMARY KEY (id, region)) PARTITION BY LIST (region)")
+        for r in ("eu", "us", "ap"):
+            self.q(f"CREATE TABLE pt_{r} PARTITION OF pt FOR VALUES IN ('{r}')")
+        self.q("INSERT INTO pt SELECT g, (ARRAY['eu','us','ap'])[g % 3 + 1], g FROM generate_series(1, 3000) g")
+        self.q("SELECT notifier.watch('pt')")
+        self.q("SELECT notifier.add_queue('pt')")
+        bid = self.one("SELECT notifier.backfill('pt', batch_size => 250)")
+        st = self.wait_state(bid, ("done", "failed"), 60)
+        if st[:2] != ("done", 3000):
+            raise TestFailure(f"backfill {bid}: {st}")
+        self.wait_outbox_empty()
+        n, keys, named = self.q("SELECT count(*), count(DISTINCT payload->'key'), "
+                                "count(*) FILTER (WHERE payload->>'table' = 'pt' AND payload->>'op' = 'READ') "
+                                "FROM notifier.queue WHERE channel = 'pt'")[0]
+        bad = self.one("SELECT count(*) FROM notifier.queue x JOIN pt t "
+                       "ON x.payload->'key' = jsonb_build_object('id', t.id, 'region', t.region) "
+                       "WHERE x.channel = 'pt' AND x.payload->'row' = to_jsonb(t)")
+        if (n, keys, named, bad) != (3000, 3000, 3000, 3000):
+            raise TestFailure(f"pt: {n} events, {keys} keys, {named} READ events of 'pt', {bad} matching rows")
+        self.result("partitioned table: 3000 rows of 3 partitions, each once, named after the parent")
+
+    def step_dropped(self):
+        self.table("gone", 10)
+        with self.cl.connect(DB) as c:
+            with c.transaction():
+                bid = c.execute("SELECT notifier.backfill('gone')").fetchone()[0]
+                c.execute("DROP TABLE gone")
+        st = self.wait_state(bid, ("done", "failed"), 60)
+        if st[0] != "failed" or "does not exist" not in (st[2] or ""):
+            raise TestFailure(f"backfill {bid} of a dropped table: {st}")
+        self.result(f"dropped table: failed, {st[2]!r}")
+
+    def setup(self):
+        self.cl.q("postgres", f"CREATE DATABASE {DB}")
+        self.q("CREATE EXTENSION pg_notifier")
+        secs, pid = self.wait_worker(30)
+        log(f"worker {pid} up {secs:.2f} s after CREATE EXTENSION")
+
+
+STEPS = [
+    Step("complete", "every row once, READ, the watch's payload, exclude respected", Test.step_complete),
+    Step("where", "\"where\": only those rows, evaluated as the caller", Test.step_where, needs=("complete",)),
+    Step("concurrent", "last event per key = final state under concurrent writers", Test.step_concurrent),
+    Step("kill9", "kill -9 of the worker during a backfill", Test.step_kill9),
+    Step("immediate", "restart -m immediate during a backfill", Test.step_immediate),
+    Step("cancel", "cancel_backfill() stops it", Test.step_cancel),
+    Step("partitioned", "a partitioned table, through its parent", Test.step_partitioned),
+    Step("dropped", "a backfill of a table dropped meanwhile fails", Test.step_dropped),
+]
+
+
+if __name__ == "__main__":
+    Test().run(STEPS)
