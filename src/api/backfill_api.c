@@ -138,7 +138,10 @@ check_queries(const BackfillScan *scan, const char *where)
 	AtEOXact_GUC(false, nestlevel);
 }
 
-/* reltuples of the table's leaves; NULL (false) when none was ever counted */
+/*
+ * The table's reltuples (of its partitions, for a partitioned table); false
+ * when none was ever counted (never vacuumed or analyzed).
+ */
 static bool
 estimate_rows(Oid relid, int64 *estimate)
 {
@@ -153,9 +156,10 @@ estimate_rows(Oid relid, int64 *estimate)
 		elog(ERROR, "SPI_connect failed");
 	if (SPI_execute_with_args("SELECT pg_catalog.sum(c.reltuples)"
 							  " FILTER (WHERE c.reltuples OPERATOR(pg_catalog.>=) 0)::pg_catalog.int8"
-							  " FROM pg_catalog.pg_partition_tree($1) p"
-							  " JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) p.relid"
-							  " WHERE p.isleaf",
+							  " FROM pg_catalog.pg_class c"
+							  " WHERE c.relkind OPERATOR(pg_catalog.=) 'r'"
+							  " AND (c.oid OPERATOR(pg_catalog.=) $1 OR c.oid IN"
+							  " (SELECT p.relid FROM pg_catalog.pg_partition_tree($1) p))",
 							  1, (Oid *) argtypes, args, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "estimating the rows of a backfill failed");
 	if (SPI_processed == 1)
