@@ -117,20 +117,9 @@ check_queries(const BackfillScan *scan, const char *where)
 		}
 		PG_CATCH();
 		{
-			ErrorData  *edata;
-
-			MemoryContextSwitchTo(cxt);
-			edata = CopyErrorData();
-			FlushErrorState();
-			edata->context = pstrdup(where != NULL ? "pg_notifier backfill \"where\"" :
-									 "pg_notifier backfill");
-			if (strlen(queries[i]) > WHERE_ECHO_BYTES)
-			{
-				edata->internalquery = NULL;
-				edata->internalpos = 0;
-			}
-			edata->cursorpos = 0;
-			ReThrowError(edata);
+			rethrow_in_context(cxt, where != NULL ? "pg_notifier backfill \"where\"" :
+							   "pg_notifier backfill",
+							   strlen(queries[i]) > WHERE_ECHO_BYTES);
 		}
 		PG_END_TRY();
 	}

@@ -103,18 +103,9 @@ run_ddl(const char *sql)
 	}
 	PG_CATCH();
 	{
-		ErrorData  *edata;
-
 		if (strlen(sql) <= CONDITION_ECHO_BYTES)
 			PG_RE_THROW();
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		edata->context = pstrdup("CREATE TRIGGER or DROP TRIGGER run by pg_notifier");
-		edata->internalquery = NULL;
-		edata->internalpos = 0;
-		edata->cursorpos = 0;
-		ReThrowError(edata);
+		rethrow_in_context(cxt, "CREATE TRIGGER or DROP TRIGGER run by pg_notifier", true);
 	}
 	PG_END_TRY();
 	SPI_finish();

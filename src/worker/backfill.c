@@ -226,7 +226,7 @@ lock_keys(const BackfillJob *job, Relation rel, const BackfillScan *scan,
 	if (nlocked > 0)
 	{
 		HeapTuple	last = SPI_tuptable->vals[nlocked - 1];
-		Datum	   *text = palloc(sizeof(Datum) * n);
+		Datum	   *keytext = palloc(sizeof(Datum) * n);
 
 		for (int i = 0; i < n; i++)
 		{
@@ -239,10 +239,10 @@ lock_keys(const BackfillJob *job, Relation rel, const BackfillScan *scan,
 									  att->attbyval, att->attlen);
 			nulls[n + i] = isnull ? 'n' : ' ';
 			getTypeOutputInfo(scan->keytypes[i], &func, &isvarlena);
-			text[i] = CStringGetTextDatum(isnull ? "" :
-										  OidOutputFunctionCall(func, values[n + i]));
+			keytext[i] = CStringGetTextDatum(isnull ? "" :
+											 OidOutputFunctionCall(func, values[n + i]));
 		}
-		*upper = construct_array(text, n, TEXTOID, -1, false, TYPALIGN_INT);
+		*upper = construct_array(keytext, n, TEXTOID, -1, false, TYPALIGN_INT);
 	}
 	SPI_freetuptable(SPI_tuptable);
 	restore_user(&sw);
