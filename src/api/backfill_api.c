@@ -247,9 +247,9 @@ notifier_backfill(PG_FUNCTION_ARGS)
 	if (w->opts.delivery == DELIVERY_NOTIFY)
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("cannot backfill table \"%s\" on channel \"%s\": its watch delivers with NOTIFY only",
+				 errmsg("cannot backfill table \"%s\" on channel \"%s\"",
 						RelationGetRelationName(rel), clip_for_message(channel)),
-				 errdetail("A backfill writes its events to the outbox, and orders them after or before concurrent changes by outbox id; events of delivery => 'notify' never go through the outbox."),
+				 errdetail("Its watch delivers with NOTIFY only (delivery => 'notify').  A backfill writes its events to the outbox and orders them with concurrent changes by outbox id."),
 				 errhint("Watch the table with delivery => 'auto' (the default) or 'outbox'.")));
 	if (!channel_is_routed(channel))
 		ereport(ERROR,

@@ -235,12 +235,13 @@ lock_keys(const BackfillJob *job, Relation rel, const BackfillScan *scan,
 			bool		isvarlena;
 			Form_pg_attribute att = TupleDescAttr(SPI_tuptable->tupdesc, i);
 
-			values[n + i] = datumCopy(SPI_getbinval(last, SPI_tuptable->tupdesc, i + 1, &isnull),
-									  att->attbyval, att->attlen);
-			nulls[n + i] = isnull ? 'n' : ' ';
+			values[n + i] = SPI_getbinval(last, SPI_tuptable->tupdesc, i + 1, &isnull);
+			if (isnull)			/* a key column is NOT NULL */
+				elog(ERROR, "key column %d of a locked row is null", i + 1);
+			values[n + i] = datumCopy(values[n + i], att->attbyval, att->attlen);
+			nulls[n + i] = ' ';
 			getTypeOutputInfo(scan->keytypes[i], &func, &isvarlena);
-			keytext[i] = CStringGetTextDatum(isnull ? "" :
-											 OidOutputFunctionCall(func, values[n + i]));
+			keytext[i] = CStringGetTextDatum(OidOutputFunctionCall(func, values[n + i]));
 		}
 		*upper = construct_array(keytext, n, TEXTOID, -1, false, TYPALIGN_INT);
 	}
@@ -263,6 +264,8 @@ send_rows(const BackfillJob *job, Relation rel, const Watch *w,
 	StringInfoData buf;
 	TimestampTz ts = GetCurrentTransactionStartTimestamp();
 	uint64		sent = 0;
+	MemoryContext cxt = CurrentMemoryContext;
+	MemoryContext rowcxt;
 
 	become_owner(job->role, &sw);
 	portal = SPI_cursor_open_with_args(NULL,
@@ -270,7 +273,9 @@ send_rows(const BackfillJob *job, Relation rel, const Watch *w,
 									   backfill_nparams(scan), backfill_param_types(scan),
 									   values, nulls, false, 0);
 	slot = MakeSingleTupleTableSlot(RelationGetDescr(rel), &TTSOpsVirtual);
-	initStringInfo(&buf);
+	/* what one row's event needs (detoasted values, output), freed row by row */
+	rowcxt = AllocSetContextCreate(cxt, "pg_notifier backfill row",
+								   ALLOCSET_DEFAULT_SIZES);
 	outbox_batch_begin();
 	for (;;)
 	{
@@ -289,9 +294,12 @@ send_rows(const BackfillJob *job, Relation rel, const Watch *w,
 					SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, i + 1,
 								  &slot->tts_isnull[scan->attnums[i] - 1]);
 			ExecStoreVirtualTuple(slot);
-			resetStringInfo(&buf);
+			MemoryContextSwitchTo(rowcxt);
+			initStringInfo(&buf);
 			event_build(&buf, w, &ev, NULL, NULL);
 			outbox_write(w, buf.data, NULL, ts);
+			MemoryContextSwitchTo(cxt);
+			MemoryContextReset(rowcxt);
 			sent++;
 		}
 		SPI_freetuptable(SPI_tuptable);
@@ -299,12 +307,15 @@ send_rows(const BackfillJob *job, Relation rel, const Watch *w,
 	outbox_batch_end();
 	SPI_cursor_close(portal);
 	ExecDropSingleTupleTableSlot(slot);
-	pfree(buf.data);
+	MemoryContextDelete(rowcxt);
 	restore_user(&sw);
 	return sent;
 }
 
-/* The batch's progress, in its transaction. */
+/*
+ * The batch's progress, in its transaction; next_attempt_at moves on, so
+ * that several running backfills take turns.
+ */
 static void
 record_progress(const BackfillJob *job, ArrayType *upper, uint64 sent, bool done)
 {
@@ -319,7 +330,7 @@ record_progress(const BackfillJob *job, ArrayType *upper, uint64 sent, bool done
 			  " rows_sent = rows_sent OPERATOR(pg_catalog.+) $3,"
 			  " state = CASE WHEN $4 THEN 'done' ELSE state END,"
 			  " finished_at = CASE WHEN $4 THEN pg_catalog.now() END,"
-			  " failures = 0, last_error = NULL"
+			  " failures = 0, last_error = NULL, next_attempt_at = pg_catalog.now()"
 			  " WHERE id OPERATOR(pg_catalog.=) $1",
 			  4, argtypes);
 	args[0] = Int64GetDatum(job->id);
