@@ -49,9 +49,9 @@
  *
  * Failures: the transaction is rolled back (nothing of the batch was sent)
  * and the error kept in last_error.  A transient error (a lock timeout --
- * the worker's lock_timeout ends a wait on a row -- a deadlock, a
- * serialization failure) is retried with backoff, for ever: a batch is
- * never skipped.  Another error is retried BACKFILL_MAX_FAILURES times,
+ * a batch waits at most BACKFILL_LOCK_TIMEOUT for a row, not the worker's
+ * 10 s, since live events wait with it -- a deadlock, a serialization
+ * failure) is retried with backoff, for ever: a batch is never skipped.  Another error is retried BACKFILL_MAX_FAILURES times,
  * then the backfill is 'failed'; the table, its watch or the role gone
  * fail it at once.
  *
@@ -71,6 +71,7 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
+#include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
@@ -86,6 +87,13 @@
 #include "worker/backfill.h"
 #include "worker/forward.h"
 #include "worker/worker_xact.h"
+
+/*
+ * How long a batch waits for a row lock before it gives up (and is tried
+ * again after a backoff): shorter than the worker's lock_timeout (10 s),
+ * since the whole loop -- live events included -- waits with it.
+ */
+#define BACKFILL_LOCK_TIMEOUT "1s"
 
 /* rows fetched from the read query at a time */
 #define BACKFILL_FETCH 256
@@ -477,6 +485,8 @@ backfill_step(void)
 		}
 		else
 		{
+			(void) set_config_option("lock_timeout", BACKFILL_LOCK_TIMEOUT, PGC_SUSET,
+									 PGC_S_SESSION, GUC_ACTION_LOCAL, true, 0, false);
 			run_batch(&job);
 			worker_xact_commit();
 			next_at = 0;		/* the next batch, at the next turn */

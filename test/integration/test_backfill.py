@@ -27,6 +27,10 @@ Steps:
                rows_sent READ events once the outbox is empty);
   partitioned  a partitioned table (3 partitions), read through the parent:
                every row once, events named after the partitioned table;
+  locked       a row held locked by an open transaction past the batch's
+               lock_timeout (1 s): the batch is rolled back, last_error says
+               so, and once the lock goes the backfill goes on from where it
+               was: every row once, the locked row as its writer left it;
   dropped      the table dropped before the worker takes the backfill up:
                state 'failed' with the reason.
 
@@ -110,18 +114,22 @@ class Test(ClusterTest):
              lambda: (lambda n: (n == 0, n))(self.one("SELECT count(*) FROM notifier.outbox")),
              interval=0.05)
 
-    def check_reads_once(self, channel, table, rows):
-        """Every row of table exactly once as a READ event on channel."""
+    def check_reads_once(self, channel, table, rows, changes=0):
+        """Every row of table exactly once as a READ event on channel, and
+        changes other events."""
         self.wait_outbox_empty()
         n, keys, other = self.q(
-            "SELECT count(*), count(DISTINCT payload->'key'), count(*) FILTER (WHERE payload->>'op' <> 'READ') "
+            "SELECT count(*) FILTER (WHERE payload->>'op' = 'READ'), "
+            "count(DISTINCT payload->'key') FILTER (WHERE payload->>'op' = 'READ'), "
+            "count(*) FILTER (WHERE payload->>'op' <> 'READ') "
             "FROM notifier.queue WHERE channel = %s", (channel,))[0]
         missing = self.one(f"SELECT count(*) FROM {table} t WHERE NOT EXISTS (SELECT 1 FROM notifier.queue x "
-                           "WHERE x.channel = %s AND x.payload->'key' = jsonb_build_object('id', t.id))",
-                           (channel,))
-        if (n, keys, other, missing) != (rows, rows, 0, 0):
-            raise TestFailure(f"{channel}: {n} events, {keys} distinct keys, {other} not READ, {missing} rows "
-                              f"without an event; expected each of the {rows} rows once")
+                           "WHERE x.channel = %s AND x.payload->>'op' = 'READ' "
+                           "AND x.payload->'key' = jsonb_build_object('id', t.id))", (channel,))
+        if (n, keys, other, missing) != (rows, rows, changes, 0):
+            raise TestFailure(f"{channel}: {n} READ events, {keys} distinct keys, {other} other events "
+                              f"(expected {changes}), {missing} rows without a READ event; expected each "
+                              f"of the {rows} rows once")
         return n
 
     # -- steps -----------------------------------------------------------------
@@ -341,6 +349,33 @@ class Test(ClusterTest):
             raise TestFailure(f"pt: {n} events, {keys} keys, {named} READ events of 'pt', {bad} matching rows")
         self.result("partitioned table: 3000 rows of 3 partitions, each once, named after the parent")
 
+    def step_locked(self):
+        self.table("lk", 3000)
+        blocker = self.cl.connect(DB)
+        try:
+            blocker.autocommit = False
+            blocker.execute("UPDATE lk SET v = 42, name = 'held' WHERE id = 1500")
+            bid = self.one("SELECT notifier.backfill('lk', batch_size => 500)")
+            # the batch that reaches row 1500 waits for it, past its
+            # lock_timeout (1 s): rolled back, kept, retried
+            st = poll("the batch at the locked row timed out", 60,
+                      lambda: (lambda s: (s[2] is not None and "lock timeout" in s[2], s))(self.state(bid)),
+                      interval=0.1)[1]
+            if st[0] != "running" or st[1] != 1000:
+                raise TestFailure(f"after the lock timeout: {st}, expected running with 1000 rows sent")
+            blocker.commit()
+        finally:
+            blocker.close()
+        st = self.wait_state(bid, ("done", "failed"), 60)
+        if st != ("done", 3000, None):
+            raise TestFailure(f"backfill {bid} after the lock was released: {st}")
+        self.check_reads_once("lk", "lk", 3000, changes=1)      # and the UPDATE
+        last = self.q("SELECT payload->>'op', payload->'row'->>'name' FROM notifier.queue "
+                      "WHERE channel = 'lk' AND payload->'key' = '{\"id\": 1500}' ORDER BY id DESC LIMIT 1")
+        if last != [("READ", "held")]:
+            raise TestFailure(f"the last event of the row that was locked: {last}")
+        self.result("a batch that hit the lock timeout was retried, not skipped: 3000 rows once")
+
     def step_dropped(self):
         self.table("gone", 10)
         with self.cl.connect(DB) as c:
@@ -367,6 +402,7 @@ STEPS = [
     Step("immediate", "restart -m immediate during a backfill", Test.step_immediate),
     Step("cancel", "cancel_backfill() stops it", Test.step_cancel),
     Step("partitioned", "a partitioned table, through its parent", Test.step_partitioned),
+    Step("locked", "a batch past its lock_timeout is retried, never skipped", Test.step_locked),
     Step("dropped", "a backfill of a table dropped meanwhile fails", Test.step_dropped),
 ]
 
