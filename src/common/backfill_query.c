@@ -120,6 +120,8 @@ backfill_scan_init(BackfillScan *scan, Relation rel, const Watch *w)
 	scan->eq = palloc(sizeof(char *) * n);
 	scan->ge = palloc(sizeof(char *) * n);
 	scan->gt = palloc(sizeof(char *) * n);
+	scan->cmp = palloc(sizeof(FmgrInfo) * n);
+	scan->collations = palloc(sizeof(Oid) * n);
 	for (int i = 0; i < n; i++)
 	{
 		Form_pg_attribute att = TupleDescAttr(tupdesc, w->keys[i].attnum - 1);
@@ -144,6 +146,9 @@ backfill_scan_init(BackfillScan *scan, Relation rel, const Watch *w)
 		scan->eq[i] = btree_operator(opfamily, opcintype, BTEqualStrategyNumber);
 		scan->ge[i] = btree_operator(opfamily, opcintype, BTGreaterEqualStrategyNumber);
 		scan->gt[i] = btree_operator(opfamily, opcintype, BTGreaterStrategyNumber);
+		fmgr_info(get_opfamily_proc(opfamily, opcintype, opcintype, BTORDER_PROC),
+				  &scan->cmp[i]);
+		scan->collations[i] = att->attcollation;
 	}
 
 	/* the key, then the event's other columns */
@@ -157,6 +162,24 @@ backfill_scan_init(BackfillScan *scan, Relation rel, const Watch *w)
 	scan->colnames = palloc(sizeof(char *) * Max(scan->natts, 1));
 	for (int i = 0; i < scan->natts; i++)
 		scan->colnames[i] = pstrdup(quote_identifier(NameStr(TupleDescAttr(tupdesc, scan->attnums[i] - 1)->attname)));
+}
+
+/*
+ * Compare two keys (nkeys values each) as the queries order them: <0, 0,
+ * >0.
+ */
+int
+backfill_compare_keys(const BackfillScan *scan, const Datum *a, const Datum *b)
+{
+	for (int i = 0; i < scan->nkeys; i++)
+	{
+		int32		r = DatumGetInt32(FunctionCall2Coll(&scan->cmp[i], scan->collations[i],
+														a[i], b[i]));
+
+		if (r != 0)
+			return r;
+	}
+	return 0;
 }
 
 int

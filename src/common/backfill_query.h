@@ -11,6 +11,7 @@
 #ifndef NOTIFIER_BACKFILL_QUERY_H
 #define NOTIFIER_BACKFILL_QUERY_H
 
+#include "fmgr.h"
 #include "utils/relcache.h"
 
 #include "capture/watch.h"
@@ -29,6 +30,8 @@ typedef struct BackfillScan
 	char	  **eq;
 	char	  **ge;
 	char	  **gt;
+	FmgrInfo   *cmp;			/* the btree comparison of each key column */
+	Oid		   *collations;		/* and its collation */
 	int			natts;			/* the columns the read query returns */
 	AttrNumber *attnums;		/* of the relation, in that order */
 	char	  **colnames;		/* their names, quoted */
@@ -38,6 +41,8 @@ extern void backfill_scan_init(BackfillScan *scan, Relation rel, const Watch *w)
 extern char *backfill_lock_sql(const BackfillScan *scan, bool after);
 extern char *backfill_read_sql(const BackfillScan *scan, const char *where,
 							   bool after);
+extern int	backfill_compare_keys(const BackfillScan *scan, const Datum *a,
+								  const Datum *b);
 extern int	backfill_nparams(const BackfillScan *scan);
 extern Oid *backfill_param_types(const BackfillScan *scan);
 

@@ -21,10 +21,11 @@
  *	   commits;
  *	3. as the role that called backfill(), with a fresh snapshot, reads
  *	   the rows between last_key and the highest key locked that satisfy
- *	   "where" (the "read" query), builds each row's READ event with the
- *	   watch's own Watch (payload mode, columns, exclude: capture/event.c)
- *	   and writes it to the outbox (capture/outbox_writer.c, which takes
- *	   the ids after the xid);
+ *	   "where" (the "read" query); of those, the rows that step 2 locked
+ *	   (matched by key, both in key order) get a READ event, built with
+ *	   the watch's own Watch (payload mode, columns, exclude:
+ *	   capture/event.c) and written to the outbox (capture/outbox_writer.c,
+ *	   which takes the ids after the xid);
  *	4. writes last_key and rows_sent, or state 'done' after the last keys.
  *
  * Why the last event of each key reflects the row's last committed state:
@@ -32,10 +33,13 @@
  * commits.  A change the read (3) sees committed before the read's
  * snapshot, so its event's id is lower than the READ event's; a change to
  * a locked row the read does not see cannot happen before the batch
- * commits, so its id is higher; a row the lock (2) did not lock but the
- * read sees (inserted, or moved into the range since) was committed before
- * the read's snapshot, so again lower; a row the read does not see sends
- * no READ event at all.  The relay delivers in id order.
+ * commits, so its id is higher.  A row that the read sees but the lock
+ * did not lock (inserted into the range since, or moved into it by a key
+ * update) gets no READ event: it could be changed by a transaction whose
+ * id is taken before the READ event's and which commits after the read's
+ * snapshot; its own INSERT or UPDATE event says what it is.  A row the
+ * read does not see gets no READ event either.  The relay delivers in id
+ * order.
  *
  * Why two queries: the lock needs FOR SHARE, which PostgreSQL allows only
  * with the UPDATE privilege, while backfill() asks only for SELECT; and
@@ -209,13 +213,14 @@ lower_key(const BackfillJob *job, const BackfillScan *scan, Datum *values,
 }
 
 /*
- * Step 2, as the table's owner: lock the next keys; the highest one goes
- * to values[nkeys..2 nkeys) and, as text, to *upper.  Returns how many
- * rows were locked.
+ * Step 2, as the table's owner: lock the next keys.  They go to *locked
+ * (nkeys values per row, in key order), the highest one also to
+ * values[nkeys..2 nkeys) and, as text, to *upper.  Returns how many rows
+ * were locked.
  */
 static uint64
 lock_keys(const BackfillJob *job, Relation rel, const BackfillScan *scan,
-		  Datum *values, char *nulls, ArrayType **upper)
+		  Datum *values, char *nulls, Datum **locked, ArrayType **upper)
 {
 	int			n = scan->nkeys;
 	OwnerSwitch sw;
@@ -231,22 +236,31 @@ lock_keys(const BackfillJob *job, Relation rel, const BackfillScan *scan,
 							  values, nulls, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "locking the rows of a backfill batch failed");
 	nlocked = SPI_processed;
+	*locked = palloc(sizeof(Datum) * n * Max(nlocked, 1));
+	for (uint64 r = 0; r < nlocked; r++)
+	{
+		for (int i = 0; i < n; i++)
+		{
+			Form_pg_attribute att = TupleDescAttr(SPI_tuptable->tupdesc, i);
+			bool		isnull;
+			Datum		d = SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc,
+										  i + 1, &isnull);
+
+			if (isnull)			/* a key column is NOT NULL */
+				elog(ERROR, "key column %d of a locked row is null", i + 1);
+			(*locked)[r * n + i] = datumCopy(d, att->attbyval, att->attlen);
+		}
+	}
 	if (nlocked > 0)
 	{
-		HeapTuple	last = SPI_tuptable->vals[nlocked - 1];
 		Datum	   *keytext = palloc(sizeof(Datum) * n);
 
 		for (int i = 0; i < n; i++)
 		{
-			bool		isnull;
 			Oid			func;
 			bool		isvarlena;
-			Form_pg_attribute att = TupleDescAttr(SPI_tuptable->tupdesc, i);
 
-			values[n + i] = SPI_getbinval(last, SPI_tuptable->tupdesc, i + 1, &isnull);
-			if (isnull)			/* a key column is NOT NULL */
-				elog(ERROR, "key column %d of a locked row is null", i + 1);
-			values[n + i] = datumCopy(values[n + i], att->attbyval, att->attlen);
+			values[n + i] = (*locked)[(nlocked - 1) * n + i];
 			nulls[n + i] = ' ';
 			getTypeOutputInfo(scan->keytypes[i], &func, &isvarlena);
 			keytext[i] = CStringGetTextDatum(OidOutputFunctionCall(func, values[n + i]));
@@ -260,12 +274,17 @@ lock_keys(const BackfillJob *job, Relation rel, const BackfillScan *scan,
 
 /*
  * Step 3, as the caller of backfill(): read the rows of the batch and write
- * their READ events to the outbox.  Returns how many.
+ * the READ events of those that step 2 locked (nlocked keys in locked, in
+ * key order, as the read returns its rows) to the outbox.  Returns how
+ * many.
  */
 static uint64
 send_rows(const BackfillJob *job, Relation rel, const Watch *w,
-		  const BackfillScan *scan, Datum *values, char *nulls)
+		  const BackfillScan *scan, Datum *values, char *nulls,
+		  const Datum *locked, uint64 nlocked)
 {
+	uint64		li = 0;			/* the locked key to match next */
+
 	OwnerSwitch sw;
 	Portal		portal;
 	TupleTableSlot *slot;
@@ -293,8 +312,22 @@ send_rows(const BackfillJob *job, Relation rel, const Watch *w,
 		for (uint64 r = 0; r < SPI_processed; r++)
 		{
 			ChangeEvent ev = {.op = OP_READ,.newslot = slot,.ts = ts};
+			Datum		key[INDEX_MAX_KEYS];
+			int			cmp = 1;
 
 			CHECK_FOR_INTERRUPTS();
+			for (int i = 0; i < scan->nkeys; i++)
+			{
+				bool		isnull;
+
+				key[i] = SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc,
+									   i + 1, &isnull);
+			}
+			while (li < nlocked &&
+				   (cmp = backfill_compare_keys(scan, key, locked + li * scan->nkeys)) > 0)
+				li++;
+			if (li == nlocked || cmp != 0)
+				continue;		/* not locked: see the file header */
 			ExecClearTuple(slot);
 			memset(slot->tts_isnull, true, sizeof(bool) * slot->tts_tupleDescriptor->natts);
 			for (int i = 0; i < scan->natts; i++)
@@ -361,6 +394,7 @@ run_batch(const BackfillJob *job)
 	Datum	   *values;
 	char	   *nulls;
 	ArrayType  *upper = NULL;
+	Datum	   *locked;
 	uint64		nlocked;
 	uint64		sent = 0;
 
@@ -395,9 +429,9 @@ run_batch(const BackfillJob *job)
 	values = palloc0(sizeof(Datum) * backfill_nparams(&scan));
 	nulls = palloc(backfill_nparams(&scan));
 	memset(nulls, 'n', backfill_nparams(&scan));
-	nlocked = lock_keys(job, rel, &scan, values, nulls, &upper);
+	nlocked = lock_keys(job, rel, &scan, values, nulls, &locked, &upper);
 	if (nlocked > 0)
-		sent = send_rows(job, rel, w, &scan, values, nulls);
+		sent = send_rows(job, rel, w, &scan, values, nulls, locked, nlocked);
 	record_progress(job, upper, sent, nlocked < (uint64) job->batch_size);
 	relation_close(rel, AccessShareLock);
 }

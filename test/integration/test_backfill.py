@@ -300,16 +300,16 @@ class Test(ClusterTest):
             self.killed.append(pid)
             self.cl.drop_all()
             self.wait_worker(60, not_pid=pid)
-        n = self.run_disrupted("k9", 60000, kill, 2)
-        self.result(f"kill -9 of the worker x{n} during the backfill: 60000 rows, each once")
+        n = self.run_disrupted("k9", 100000, kill, 2)
+        self.result(f"kill -9 of the worker x{n} during the backfill: 100000 rows, each once")
 
     def step_immediate(self):
         def restart():
             before = self.worker_pid()
             self.cl.restart("immediate")
             self.wait_worker(60, not_pid=before)
-        n = self.run_disrupted("imm", 60000, restart, 2)
-        self.result(f"restart -m immediate x{n} during the backfill: 60000 rows, each once")
+        n = self.run_disrupted("imm", 100000, restart, 2)
+        self.result(f"restart -m immediate x{n} during the backfill: 100000 rows, each once")
 
     def step_cancel(self):
         self.table("cn", 50000)
