@@ -12,6 +12,7 @@ Steps:
   where        "where" => 'id % 3 = 0' on a second channel: exactly those rows;
                "where" runs as the caller of backfill() (a function in it
                records current_user);
+  keys         payload => 'keys' on a third channel: READ events carry the key only;
   concurrent   10,000 rows, batch_size 100, while 4 writers update, delete and
                insert keys of the same table (mostly those just ahead of the
                backfill, holding their rows a moment before they commit: a
@@ -181,6 +182,20 @@ class Test(ClusterTest):
         if users != ["bf_reader"]:
             raise TestFailure(f"\"where\" ran as {users}, not as the caller bf_reader")
         self.result("where: exactly the 1666 rows with id % 3 = 0, evaluated as the caller")
+
+    def step_keys(self):
+        self.q("SELECT notifier.watch('items', channel => 'items_k', payload => 'keys')")
+        self.q("SELECT notifier.add_queue('items_k')")
+        bid = self.one("SELECT notifier.backfill('items', 'items_k', batch_size => 5000)")
+        st = self.wait_state(bid, ("done", "failed"), 60)
+        if st[:2] != ("done", 5000):
+            raise TestFailure(f"backfill {bid}: {st}")
+        self.check_reads_once("items_k", "items", 5000)
+        bad = self.one("SELECT count(*) FROM notifier.queue WHERE channel = 'items_k' "
+                       "AND (payload ? 'row' OR NOT payload ? 'key')")
+        if bad:
+            raise TestFailure(f"{bad} READ events of a payload => 'keys' watch with a row, or without the key")
+        self.result("payload => 'keys': the READ events carry the key only")
 
     def step_concurrent(self):
         rows = 10000
@@ -397,6 +412,8 @@ class Test(ClusterTest):
 STEPS = [
     Step("complete", "every row once, READ, the watch's payload, exclude respected", Test.step_complete),
     Step("where", "\"where\": only those rows, evaluated as the caller", Test.step_where, needs=("complete",)),
+    Step("keys", "a payload => 'keys' watch: READ events with the key only", Test.step_keys,
+         needs=("complete",)),
     Step("concurrent", "last event per key = final state under concurrent writers", Test.step_concurrent),
     Step("kill9", "kill -9 of the worker during a backfill", Test.step_kill9),
     Step("immediate", "restart -m immediate during a backfill", Test.step_immediate),
