@@ -101,6 +101,12 @@ SELECT notifier.cancel_backfill(:bf1);
 SELECT notifier.cancel_backfill(:bf3);
 SELECT notifier.cancel_backfill(:bf3);
 RESET ROLE;
+-- with row security on the table, only its own
+ALTER TABLE bf ENABLE ROW LEVEL SECURITY;
+SET ROLE bf_user;
+SELECT id = :bf3 AS own FROM notifier.backfills;
+RESET ROLE;
+ALTER TABLE bf DISABLE ROW LEVEL SECURITY;
 REVOKE SELECT ON bf FROM bf_user;
 SET ROLE bf_user;
 SELECT id = :bf3 AS own FROM notifier.backfills;

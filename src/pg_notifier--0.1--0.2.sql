@@ -642,8 +642,9 @@ COMMENT ON FUNCTION notifier.backfill(regclass, text, text, integer) IS
 -- Sending events to routes is managing routes: granted to no one by default.
 REVOKE ALL ON FUNCTION notifier.backfill(regclass, text, text, integer) FROM PUBLIC;
 
--- The backfills of the tables the reader may SELECT from (last_key shows
--- key values).
+-- The backfills the reader started (or a role it has the privileges of),
+-- and those of the tables it may SELECT from, unless row security may hide
+-- some of their rows from it: last_key shows a key.
 CREATE VIEW notifier.backfills AS
 SELECT b.id,
 	   b.relid::pg_catalog.regclass AS "table",
@@ -657,8 +658,9 @@ SELECT b.id,
 	   b.last_error
   FROM notifier.backfill_jobs b
  WHERE pg_catalog.pg_has_role(b.role, 'USAGE')
-	OR (EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = b.relid)
-		AND pg_catalog.has_table_privilege(b.relid, 'SELECT'));
+	OR EXISTS (SELECT 1 FROM pg_catalog.pg_class c
+				WHERE c.oid = b.relid AND NOT c.relrowsecurity
+				  AND pg_catalog.has_table_privilege(c.oid, 'SELECT'));
 GRANT SELECT ON notifier.backfills TO PUBLIC;
 
 -- Stop a running backfill: its role (or a role that has its privileges) or
