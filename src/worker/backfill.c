@@ -99,6 +99,24 @@
  */
 #define BACKFILL_LOCK_TIMEOUT "1s"
 
+/*
+ * The settings of a batch's transaction: the lock timeout above, and those
+ * the text form of last_key depends on, so that a key written by one batch
+ * reads back the same in the next whatever the server's settings became.
+ */
+typedef struct BatchSetting
+{
+	const char *name;
+	const char *value;
+} BatchSetting;
+
+static const BatchSetting batch_settings[] = {
+	{"lock_timeout", BACKFILL_LOCK_TIMEOUT},
+	{"DateStyle", "ISO, YMD"},
+	{"IntervalStyle", "postgres"},
+	{"extra_float_digits", "1"},
+};
+
 /* rows fetched from the read query at a time */
 #define BACKFILL_FETCH 256
 
@@ -519,8 +537,10 @@ backfill_step(void)
 		}
 		else
 		{
-			(void) set_config_option("lock_timeout", BACKFILL_LOCK_TIMEOUT, PGC_SUSET,
-									 PGC_S_SESSION, GUC_ACTION_LOCAL, true, 0, false);
+			for (int i = 0; i < lengthof(batch_settings); i++)
+				(void) set_config_option(batch_settings[i].name, batch_settings[i].value,
+										 PGC_SUSET, PGC_S_SESSION, GUC_ACTION_LOCAL,
+										 true, 0, false);
 			run_batch(&job);
 			worker_xact_commit();
 			next_at = 0;		/* the next batch, at the next turn */

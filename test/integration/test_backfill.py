@@ -103,6 +103,15 @@ class Test(ClusterTest):
         self.q(f"SELECT notifier.watch('{name}', exclude => ARRAY['secret'])")
         self.q(f"SELECT notifier.add_queue('{name}')")
 
+    def backfill_done(self, args, rows, timeout=60):
+        """notifier.backfill(args), then its state 'done' with rows rows sent;
+        returns its id."""
+        bid = self.one(f"SELECT notifier.backfill({args})")
+        st = self.wait_state(bid, ("done", "failed"), timeout)
+        if st[:2] != ("done", rows):
+            raise TestFailure(f"backfill {bid}: {st}, expected done with {rows} rows sent")
+        return bid
+
     def state(self, bid):
         return self.q("SELECT state, rows_sent, last_error FROM notifier.backfills WHERE id = %s",
                       (bid,))[0]
@@ -137,10 +146,7 @@ class Test(ClusterTest):
     # -- steps -----------------------------------------------------------------
     def step_complete(self):
         self.table("items", 5000)
-        bid = self.one("SELECT notifier.backfill('items', batch_size => 700)")
-        st = self.wait_state(bid, ("done", "failed"), 60)
-        if st[0] != "done" or st[1] != 5000:
-            raise TestFailure(f"backfill {bid}: {st}, expected done with 5000 rows sent")
+        bid = self.backfill_done("'items', batch_size => 700", 5000)
         self.check_reads_once("items", "items", 5000)
         bad = self.one("SELECT count(*) FROM notifier.queue x JOIN items t "
                        "ON x.payload->'key' = jsonb_build_object('id', t.id) WHERE x.channel = 'items' "
@@ -193,10 +199,7 @@ class Test(ClusterTest):
     def step_keys(self):
         self.q("SELECT notifier.watch('items', channel => 'items_k', payload => 'keys')")
         self.q("SELECT notifier.add_queue('items_k')")
-        bid = self.one("SELECT notifier.backfill('items', 'items_k', batch_size => 5000)")
-        st = self.wait_state(bid, ("done", "failed"), 60)
-        if st[:2] != ("done", 5000):
-            raise TestFailure(f"backfill {bid}: {st}")
+        self.backfill_done("'items', 'items_k', batch_size => 5000", 5000)
         self.check_reads_once("items_k", "items", 5000)
         bad = self.one("SELECT count(*) FROM notifier.queue WHERE channel = 'items_k' "
                        "AND (payload ? 'row' OR NOT payload ? 'key')")
@@ -356,10 +359,7 @@ class Test(ClusterTest):
         self.q("INSERT INTO pt SELECT g, (ARRAY['eu','us','ap'])[g % 3 + 1], g FROM generate_series(1, 3000) g")
         self.q("SELECT notifier.watch('pt')")
         self.q("SELECT notifier.add_queue('pt')")
-        bid = self.one("SELECT notifier.backfill('pt', batch_size => 250)")
-        st = self.wait_state(bid, ("done", "failed"), 60)
-        if st[:2] != ("done", 3000):
-            raise TestFailure(f"backfill {bid}: {st}")
+        self.backfill_done("'pt', batch_size => 250", 3000)
         self.wait_outbox_empty()
         n, keys, named = self.q("SELECT count(*), count(DISTINCT payload->'key'), "
                                 "count(*) FILTER (WHERE payload->>'table' = 'pt' AND payload->>'op' = 'READ') "
