@@ -903,6 +903,86 @@ BEGIN
 END
 $$;
 
+-- Backfill (issue 18): notifier.backfill(), notifier.backfills,
+-- notifier.cancel_backfill()
+-- ---------------------------------------------------------------------------
+
+-- One row per backfill: what to read (relation, channel, "where"), as whom
+-- (role: the caller of backfill(); the worker reads as that role), and how
+-- far it got: last_key is the highest key sent (each key column's text
+-- form), written in the transaction that wrote the batch's events to the
+-- outbox, so a backfill resumes after any crash exactly where it stopped.
+-- Not dumped: a role's OID means nothing in another cluster.
+CREATE TABLE notifier.backfill_jobs (
+	id				bigserial PRIMARY KEY,
+	relid			oid NOT NULL,
+	channel			text NOT NULL,
+	role			oid NOT NULL,
+	"where"			text,
+	batch_size		integer NOT NULL CHECK (batch_size > 0),
+	state			text NOT NULL DEFAULT 'running'
+					CHECK (state IN ('running', 'done', 'cancelled', 'failed')),
+	rows_sent		bigint NOT NULL DEFAULT 0,
+	rows_estimated	bigint,
+	last_key		text[],
+	started_at		timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	finished_at		timestamptz,
+	last_error		text,
+	failures		integer NOT NULL DEFAULT 0,
+	next_attempt_at timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+CREATE INDEX backfill_jobs_running_idx ON notifier.backfill_jobs (next_attempt_at, id)
+	WHERE state = 'running';
+REVOKE ALL ON notifier.backfill_jobs FROM PUBLIC;
+REVOKE ALL ON SEQUENCE notifier.backfill_jobs_id_seq FROM PUBLIC;
+
+CREATE FUNCTION notifier.backfill(
+	relation	regclass,
+	channel		text DEFAULT NULL,
+	"where"		text DEFAULT NULL,
+	batch_size	integer DEFAULT 1000)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'notifier_backfill'
+LANGUAGE C CALLED ON NULL INPUT VOLATILE;
+
+COMMENT ON FUNCTION notifier.backfill(regclass, text, text, integer) IS
+'send one READ event per existing row of a watched table to the routes of its channel, in the background; returns the backfill id (see notifier.backfills)';
+
+-- Sending events to routes is managing routes: granted to no one by default.
+REVOKE ALL ON FUNCTION notifier.backfill(regclass, text, text, integer) FROM PUBLIC;
+
+-- The backfills the reader started (or a role it has the privileges of),
+-- and those of the tables it may SELECT from, unless row security may hide
+-- some of their rows from it: last_key shows a key.
+CREATE VIEW notifier.backfills AS
+SELECT b.id,
+	   b.relid::pg_catalog.regclass AS "table",
+	   b.channel,
+	   b.state,
+	   b.rows_sent,
+	   b.rows_estimated,
+	   b.last_key,
+	   b.started_at,
+	   b.finished_at,
+	   b.last_error
+  FROM notifier.backfill_jobs b
+ WHERE pg_catalog.pg_has_role(b.role, 'USAGE')
+	OR EXISTS (SELECT 1 FROM pg_catalog.pg_class c
+				WHERE c.oid = b.relid AND NOT c.relrowsecurity
+				  AND pg_catalog.has_table_privilege(c.oid, 'SELECT'));
+GRANT SELECT ON notifier.backfills TO PUBLIC;
+
+-- Stop a running backfill: its role (or a role that has its privileges) or
+-- a superuser.  Returns false when it had already finished.
+CREATE FUNCTION notifier.cancel_backfill(backfill_id bigint)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'notifier_cancel_backfill'
+LANGUAGE C CALLED ON NULL INPUT VOLATILE;
+REVOKE ALL ON FUNCTION notifier.cancel_backfill(bigint) FROM PUBLIC;
+
+COMMENT ON FUNCTION notifier.cancel_backfill(bigint) IS
+'stop a running backfill (state cancelled); false when it had already finished';
+
 -- Keep these last: once everything above is committed, the launcher starts
 -- the worker ('*'), or the waiting worker of a listed database takes it in.
 SELECT notifier.worker_start();

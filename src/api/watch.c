@@ -59,17 +59,11 @@
 #include "common/sqlutil.h"
 #include "pg_notifier.h"
 #include "capture/watch.h"
+#include "capture/watch_cache.h"
+#include "api/watch_api.h"
 
 /* the longest condition an error shows whole, with the error's position */
 #define CONDITION_ECHO_BYTES 1024
-
-static Oid
-notify_change_oid(void)
-{
-	return LookupFuncName(list_make2(makeString(NOTIFIER_SCHEMA),
-									 makeString("notify_change")),
-						  0, NULL, false);
-}
 
 /*
  * Trigger names: notifier:<kind>:<channel>; a channel too long for a name is
@@ -91,18 +85,6 @@ watch_trigger_name(const char *kind, const char *channel)
 }
 
 /*
- * The channel a notify_change trigger sends on, read without parsing its
- * other arguments (which may be bad, in a trigger written by hand).
- */
-static const char *
-trigger_channel(Trigger *tg, Relation rel)
-{
-	const char *channel = watch_args_channel(tg->tgnargs, tg->tgargs);
-
-	return channel ? channel : RelationGetRelationName(rel);
-}
-
-/*
  * Run a CREATE/DROP TRIGGER built here.  SPI puts the statement in the
  * context of its errors, and the statement holds the condition, of any
  * length: an error of a long one keeps only the error itself.
@@ -121,39 +103,12 @@ run_ddl(const char *sql)
 	}
 	PG_CATCH();
 	{
-		ErrorData  *edata;
-
 		if (strlen(sql) <= CONDITION_ECHO_BYTES)
 			PG_RE_THROW();
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		edata->context = pstrdup("CREATE TRIGGER or DROP TRIGGER run by pg_notifier");
-		edata->internalquery = NULL;
-		edata->internalpos = 0;
-		edata->cursorpos = 0;
-		ReThrowError(edata);
+		rethrow_in_context(cxt, "CREATE TRIGGER or DROP TRIGGER run by pg_notifier", true);
 	}
 	PG_END_TRY();
 	SPI_finish();
-}
-
-/* the watches of rel: its notify_change triggers, not clones */
-static List *
-watch_triggers(Relation rel)
-{
-	TriggerDesc *trigdesc = rel->trigdesc;
-	Oid			fnoid = notify_change_oid();
-	List	   *triggers = NIL;
-
-	for (int i = 0; trigdesc != NULL && i < trigdesc->numtriggers; i++)
-	{
-		Trigger    *tg = &trigdesc->triggers[i];
-
-		if (tg->tgfoid == fnoid && !tg->tgisclone)
-			triggers = lappend(triggers, tg);
-	}
-	return triggers;
 }
 
 /*
@@ -165,11 +120,11 @@ drop_watch_triggers(Relation rel, const char *channel)
 	List	   *names = NIL;
 	ListCell   *lc;
 
-	foreach(lc, watch_triggers(rel))
+	foreach(lc, notify_change_triggers(rel, false))
 	{
 		Trigger    *tg = lfirst(lc);
 
-		if (strcmp(trigger_channel(tg, rel), channel) == 0)
+		if (strcmp(watch_trigger_channel(tg, rel), channel) == 0)
 			names = lappend(names, pstrdup(tg->tgname));
 	}
 
@@ -193,9 +148,9 @@ default_unwatch_channel(Relation rel)
 	List	   *channels = NIL;
 	ListCell   *lc;
 
-	foreach(lc, watch_triggers(rel))
+	foreach(lc, notify_change_triggers(rel, false))
 	{
-		const char *channel = trigger_channel(lfirst(lc), rel);
+		const char *channel = watch_trigger_channel(lfirst(lc), rel);
 
 		if (strcmp(channel, RelationGetRelationName(rel)) == 0)
 			return channel;
@@ -213,42 +168,50 @@ default_unwatch_channel(Relation rel)
 	return RelationGetRelationName(rel);
 }
 
-/* errcontext for the condition check: point into the condition */
-static void
-condition_error_callback(void *arg)
+/* an expression checked by parses_as_one_expression() */
+typedef struct ExpressionCheck
 {
-	const char *query = (const char *) arg;
+	const char *query;
+	const char *what;
+} ExpressionCheck;
+
+/* errcontext for the expression check: point into the expression */
+static void
+expression_error_callback(void *arg)
+{
+	const ExpressionCheck *check = (const ExpressionCheck *) arg;
 	int			pos = geterrposition();
 
-	/* the condition is shown with the position only if it is short */
+	/* the expression is shown with the position only if it is short */
 	if (pos > 0)
 	{
 		errposition(0);
-		if (strlen(query) <= CONDITION_ECHO_BYTES)
+		if (strlen(check->query) <= CONDITION_ECHO_BYTES)
 		{
 			internalerrposition(pos);
-			internalerrquery(query);
+			internalerrquery(check->query);
 		}
 	}
-	errcontext("pg_notifier condition");
+	errcontext("%s", check->what);
 }
 
 /*
- * The condition becomes the WHEN clause of a CREATE TRIGGER built as text,
- * so it must be exactly one expression: parse "SELECT (condition)" and
- * accept only a plain one-column SELECT.  Whether the expression makes
- * sense (OLD/NEW, columns, boolean) CREATE TRIGGER checks.
+ * Does query, "SELECT (<expression>)", parse as a plain SELECT of one
+ * column without an alias, so that the expression between its parentheses
+ * is exactly one expression?  (Syntax errors are raised, in the context
+ * "what".)  The condition of watch() and the "where" of backfill() are
+ * checked so before they are put into SQL built as text.
  */
-static void
-check_condition_syntax(const char *condition)
+bool
+parses_as_one_expression(const char *query, const char *what)
 {
-	char	   *query = psprintf("SELECT (%s)", condition);
+	ExpressionCheck check = {query, what};
 	ErrorContextCallback errcallback;
 	List	   *parsetree;
 	SelectStmt *stmt = NULL;
 
-	errcallback.callback = condition_error_callback;
-	errcallback.arg = query;
+	errcallback.callback = expression_error_callback;
+	errcallback.arg = &check;
 	errcallback.previous = error_context_stack;
 	error_context_stack = &errcallback;
 #if PG_VERSION_NUM >= 140000
@@ -265,13 +228,27 @@ check_condition_syntax(const char *condition)
 		if (IsA(node, SelectStmt))
 			stmt = (SelectStmt *) node;
 	}
-	if (stmt == NULL || stmt->op != SETOP_NONE ||
-		list_length(stmt->targetList) != 1 ||
-		stmt->fromClause || stmt->whereClause || stmt->groupClause ||
-		stmt->havingClause || stmt->windowClause || stmt->sortClause ||
-		stmt->limitCount || stmt->limitOffset || stmt->lockingClause ||
-		stmt->withClause || stmt->intoClause || stmt->distinctClause ||
-		stmt->valuesLists)
+	return !(stmt == NULL || stmt->op != SETOP_NONE ||
+			 list_length(stmt->targetList) != 1 ||
+			 linitial_node(ResTarget, stmt->targetList)->name != NULL ||
+			 stmt->fromClause || stmt->whereClause || stmt->groupClause ||
+			 stmt->havingClause || stmt->windowClause || stmt->sortClause ||
+			 stmt->limitCount || stmt->limitOffset || stmt->lockingClause ||
+			 stmt->withClause || stmt->intoClause || stmt->distinctClause ||
+			 stmt->valuesLists);
+}
+
+/*
+ * The condition becomes the WHEN clause of a CREATE TRIGGER built as text,
+ * so it must be exactly one expression: parse "SELECT (condition)" and
+ * accept only a plain one-column SELECT.  Whether the expression makes
+ * sense (OLD/NEW, columns, boolean) CREATE TRIGGER checks.
+ */
+static void
+check_condition_syntax(const char *condition)
+{
+	if (!parses_as_one_expression(psprintf("SELECT (%s)", condition),
+								  "pg_notifier condition"))
 		ereport(ERROR,
 				(errcode(ERRCODE_SYNTAX_ERROR),
 				 errmsg("pg_notifier condition is not a single expression: %s",

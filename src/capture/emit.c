@@ -127,12 +127,7 @@ emit_event(const Watch *w, const ChangeEvent *ev)
 	char	   *payload = NULL;
 
 	initStringInfo(&buf);
-	event_append_envelope(&buf, w, ev->op, ev->ts);
-	envelope_len = buf.len;
-	event_append_key(&buf, w, ev);
-	key_len = buf.len;
-	event_append_body(&buf, w, ev);
-	appendStringInfoChar(&buf, '}');
+	event_build(&buf, w, ev, &envelope_len, &key_len);
 
 	/* an outbox event has no size limit: only its NOTIFY has */
 	if (w->opts.delivery != DELIVERY_OUTBOX || w->opts.notify)

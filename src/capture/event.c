@@ -9,6 +9,10 @@
  *	 "xid":"<fxid>","ts":"2026-11-21T19:10:38.812345+00:00",
  *	 "key":{...},"row":{...},"old":{...},"changed":[...]}
  *
+ * "op" is INSERT, UPDATE, DELETE, TRUNCATE, or READ for a row that a
+ * backfill sends as it is (worker/backfill.c): its key and "row" come from
+ * the new slot, like an INSERT's.
+ *
  * It is written in three parts -- envelope, key, body -- so that the
  * emitter can cut an oversize event back to its envelope and key.
  *
@@ -36,6 +40,7 @@ static const char *const op_json[] = {
 	[OP_UPDATE] = "\"UPDATE\"",
 	[OP_DELETE] = "\"DELETE\"",
 	[OP_TRUNCATE] = "\"TRUNCATE\"",
+	[OP_READ] = "\"READ\"",
 };
 
 /* the transaction the sequence counts in, and the last number given */
@@ -342,4 +347,24 @@ event_append_body(StringInfo buf, const Watch *w, const ChangeEvent *ev)
 	append_object(buf, "row", w, ev->newslot, ev->newcols, NULL);
 	if (mode == PAYLOAD_FULL)
 		append_object(buf, "old", w, ev->oldslot, ev->oldcols, NULL);
+}
+
+/*
+ * The whole event of ev into buf: envelope, key, body and the closing
+ * brace.  envelope_len and key_len (if not NULL) get the length of the
+ * envelope and of the envelope with the key, where an oversize event is
+ * cut back to (emit.c).
+ */
+void
+event_build(StringInfo buf, const Watch *w, const ChangeEvent *ev,
+			int *envelope_len, int *key_len)
+{
+	event_append_envelope(buf, w, ev->op, ev->ts);
+	if (envelope_len != NULL)
+		*envelope_len = buf->len;
+	event_append_key(buf, w, ev);
+	if (key_len != NULL)
+		*key_len = buf->len;
+	event_append_body(buf, w, ev);
+	appendStringInfoChar(buf, '}');
 }

@@ -21,7 +21,8 @@ typedef enum ChangeOp
 	OP_INSERT,
 	OP_UPDATE,
 	OP_DELETE,
-	OP_TRUNCATE
+	OP_TRUNCATE,
+	OP_READ						/* a row sent by a backfill (newslot) */
 } ChangeOp;
 
 /* one change, as the trigger saw it */
@@ -29,7 +30,7 @@ typedef struct ChangeEvent
 {
 	ChangeOp	op;
 	TupleTableSlot *oldslot;	/* UPDATE, DELETE */
-	TupleTableSlot *newslot;	/* INSERT, UPDATE */
+	TupleTableSlot *newslot;	/* INSERT, UPDATE, READ */
 	bool	   *changed;		/* UPDATE: per Watch.columns entry */
 	TimestampTz ts;				/* start of the statement that made it */
 
@@ -56,5 +57,8 @@ extern void event_append_key(StringInfo buf, const Watch *w,
 							 const ChangeEvent *ev);
 extern void event_append_body(StringInfo buf, const Watch *w,
 							  const ChangeEvent *ev);
+
+extern void event_build(StringInfo buf, const Watch *w, const ChangeEvent *ev,
+						int *envelope_len, int *key_len);
 
 #endif							/* NOTIFIER_EVENT_H */

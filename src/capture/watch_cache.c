@@ -25,6 +25,8 @@
 #include "access/htup_details.h"
 #include "utils/fmgroids.h"
 #include "catalog/pg_trigger.h"
+#include "nodes/makefuncs.h"
+#include "parser/parse_func.h"
 #include "catalog/indexing.h"
 #include "access/table.h"
 #include "access/genam.h"
@@ -40,6 +42,7 @@
 #include "utils/syscache.h"
 
 #include "capture/watch_cache.h"
+#include "pg_notifier.h"
 
 typedef struct WatchEntry
 {
@@ -342,4 +345,81 @@ watch_lookup(TriggerData *trigdata)
 		MemoryContextSetParent(entry->watch->cxt, TopTransactionContext);
 	entry->watch = w;
 	return w;
+}
+
+/* notifier.notify_change() */
+Oid
+notify_change_oid(void)
+{
+	return LookupFuncName(list_make2(makeString(NOTIFIER_SCHEMA),
+									 makeString("notify_change")),
+						  0, NULL, false);
+}
+
+/*
+ * The watches of rel: its notify_change triggers that are not clones on a
+ * partition; with row_only, only the row-level ones (a watch has one,
+ * besides its TRUNCATE trigger).
+ */
+List *
+notify_change_triggers(Relation rel, bool row_only)
+{
+	TriggerDesc *trigdesc = rel->trigdesc;
+	Oid			fnoid = notify_change_oid();
+	List	   *triggers = NIL;
+
+	for (int i = 0; trigdesc != NULL && i < trigdesc->numtriggers; i++)
+	{
+		Trigger    *tg = &trigdesc->triggers[i];
+
+		if (tg->tgfoid == fnoid && !tg->tgisclone &&
+			(!row_only || TRIGGER_FOR_ROW(tg->tgtype)))
+			triggers = lappend(triggers, tg);
+	}
+	return triggers;
+}
+
+/*
+ * The channel a notify_change trigger sends on, read without parsing its
+ * other arguments (which may be bad, in a trigger written by hand).
+ */
+const char *
+watch_trigger_channel(Trigger *tg, Relation rel)
+{
+	const char *channel = watch_args_channel(tg->tgnargs, tg->tgargs);
+
+	return channel ? channel : RelationGetRelationName(rel);
+}
+
+/* the row trigger of rel's watch on channel; NULL if there is none */
+Trigger *
+watch_trigger_of_channel(Relation rel, const char *channel)
+{
+	ListCell   *lc;
+
+	foreach(lc, notify_change_triggers(rel, true))
+	{
+		Trigger    *tg = lfirst(lc);
+
+		if (strcmp(watch_trigger_channel(tg, rel), channel) == 0)
+			return tg;
+	}
+	return NULL;
+}
+
+/*
+ * The Watch of one of rel's triggers, outside the trigger's firing (a
+ * backfill reads the rows of the watched table itself, which for a
+ * partitioned table is the parent whose trigger never fires).
+ */
+Watch *
+watch_lookup_trigger(Relation rel, Trigger *tg)
+{
+	TriggerData td;
+
+	memset(&td, 0, sizeof(td));
+	td.type = T_TriggerData;
+	td.tg_relation = rel;
+	td.tg_trigger = tg;
+	return watch_lookup(&td);
 }

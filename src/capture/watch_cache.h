@@ -15,5 +15,10 @@
 #include "capture/event.h"
 
 extern Watch *watch_lookup(TriggerData *trigdata);
+extern Oid	notify_change_oid(void);
+extern List *notify_change_triggers(Relation rel, bool row_only);
+extern const char *watch_trigger_channel(Trigger *tg, Relation rel);
+extern Trigger *watch_trigger_of_channel(Relation rel, const char *channel);
+extern Watch *watch_lookup_trigger(Relation rel, Trigger *tg);
 
 #endif							/* NOTIFIER_WATCH_CACHE_H */

@@ -4,7 +4,8 @@
  *	  Small helpers of the SQL-facing code, each needed by several files:
  *	  arguments that must not be NULL, text[] to a list of C strings and back, a set-returning function's
  *	  tuplestore, the check that a relation is a table, and the clipping of
- *	  user input echoed in messages.
+ *	  user input echoed in messages (and of queries built around it, in
+ *	  errors raised again).
  *
  * Copyright (c) 2026, pg_notifier developers; PostgreSQL Licence (LICENSE)
  *
@@ -151,4 +152,28 @@ clip_copy(char *dst, const char *src, size_t size)
 
 	memcpy(dst, src, len);
 	dst[len] = '\0';
+}
+
+/*
+ * In a PG_CATCH() block: raise the error again, in memory context cxt,
+ * with context as its context and -- when drop_query -- without the
+ * internal query it shows (a statement built around user input of any
+ * length, which no message may echo whole).
+ */
+void
+rethrow_in_context(MemoryContext cxt, const char *context, bool drop_query)
+{
+	ErrorData  *edata;
+
+	MemoryContextSwitchTo(cxt);
+	edata = CopyErrorData();
+	FlushErrorState();
+	edata->context = pstrdup(context);
+	if (drop_query)
+	{
+		edata->internalquery = NULL;
+		edata->internalpos = 0;
+	}
+	edata->cursorpos = 0;
+	ReThrowError(edata);
 }

@@ -13,6 +13,7 @@
 
 #include "fmgr.h"
 #include "nodes/pg_list.h"
+#include "utils/palloc.h"
 #include "utils/array.h"
 #include "utils/relcache.h"
 #include "utils/tuplestore.h"
@@ -23,6 +24,8 @@ extern List *text_array_to_list(ArrayType *array, const char *argname);
 extern Datum list_to_text_array(List *items);
 extern TupleDesc materialize_srf(FunctionCallInfo fcinfo, Tuplestorestate **store);
 extern void require_table(Relation rel, const char *hint);
+extern void rethrow_in_context(MemoryContext cxt, const char *context,
+							   bool drop_query) pg_attribute_noreturn();
 extern void clip_copy(char *dst, const char *src, size_t size);
 
 /* how much of an input a message echoes */

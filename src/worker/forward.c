@@ -109,7 +109,7 @@ json_is_valid(char *text)
 }
 
 /* at most REASON_MAX bytes of message, cut at a character boundary */
-static char *
+char *
 clip(const char *message)
 {
 	int			len = strlen(message);
@@ -170,7 +170,7 @@ make_json(char **events, int nevents)
  * Errors that say nothing about the events: what failed may well work when
  * tried again (later).
  */
-static bool
+bool
 error_is_transient(int sqlerrcode)
 {
 	switch (ERRCODE_TO_CATEGORY(sqlerrcode))

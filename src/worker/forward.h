@@ -32,6 +32,8 @@ extern bool forward_xact(ForwardXactFn fn, void *arg, RouteTable *table,
 						 Backoff *backoff, const char *what);
 extern bool forward_events(RouteTable *table, InboxItem *items, int nitems,
 						   TimestampTz received_at, Backoff *backoff);
+extern char *clip(const char *message);
+extern bool error_is_transient(int sqlerrcode);
 extern bool backoff_waiting(const Backoff *backoff, TimestampTz now);
 extern void backoff_failed(Backoff *backoff, ErrorData *edata, const char *what);
 extern void backoff_succeeded(Backoff *backoff);

@@ -32,6 +32,7 @@
  *	- Remote deliveries (webhooks: sinks/remote_delivery.c, the engine) run
  *	  in the same loop: it waits on its latch and the sinks' sockets
  *	  together.
+ *	- Backfills (backfill.c) run in the same loop, one batch per turn.
  *	- When idle it sleeps on its latch and runs no query: pruning
  *	  notifier.payloads and delivered rows happens only when rows may be
  *	  there to prune.
@@ -68,6 +69,7 @@
 #include "worker/sinks/remote_delivery.h"
 #include "common/database_list.h"
 #include "common/extension.h"
+#include "worker/backfill.h"
 #include "worker/forward.h"
 #include "worker/listen.h"
 #include "worker/outbox_relay.h"
@@ -242,6 +244,8 @@ refresh(void)
 		stats_routes_retain(MyDatabaseId, ids, routes->nroutes);
 		pfree(ids);
 	}
+	/* a backfill may have been started (control channel) or be due */
+	backfill_wake();
 	registry_set_channels(routes ? routes->channels : NIL);
 	registry_set_state(OidIsValid(ext) ? WORKER_LISTENING : WORKER_WAITING);
 }
@@ -470,6 +474,10 @@ worker_loop(void)
 		}
 		next_delivery = delivery_work(routes);
 
+		/* one batch of a backfill, if one is due (backfill.c) */
+		if (OidIsValid(extension_oid))
+			backfill_step();
+
 		/* a transaction found the extension dropped or created again */
 		if (worker_xact_extension_changed())
 			next_check = 0;
@@ -510,6 +518,8 @@ worker_loop(void)
 			wake_at = drain_backoff.until;
 		if (relay_backoff.until != 0 && relay_backoff.until < wake_at)
 			wake_at = relay_backoff.until;
+		if (OidIsValid(extension_oid) && backfill_next_at() < wake_at)
+			wake_at = backfill_next_at();
 		delivery_wait(TimestampDifferenceMilliseconds(now, wake_at));
 	}
 }
