@@ -16,7 +16,7 @@ REGRESS_OPTS = --inputdir=. --outputdir=.
 ISOLATION = commit_order savepoint_rollback concurrent_pop watch_concurrent drop_extension auto_route
 
 PG_CPPFLAGS = -I$(srcdir)/src -Werror -Wall -Wmissing-prototypes
-SHLIB_LINK = -lcurl
+SHLIB_LINK = -lcurl -lnats
 
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
