@@ -545,7 +545,7 @@ SELECT r.id AS route_id,
 		   count(*) FILTER (WHERE x.status = 'in_flight') AS in_flight
 	  FROM notifier.deliveries x
 	 WHERE x.route_id = r.id AND x.status IN ('pending', 'in_flight')
-	   AND r.kind = 'webhook') d ON true
+	   AND r.kind IN ('webhook', 'nats')) d ON true
   LEFT JOIN LATERAL (
 	SELECT count(*) AS events,
 		   pg_catalog.now() - min(o.created_at) AS oldest_age
@@ -592,6 +592,66 @@ REVOKE ALL ON FUNCTION notifier.replay(bigint, timestamptz) FROM PUBLIC;
 
 COMMENT ON FUNCTION notifier.replay(bigint, timestamptz) IS
 'send again the delivered events of a webhook route received since a time (retained for pg_notifier.retention); returns how many';
+
+-- ---------------------------------------------------------------------------
+-- NATS JetStream sink (issue 17)
+-- ---------------------------------------------------------------------------
+
+-- A NATS route is a remote route of the delivery engine like a webhook: its
+-- events go through notifier.deliveries, one JetStream publish per event,
+-- delivered on the PubAck (worker/sinks/nats_sink.c).  url holds its server
+-- URLs (comma-separated nats:// or tls://, without credentials), secret its
+-- token or password (masked in route_list and stats like a webhook secret),
+-- headers its own headers; batch_size is always 1.
+ALTER TABLE notifier.routes DROP CONSTRAINT routes_kind_check;
+ALTER TABLE notifier.routes
+	ADD CONSTRAINT routes_kind_check CHECK (kind IN ('queue', 'webhook', 'nats'));
+ALTER TABLE notifier.routes DROP CONSTRAINT routes_webhook_check;
+ALTER TABLE notifier.routes
+	ADD CONSTRAINT routes_webhook_check
+		CHECK ((kind IN ('webhook', 'nats')) = (url IS NOT NULL AND headers IS NOT NULL AND
+												batch_size > 0 AND max_attempts > 0 AND
+												timeout_ms > 0 AND concurrency > 0 AND
+												ordered IS NOT NULL));
+ALTER TABLE notifier.routes
+	ADD COLUMN subject text,
+	ADD COLUMN nats_username text,
+	ADD COLUMN creds_file text,
+	ADD COLUMN tls_ca_file text,
+	ADD COLUMN tls_cert_file text,
+	ADD COLUMN tls_key_file text,
+	ADD CONSTRAINT routes_nats_check
+		CHECK ((kind = 'nats') = (subject IS NOT NULL AND batch_size = 1));
+
+COMMENT ON COLUMN notifier.routes.subject IS
+'a NATS route''s subject template: {channel}, {schema}, {table} and {op} are replaced by the event''s, lower case';
+COMMENT ON COLUMN notifier.routes.secret IS
+'a webhook route''s signing secret; a NATS route''s token, or the password of nats_username';
+
+CREATE FUNCTION notifier.add_nats(
+	channel		text,
+	urls		text,
+	subject		text DEFAULT 'pg_notifier.{channel}',
+	token		text DEFAULT NULL,
+	username	text DEFAULT NULL,
+	password	text DEFAULT NULL,
+	creds_file	text DEFAULT NULL,
+	tls_ca_file text DEFAULT NULL,
+	headers		jsonb DEFAULT '{}',
+	max_attempts integer DEFAULT 10,
+	timeout_ms	integer DEFAULT 5000,
+	concurrency integer DEFAULT 64,
+	ordered		notifier.ordering DEFAULT 'none',
+	tls_cert_file text DEFAULT NULL,
+	tls_key_file text DEFAULT NULL)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'notifier_add_nats'
+LANGUAGE C CALLED ON NULL INPUT VOLATILE;
+
+COMMENT ON FUNCTION notifier.add_nats(text, text, text, text, text, text, text, text, jsonb, integer, integer, integer, notifier.ordering, text, text) IS
+'route the events of a channel to NATS JetStream (one publish per event, delivered on its PubAck); returns the route id';
+
+REVOKE ALL ON FUNCTION notifier.add_nats(text, text, text, text, text, text, text, text, jsonb, integer, integer, integer, notifier.ordering, text, text) FROM PUBLIC;
 
 -- Keep these last: once everything above is committed, the launcher starts
 -- the worker ('*'), or the waiting worker of a listed database takes it in.

@@ -11,11 +11,18 @@
 #define NOTIFIER_ROUTES_API_H
 
 #include "fmgr.h"
+#include "utils/jsonb.h"
 
 extern uint64 routes_execute(const char *sql, int nargs, Oid *argtypes,
 							 Datum *values, const char *nulls,
 							 int expected_rc, int64 *returned_id);
 extern void check_channel_arg(FunctionCallInfo fcinfo, int argno);
 extern void warn_if_no_worker(void);
+
+/* webhook_api.c: what add_nats() checks the same way */
+extern int32 route_int_arg(FunctionCallInfo fcinfo, int argno, const char *name, int32 max);
+extern bool route_host_allowed(const char *host);
+extern void check_header_object(Jsonb *headers, const char *const *reserved,
+								const char *hint);
 
 #endif							/* NOTIFIER_ROUTES_API_H */
