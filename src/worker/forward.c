@@ -217,6 +217,7 @@ write_route(Route *route, Chunk *chunk, const int *idx, int n)
 				queue_sink_write(route, payloads, n, chunk->received_at);
 				break;
 			case ROUTE_WEBHOOK:
+			case ROUTE_NATS:
 				remote_delivery_write(route, payloads, n, chunk->received_at);
 				break;
 		}

@@ -103,7 +103,8 @@ routes_load(MemoryContext parent)
 					"        FROM pg_catalog.jsonb_each_text(headers) h WHERE h.value IS NOT NULL ORDER BY h.key),"
 					" secret, batch_size, max_attempts, timeout_ms, concurrency, ordered::pg_catalog.text,"
 					" CASE WHEN previous_secret_until OPERATOR(pg_catalog.>) pg_catalog.now()"
-					"   THEN previous_secret END, previous_secret_until, paused"
+					"   THEN previous_secret END, previous_secret_until, paused,"
+					" subject, nats_username, creds_file, tls_ca_file, tls_cert_file, tls_key_file"
 					" FROM notifier.routes ORDER BY id", true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "reading notifier.routes failed");
 	n = SPI_processed;
@@ -144,27 +145,53 @@ routes_load(MemoryContext parent)
 			route->kind = ROUTE_QUEUE;
 			route->queue_table = DatumGetObjectId(SPI_getbinval(tuple, tupdesc, 4, &isnull));
 		}
-		else if (strcmp(kind, "webhook") == 0)
+		else if (strcmp(kind, "webhook") == 0 || strcmp(kind, "nats") == 0)
 		{
-			WebhookConfig *wh = &route->webhook;
 			char	   *secret = SPI_getvalue(tuple, tupdesc, 7);
+			List	   *headers = text_array_to_list(DatumGetArrayTypeP(SPI_getbinval(tuple, tupdesc, 6, &isnull)), "headers");
+			int			timeout_ms = DatumGetInt32(SPI_getbinval(tuple, tupdesc, 10, &isnull));
 
-			route->kind = ROUTE_WEBHOOK;
-			wh->url = SPI_getvalue(tuple, tupdesc, 5);
-			wh->headers = text_array_to_list(DatumGetArrayTypeP(SPI_getbinval(tuple, tupdesc, 6, &isnull)), "headers");
-			if (secret != NULL)
-				wh->key = webhook_secret_key(secret, &wh->keylen);
 			route->remote.batch_size = DatumGetInt32(SPI_getbinval(tuple, tupdesc, 8, &isnull));
 			route->remote.max_attempts = DatumGetInt32(SPI_getbinval(tuple, tupdesc, 9, &isnull));
-			wh->timeout_ms = DatumGetInt32(SPI_getbinval(tuple, tupdesc, 10, &isnull));
 			route->remote.concurrency = DatumGetInt32(SPI_getbinval(tuple, tupdesc, 11, &isnull));
 			route->remote.ordered = ordering(SPI_getvalue(tuple, tupdesc, 12));
 			route->remote.paused = DatumGetBool(SPI_getbinval(tuple, tupdesc, 15, &isnull));
-			secret = SPI_getvalue(tuple, tupdesc, 13);
-			if (secret != NULL)
+			if (strcmp(kind, "nats") == 0)
 			{
-				wh->previous_key = webhook_secret_key(secret, &wh->previous_keylen);
-				wh->previous_until = DatumGetTimestampTz(SPI_getbinval(tuple, tupdesc, 14, &isnull));
+				NatsConfig *nc = &route->nats;
+
+				route->kind = ROUTE_NATS;
+				nc->urls = SPI_getvalue(tuple, tupdesc, 5);
+				nc->headers = headers;
+				nc->timeout_ms = timeout_ms;
+				nc->subject = SPI_getvalue(tuple, tupdesc, 16);
+				nc->username = SPI_getvalue(tuple, tupdesc, 17);
+				/* the secret is the password of a username, else the token */
+				if (nc->username != NULL)
+					nc->password = secret;
+				else
+					nc->token = secret;
+				nc->creds_file = SPI_getvalue(tuple, tupdesc, 18);
+				nc->tls_ca_file = SPI_getvalue(tuple, tupdesc, 19);
+				nc->tls_cert_file = SPI_getvalue(tuple, tupdesc, 20);
+				nc->tls_key_file = SPI_getvalue(tuple, tupdesc, 21);
+			}
+			else
+			{
+				WebhookConfig *wh = &route->webhook;
+
+				route->kind = ROUTE_WEBHOOK;
+				wh->url = SPI_getvalue(tuple, tupdesc, 5);
+				wh->headers = headers;
+				wh->timeout_ms = timeout_ms;
+				if (secret != NULL)
+					wh->key = webhook_secret_key(secret, &wh->keylen);
+				secret = SPI_getvalue(tuple, tupdesc, 13);
+				if (secret != NULL)
+				{
+					wh->previous_key = webhook_secret_key(secret, &wh->previous_keylen);
+					wh->previous_until = DatumGetTimestampTz(SPI_getbinval(tuple, tupdesc, 14, &isnull));
+				}
 			}
 		}
 		else
@@ -209,6 +236,7 @@ routes_free(RouteTable *table)
 				queue_sink_free(&table->routes[i]);
 				break;
 			case ROUTE_WEBHOOK:
+			case ROUTE_NATS:
 				break;			/* its plan is shared and kept */
 		}
 	}

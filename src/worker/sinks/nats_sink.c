@@ -1,0 +1,1107 @@
+/*-------------------------------------------------------------------------
+ *
+ * nats_sink.c
+ *	  The NATS JetStream sink of the delivery engine (remote_sink.h):
+ *	  libnats, one connection per route, asynchronous publishes with
+ *	  PubAcks, many in flight.
+ *
+ * A message is one event (NATS routes have batch_size 1), published to the
+ * route's subject template filled in with the event's channel, schema,
+ * table and op (common/nats_subject.c), with the headers Nats-Msg-Id (the
+ * event's id: JetStream drops a repeat inside the stream's duplicate
+ * window, so the engine's retries and a resend after a crash are exactly
+ * once there), pg-notifier-channel, pg-notifier-op and the route's own.
+ * It is delivered when JetStream acknowledges it (PubAck).
+ *
+ * Outcomes, in the engine's words:
+ * - a PubAck (a duplicate's too): delivered;
+ * - no responders (no stream captures the subject), no PubAck within
+ *	 timeout_ms (a server down, a lost connection, a leader election), an
+ *	 error from JetStream, a full reconnect buffer: retried with the
+ *	 engine's backoff, dead after max_attempts, with that reason;
+ *	 reconnecting is the client's (forever, every half second);
+ * - the server refused the credentials, a TLS or credentials file cannot
+ *	 be loaded, an event larger than the server's max_payload, an address
+ *	 in pg_notifier.denied_networks: dead at once, with the reason.
+ *
+ * Threads.  libnats does its I/O and calls back on threads of its own,
+ * which must never call into PostgreSQL (no palloc, no elog, no latch): the
+ * PubAck callback only moves its message, a Pub allocated by the worker,
+ * from its connection's in-flight table to the list of finished ones,
+ * under a pthread mutex, and writes a byte into a pipe.  The read end of
+ * the pipe is the sink's one socket (sockets()): the engine's wait wakes up
+ * on it like on curl's sockets, and progress() / ready() hand the finished
+ * messages to the engine, in the worker's thread.  (PostgreSQL 15's
+ * SetLatch() would probably work from a foreign thread, as it only sets a
+ * flag and sends SIGURG or a self-pipe byte, but that is not promised.)
+ * Every Pub is finished exactly once: whoever takes it out of the in-flight
+ * table under the mutex finishes it.  Threads libnats starts never take
+ * the server's signals: they are started with every signal blocked.
+ *
+ * SSRF guard: the worker resolves the hosts of the route's URLs itself,
+ * refuses every address in pg_notifier.denied_networks, and gives libnats
+ * the remaining addresses as IP literals (the host name still checks the
+ * TLS certificate), with the servers a cluster announces ignored: libnats
+ * never connects to an address that was not checked.  A route none of
+ * whose addresses is allowed has its messages dead with "address denied".
+ * Names are resolved again when a connection is made again: after a route
+ * change, an authentication failure, or ten minutes unused.
+ *
+ * Connection state (connected, reconnecting, disconnected, closed) and its
+ * changes go to the route's last_error in notifier.stats, with the reason.
+ *
+ * Copyright (c) 2026, pg_notifier developers; PostgreSQL Licence (LICENSE)
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <pthread.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <nats/nats.h>
+
+#include "common/hashfn.h"
+#include "common/denied_networks.h"
+#include "common/nats_subject.h"
+#include "common/stats.h"
+#include "lib/ilist.h"
+#include "lib/stringinfo.h"
+#include "miscadmin.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+
+#include "worker/sinks/remote_sink.h"
+
+/* the largest message the servers take by default (max_payload) */
+#define NATS_DEFAULT_MAX_PAYLOAD (1024 * 1024)
+
+/* a connection unused this long is closed */
+#define CONN_IDLE_MS (10 * 60 * 1000)
+
+/* after an authentication failure, connect again no sooner than this */
+#define AUTH_RETRY_MS 5000
+
+#define REASON_LEN 256
+
+typedef enum ConnState
+{
+	CONN_CONNECTING,
+	CONN_CONNECTED,
+	CONN_RECONNECTING,
+	CONN_DISCONNECTED,
+	CONN_CLOSED
+} ConnState;
+
+static const char *const state_names[] = {
+	"connecting", "connected", "reconnecting", "disconnected", "closed"
+};
+
+struct Conn;
+
+/* one publish: one message of the engine */
+typedef struct Pub
+{
+	struct Pub *next;			/* in the finished list */
+	RemoteMessage *msg;
+	struct Conn *conn;
+	uint64		generation;		/* of conn when started */
+	natsMsg    *nmsg;			/* while in flight: its key in conn->slots */
+	/* the outcome, set by whoever finished it */
+	RemoteResult result;
+	char		reason[REASON_LEN]; /* empty when delivered */
+} Pub;
+
+/*
+ * A route's connection.  Never freed while the worker runs (a late libnats
+ * callback may still hold it): a closed one is kept for reuse.
+ */
+typedef struct Conn
+{
+	dlist_node	node;
+	int64		route_id;
+	char	   *config;			/* what it was made from; in conn_cxt */
+	natsConnection *nc;
+	jsCtx	   *js;
+	bool		threads_started;	/* the PubAck thread exists */
+	uint64		generation;		/* one more each time it is closed */
+	int			inflight;		/* its Pubs not yet handed back */
+	TimestampTz last_used;
+	TimestampTz failed_at;		/* dead_reason set then */
+	char		dead_reason[REASON_LEN];	/* non-empty: every message is
+											 * dead with this */
+
+	/* under sink_mu */
+	Pub		  **slots;			/* open addressing by natsMsg pointer */
+	int			nslots;			/* a power of two, > 2 * concurrency */
+	ConnState	state;
+	ConnState	reported_state;
+	char		last_error[REASON_LEN];
+	bool		auth_failed;
+} Conn;
+
+static MemoryContext nats_cxt = NULL;
+static dlist_head conns = DLIST_STATIC_INIT(conns);
+static dlist_head spare_conns = DLIST_STATIC_INIT(spare_conns);
+static pthread_mutex_t sink_mu = PTHREAD_MUTEX_INITIALIZER;
+static Pub *finished_head = NULL;	/* under sink_mu */
+static Pub *finished_tail = NULL;
+static bool wake_sent = false;	/* under sink_mu: a byte is in the pipe */
+static int	wake_pipe[2] = {-1, -1};
+static RemoteSocket wake_socket;
+static bool wake_socket_reported = false;
+
+/* ---- the in-flight table (under sink_mu) ---- */
+
+static uint32
+slot_of(Conn *conn, natsMsg *nmsg)
+{
+	uint64		h = (uint64) (uintptr_t) nmsg;
+
+	return (uint32) (hash_bytes_uint32((uint32) (h ^ (h >> 32)))) & (conn->nslots - 1);
+}
+
+static void
+table_insert(Conn *conn, Pub *pub)
+{
+	uint32		i = slot_of(conn, pub->nmsg);
+
+	while (conn->slots[i] != NULL)
+		i = (i + 1) & (conn->nslots - 1);
+	conn->slots[i] = pub;
+}
+
+/* take the Pub of nmsg out of the table (backward-shift deletion), or NULL */
+static Pub *
+table_remove(Conn *conn, natsMsg *nmsg)
+{
+	uint32		mask = conn->nslots - 1;
+	uint32		i;
+	Pub		   *pub;
+
+	if (conn->slots == NULL)
+		return NULL;
+	for (i = slot_of(conn, nmsg); conn->slots[i] != NULL; i = (i + 1) & mask)
+		if (conn->slots[i]->nmsg == nmsg)
+			break;
+	pub = conn->slots[i];
+	if (pub == NULL)
+		return NULL;
+	conn->slots[i] = NULL;
+	for (uint32 j = (i + 1) & mask; conn->slots[j] != NULL; j = (j + 1) & mask)
+	{
+		uint32		home = slot_of(conn, conn->slots[j]->nmsg);
+
+		/* move j back to i when its home is not cyclically in (i, j] */
+		if ((j > i && (home <= i || home > j)) || (j < i && (home <= i && home > j)))
+		{
+			conn->slots[i] = conn->slots[j];
+			conn->slots[j] = NULL;
+			i = j;
+		}
+	}
+	return pub;
+}
+
+/* under sink_mu: pub is finished; wake the worker */
+static void
+push_finished(Pub *pub)
+{
+	pub->next = NULL;
+	if (finished_tail != NULL)
+		finished_tail->next = pub;
+	else
+		finished_head = pub;
+	finished_tail = pub;
+	if (!wake_sent && wake_pipe[1] >= 0)
+	{
+		wake_sent = true;
+		if (write(wake_pipe[1], "x", 1) < 0)
+			wake_sent = false;	/* full: a byte is there anyway */
+	}
+}
+
+/* ---- libnats' threads: no PostgreSQL in here ---- */
+
+static void
+copy_reason(char *dst, const char *src)
+{
+	strncpy(dst, src, REASON_LEN - 1);
+	dst[REASON_LEN - 1] = '\0';
+}
+
+static void
+ack_handler(jsCtx *js, natsMsg *nmsg, jsPubAck *pa, jsPubAckErr *pae, void *closure)
+{
+	Conn	   *conn = closure;
+	Pub		   *pub;
+
+	pthread_mutex_lock(&sink_mu);
+	pub = table_remove(conn, nmsg);
+	if (pub != NULL)
+	{
+		if (pae == NULL)
+		{
+			pub->result = REMOTE_DELIVERED;
+			pub->reason[0] = '\0';
+		}
+		else
+		{
+			pub->result = REMOTE_RETRY;
+			if (pae->Err == NATS_NO_RESPONDERS)
+				snprintf(pub->reason, REASON_LEN, "no stream captures subject \"%s\" (no responders)",
+						 natsMsg_GetSubject(nmsg));
+			else if (pae->Err == NATS_TIMEOUT)
+				snprintf(pub->reason, REASON_LEN, "no PubAck in time (connection %s%s%s)",
+						 state_names[conn->state], conn->last_error[0] ? ": " : "",
+						 conn->last_error);
+			else
+				snprintf(pub->reason, REASON_LEN, "JetStream error %d: %s",
+						 (int) pae->ErrCode, pae->ErrText ? pae->ErrText : natsStatus_GetText(pae->Err));
+		}
+		push_finished(pub);
+	}
+	pthread_mutex_unlock(&sink_mu);
+	natsMsg_Destroy(nmsg);
+}
+
+static void
+set_state(natsConnection *nc, Conn *conn, ConnState state)
+{
+	const char *err = NULL;
+
+	pthread_mutex_lock(&sink_mu);
+	conn->state = state;
+	if (natsConnection_GetLastError(nc, &err) != NATS_OK && err != NULL && err[0])
+		copy_reason(conn->last_error, err);
+	if (strstr(conn->last_error, "uthorization") != NULL ||
+		strstr(conn->last_error, "uthentication") != NULL)
+		conn->auth_failed = true;
+	/* wake the worker: it reports the change */
+	if (!wake_sent && wake_pipe[1] >= 0)
+	{
+		wake_sent = true;
+		if (write(wake_pipe[1], "x", 1) < 0)
+			wake_sent = false;
+	}
+	pthread_mutex_unlock(&sink_mu);
+}
+
+static void
+connected_cb(natsConnection *nc, void *closure)
+{
+	set_state(nc, closure, CONN_CONNECTED);
+}
+
+static void
+disconnected_cb(natsConnection *nc, void *closure)
+{
+	set_state(nc, closure, CONN_RECONNECTING);
+}
+
+static void
+closed_cb(natsConnection *nc, void *closure)
+{
+	set_state(nc, closure, CONN_CLOSED);
+}
+
+static void
+error_cb(natsConnection *nc, natsSubscription *sub, natsStatus err, void *closure)
+{
+	Conn	   *conn = closure;
+
+	pthread_mutex_lock(&sink_mu);
+	copy_reason(conn->last_error, natsStatus_GetText(err));
+	if (err == NATS_CONNECTION_AUTH_FAILED || err == NATS_NOT_PERMITTED)
+		conn->auth_failed = true;
+	pthread_mutex_unlock(&sink_mu);
+}
+
+/* ---- the worker's thread ---- */
+
+static void
+sink_init(void)
+{
+	if (nats_cxt != NULL)
+		return;
+	nats_cxt = AllocSetContextCreate(TopMemoryContext, "pg_notifier nats",
+									 ALLOCSET_DEFAULT_SIZES);
+	if (pipe(wake_pipe) != 0 ||
+		fcntl(wake_pipe[0], F_SETFL, O_NONBLOCK) != 0 ||
+		fcntl(wake_pipe[1], F_SETFL, O_NONBLOCK) != 0 ||
+		fcntl(wake_pipe[0], F_SETFD, FD_CLOEXEC) != 0 ||
+		fcntl(wake_pipe[1], F_SETFD, FD_CLOEXEC) != 0)
+		ereport(ERROR,
+				(errcode_for_socket_access(),
+				 errmsg("could not create the pipe of the NATS sink: %m")));
+	wake_socket.fd = wake_pipe[0];
+	wake_socket.readable = true;
+	wake_socket.writable = false;
+}
+
+/*
+ * Threads libnats starts from inside fn inherit a mask with every signal
+ * blocked: the server's signals go to the worker's thread only.
+ */
+static natsStatus
+with_signals_blocked(natsStatus (*fn) (void *), void *arg)
+{
+	sigset_t	all;
+	sigset_t	old;
+	natsStatus	s;
+
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	s = fn(arg);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	return s;
+}
+
+/* the configuration a connection is made from, as one string */
+static char *
+conn_config(Route *route)
+{
+	NatsConfig *c = &route->nats;
+
+	return psprintf("%s|%s|%s|%s|%s|%s|%s|%s|%d|%d", c->urls,
+					c->token ? c->token : "", c->username ? c->username : "",
+					c->password ? c->password : "", c->creds_file ? c->creds_file : "",
+					c->tls_ca_file ? c->tls_ca_file : "",
+					c->tls_cert_file ? c->tls_cert_file : "",
+					c->tls_key_file ? c->tls_key_file : "",
+					c->timeout_ms, route->remote.concurrency);
+}
+
+/*
+ * The servers of urls, as URLs of the addresses their hosts resolve to
+ * that pg_notifier.denied_networks allows.  *first_host: the host of the
+ * first URL (for TLS); *denied: a refused address, when one was.
+ */
+static List *
+resolve_servers(const char *urls, char **first_host, char *denied, size_t deniedlen,
+				char *problem, size_t problemlen)
+{
+	char	   *copy = pstrdup(urls);
+	char	   *save = NULL;
+	List	   *servers = NIL;
+
+	*first_host = NULL;
+	for (char *item = strtok_r(copy, ",", &save); item != NULL; item = strtok_r(NULL, ",", &save))
+	{
+		char	   *scheme_end;
+		char	   *host;
+		char	   *port = "4222";
+		char	   *p;
+		struct addrinfo hints = {0};
+		struct addrinfo *res = NULL;
+		int			rc;
+
+		while (*item == ' ')
+			item++;
+		for (char *e = item + strlen(item); e > item && (e[-1] == ' ' || e[-1] == '/'); e--)
+			e[-1] = '\0';
+		scheme_end = strstr(item, "://");
+		if (scheme_end == NULL)
+			continue;
+		*scheme_end = '\0';
+		host = scheme_end + 3;
+		if (*host == '[')
+		{
+			host++;
+			p = strchr(host, ']');
+			if (p == NULL)
+				continue;
+			*p++ = '\0';
+		}
+		else
+			p = host + strcspn(host, ":");
+		if (*p == ':')
+		{
+			*p = '\0';
+			port = p + 1;
+		}
+		if (*first_host == NULL)
+			*first_host = pstrdup(host);
+
+		hints.ai_family = AF_UNSPEC;
+		hints.ai_socktype = SOCK_STREAM;
+		rc = getaddrinfo(host, port, &hints, &res);
+		if (rc != 0)
+		{
+			snprintf(problem, problemlen, "could not resolve \"%s\": %s", host, gai_strerror(rc));
+			continue;
+		}
+		for (struct addrinfo *ai = res; ai != NULL; ai = ai->ai_next)
+		{
+			char		addr[INET6_ADDRSTRLEN];
+			const void *bytes = ai->ai_family == AF_INET6 ?
+			(const void *) &((struct sockaddr_in6 *) ai->ai_addr)->sin6_addr :
+			(const void *) &((struct sockaddr_in *) ai->ai_addr)->sin_addr;
+
+			if (inet_ntop(ai->ai_family, bytes, addr, sizeof(addr)) == NULL)
+				continue;
+			if (address_denied(ai->ai_addr))
+			{
+				strlcpy(denied, addr, deniedlen);
+				continue;
+			}
+			servers = lappend(servers,
+							  ai->ai_family == AF_INET6 ?
+							  psprintf("%s://[%s]:%s", item, addr, port) :
+							  psprintf("%s://%s:%s", item, addr, port));
+		}
+		freeaddrinfo(res);
+	}
+	return servers;
+}
+
+typedef struct ConnectArgs
+{
+	natsConnection **nc;
+	natsOptions *opts;
+} ConnectArgs;
+
+static natsStatus
+do_connect(void *arg)
+{
+	ConnectArgs *a = arg;
+	natsStatus	s = natsConnection_Connect(a->nc, a->opts);
+
+	return s == NATS_NOT_YET_CONNECTED ? NATS_OK : s;
+}
+
+static void conn_fail(Conn *conn, const char *fmt,...) pg_attribute_printf(2, 3);
+static void fail_auth(Conn *conn);
+
+/* every message of the connection is dead with this reason, for now */
+static void
+conn_fail(Conn *conn, const char *fmt,...)
+{
+	va_list		ap;
+
+	va_start(ap, fmt);
+	vsnprintf(conn->dead_reason, REASON_LEN, fmt, ap);
+	va_end(ap);
+	conn->failed_at = GetCurrentTimestamp();
+}
+
+/* make the connection of a route: connecting goes on in the background */
+static void
+conn_open(Conn *conn, Route *route)
+{
+	NatsConfig *c = &route->nats;
+	natsOptions *opts = NULL;
+	natsStatus	s;
+	char		denied[INET6_ADDRSTRLEN] = "";
+	char		problem[REASON_LEN] = "";
+	char	   *host;
+	List	   *servers;
+	const char **urls;
+	int			n = 0;
+	ListCell   *lc;
+	jsOptions	jo;
+	ConnectArgs args;
+	bool		tls = pg_strncasecmp(c->urls, "tls://", 6) == 0 ||
+		strstr(c->urls, "tls://") != NULL;
+
+	conn->dead_reason[0] = '\0';
+	conn->state = CONN_CONNECTING;
+	conn->reported_state = CONN_CONNECTING;
+	conn->last_error[0] = '\0';
+	conn->auth_failed = false;
+
+	servers = resolve_servers(c->urls, &host, denied, sizeof(denied), problem, sizeof(problem));
+	if (servers == NIL)
+	{
+		if (denied[0])
+			conn_fail(conn, "address denied: %s is in pg_notifier.denied_networks", denied);
+		else
+			conn_fail(conn, "%s", problem[0] ? problem : "no server address");
+		return;
+	}
+	urls = palloc(list_length(servers) * sizeof(char *));
+	foreach(lc, servers)
+		urls[n++] = lfirst(lc);
+
+	s = natsOptions_Create(&opts);
+	if (s == NATS_OK)
+		s = natsOptions_SetServers(opts, urls, n);
+	if (s == NATS_OK)
+		s = natsOptions_SetIgnoreDiscoveredServers(opts, true);
+	if (s == NATS_OK)
+		s = natsOptions_SetName(opts, "pg_notifier");
+	if (s == NATS_OK)
+		s = natsOptions_SetTimeout(opts, Min(c->timeout_ms, 10000));
+	if (s == NATS_OK)
+		s = natsOptions_SetMaxReconnect(opts, -1);
+	if (s == NATS_OK)
+		s = natsOptions_SetReconnectWait(opts, 500);
+	if (s == NATS_OK)
+		s = natsOptions_SetRetryOnFailedConnect(opts, true, connected_cb, conn);
+	if (s == NATS_OK)
+		s = natsOptions_SetDisconnectedCB(opts, disconnected_cb, conn);
+	if (s == NATS_OK)
+		s = natsOptions_SetReconnectedCB(opts, connected_cb, conn);
+	if (s == NATS_OK)
+		s = natsOptions_SetClosedCB(opts, closed_cb, conn);
+	if (s == NATS_OK)
+		s = natsOptions_SetErrorHandler(opts, error_cb, conn);
+	if (s == NATS_OK && c->token)
+		s = natsOptions_SetToken(opts, c->token);
+	if (s == NATS_OK && c->username)
+		s = natsOptions_SetUserInfo(opts, c->username, c->password);
+	if (s == NATS_OK && c->creds_file)
+		s = natsOptions_SetUserCredentialsFromFiles(opts, c->creds_file, NULL);
+	if (s == NATS_OK && tls)
+	{
+		struct in6_addr a6;
+		struct in_addr a4;
+
+		s = natsOptions_SetSecure(opts, true);
+		if (s == NATS_OK && host != NULL && inet_pton(AF_INET, host, &a4) != 1 &&
+			inet_pton(AF_INET6, host, &a6) != 1)
+			s = natsOptions_SetExpectedHostname(opts, host);
+		if (s == NATS_OK && c->tls_ca_file)
+			s = natsOptions_LoadCATrustedCertificates(opts, c->tls_ca_file);
+		if (s == NATS_OK && c->tls_cert_file)
+			s = natsOptions_LoadCertificatesChain(opts, c->tls_cert_file, c->tls_key_file);
+	}
+	if (s != NATS_OK)
+	{
+		/* a file that cannot be loaded: retrying cannot help */
+		conn_fail(conn, "NATS options: %s", nats_GetLastError(NULL));
+		natsOptions_Destroy(opts);
+		return;
+	}
+
+	args.nc = &conn->nc;
+	args.opts = opts;
+	s = with_signals_blocked(do_connect, &args);
+	natsOptions_Destroy(opts);
+	if (s != NATS_OK)
+	{
+		const char *err = nats_GetLastError(NULL);
+
+		conn->nc = NULL;
+		conn_fail(conn, "could not connect: %s", err ? err : natsStatus_GetText(s));
+		return;
+	}
+	if (natsConnection_Status(conn->nc) == NATS_CONN_STATUS_CONNECTED)
+	{
+		pthread_mutex_lock(&sink_mu);
+		conn->state = CONN_CONNECTED;
+		pthread_mutex_unlock(&sink_mu);
+	}
+	jsOptions_Init(&jo);
+	jo.PublishAsync.AckHandler = ack_handler;
+	jo.PublishAsync.AckHandlerClosure = conn;
+	jo.PublishAsync.MaxPending = 0;
+	jo.Wait = c->timeout_ms;
+	s = natsConnection_JetStream(&conn->js, conn->nc, &jo);
+	if (s != NATS_OK)
+	{
+		conn_fail(conn, "could not make a JetStream context: %s", natsStatus_GetText(s));
+		natsConnection_Destroy(conn->nc);
+		conn->nc = NULL;
+	}
+}
+
+/*
+ * Close a connection.  Its messages in flight are finished now, retried:
+ * their late PubAcks find nothing.
+ */
+static void
+conn_close(Conn *conn)
+{
+	pthread_mutex_lock(&sink_mu);
+	for (int i = 0; i < conn->nslots; i++)
+	{
+		Pub		   *pub = conn->slots[i];
+
+		if (pub == NULL)
+			continue;
+		conn->slots[i] = NULL;
+		pub->result = REMOTE_RETRY;
+		copy_reason(pub->reason, "the connection was closed");
+		push_finished(pub);
+	}
+	pthread_mutex_unlock(&sink_mu);
+	if (conn->js != NULL)
+		jsCtx_Destroy(conn->js);
+	if (conn->nc != NULL)
+		natsConnection_Destroy(conn->nc);
+	conn->js = NULL;
+	conn->nc = NULL;
+	conn->threads_started = false;
+	conn->route_id = 0;
+	conn->generation++;
+	dlist_delete(&conn->node);
+	dlist_push_tail(&spare_conns, &conn->node);
+}
+
+/* the connection of a route, made (again) when there is none or it changed */
+static Conn *
+conn_of(Route *route)
+{
+	dlist_iter	iter;
+	char	   *config = conn_config(route);
+	Conn	   *conn = NULL;
+	int			nslots;
+
+	dlist_foreach(iter, &conns)
+	{
+		Conn	   *c = dlist_container(Conn, node, iter.cur);
+
+		if (c->route_id != route->id)
+			continue;
+		if (strcmp(c->config, config) == 0)
+		{
+			bool		auth_failed;
+
+			pthread_mutex_lock(&sink_mu);
+			auth_failed = c->auth_failed;
+			pthread_mutex_unlock(&sink_mu);
+			/* a failure is retried after a while, with a fresh connection */
+			if ((c->dead_reason[0] == '\0' && !auth_failed) ||
+				!TimestampDifferenceExceeds(c->failed_at, GetCurrentTimestamp(), AUTH_RETRY_MS))
+				return c;
+		}
+		conn_close(c);
+		break;
+	}
+
+	if (!dlist_is_empty(&spare_conns))
+	{
+		conn = dlist_container(Conn, node, dlist_pop_head_node(&spare_conns));
+		pfree(conn->config);
+	}
+	else
+		conn = MemoryContextAllocZero(nats_cxt, sizeof(Conn));
+	dlist_push_tail(&conns, &conn->node);
+	conn->route_id = route->id;
+	conn->config = MemoryContextStrdup(nats_cxt, config);
+	conn->inflight = 0;
+	conn->last_used = GetCurrentTimestamp();
+
+	/* the table: more than twice the most messages in flight */
+	for (nslots = 16; nslots <= 2 * route->remote.concurrency; nslots *= 2)
+		;
+	pthread_mutex_lock(&sink_mu);
+	if (conn->nslots < nslots)
+	{
+		if (conn->slots != NULL)
+			pfree(conn->slots);
+		conn->slots = MemoryContextAllocZero(nats_cxt, nslots * sizeof(Pub *));
+		conn->nslots = nslots;
+	}
+	pthread_mutex_unlock(&sink_mu);
+
+	conn_open(conn, route);
+	return conn;
+}
+
+/* one message per event */
+static int
+nats_message_events(char **payloads, int n)
+{
+	return 1;
+}
+
+static Size
+nats_max_message_bytes(void)
+{
+	return NATS_DEFAULT_MAX_PAYLOAD;
+}
+
+/*
+ * A JSON string value at *p (just after its opening quote), into buf (at
+ * most len - 1 bytes; an escaped character becomes '_': only the subject
+ * and an op header use it); *p moves past the closing quote.
+ */
+static bool
+scan_string(const char **p, char *buf, int len)
+{
+	int			n = 0;
+	const char *s = *p;
+
+	while (*s && *s != '"')
+	{
+		char		c = *s++;
+
+		if (c == '\\')
+		{
+			if (*s == '\0')
+				return false;
+			c = '_';
+			if (*s == 'u')
+			{
+				for (int i = 0; i < 5 && *s; i++)
+					s++;
+			}
+			else
+				s++;
+		}
+		if (n < len - 1)
+			buf[n++] = c;
+	}
+	if (*s != '"')
+		return false;
+	buf[n] = '\0';
+	*p = s + 1;
+	return true;
+}
+
+/*
+ * The op, schema and table of one of our events, which begin
+ * {"id":"...","op":"...","schema":"...","table":"..."; left empty for
+ * another payload, or for what it lacks.
+ */
+static void
+event_names(const char *payload, char *op, char *schema, char *table, int len)
+{
+	static const char *const keys[] = {"id", "op", "schema", "table"};
+	char	   *dst[4];
+	char		id[64];
+	const char *p = payload;
+
+	dst[0] = id;
+	dst[1] = op;
+	dst[2] = schema;
+	dst[3] = table;
+	op[0] = schema[0] = table[0] = '\0';
+	if (*p++ != '{')
+		return;
+	for (int k = 0; k < 4; k++)
+	{
+		char		key[16];
+
+		if (k > 0 && *p++ != ',')
+			return;
+		if (*p++ != '"' || !scan_string(&p, key, sizeof(key)) || strcmp(key, keys[k]) != 0)
+			return;
+		if (*p++ != ':' || *p++ != '"')
+			return;
+		if (!scan_string(&p, dst[k], k == 0 ? (int) sizeof(id) : len))
+		{
+			dst[k][0] = '\0';
+			return;
+		}
+	}
+}
+
+typedef struct PublishArgs
+{
+	Conn	   *conn;
+	natsMsg   **nmsg;
+	jsPubOptions *po;
+} PublishArgs;
+
+static natsStatus
+do_publish(void *arg)
+{
+	PublishArgs *a = arg;
+
+	return js_PublishMsgAsync(a->conn->js, a->nmsg, a->po);
+}
+
+/* finish pub now, from the worker's thread */
+static void
+finish_now(Pub *pub, RemoteResult result, const char *reason)
+{
+	pub->result = result;
+	copy_reason(pub->reason, reason);
+	pthread_mutex_lock(&sink_mu);
+	push_finished(pub);
+	pthread_mutex_unlock(&sink_mu);
+}
+
+static void
+nats_start(Route *route, RemoteMessage *msg, char **event_ids, char **payloads)
+{
+	NatsConfig *c = &route->nats;
+	Conn	   *conn;
+	Pub		   *pub;
+	natsMsg    *nmsg = NULL;
+	natsStatus	s;
+	char		op[NATS_SUBJECT_VALUE_MAX_BYTES + 1];
+	char		schema[NATS_SUBJECT_VALUE_MAX_BYTES + 1];
+	char		table[NATS_SUBJECT_VALUE_MAX_BYTES + 1];
+	const char *values[NATS_NUM_PLACEHOLDERS];
+	char	   *subject;
+	char	   *msg_id;
+	jsPubOptions po;
+	ListCell   *lc;
+	PublishArgs args;
+
+	sink_init();
+	pub = MemoryContextAllocZero(nats_cxt, sizeof(Pub));
+	pub->msg = msg;
+	conn = conn_of(route);
+	pub->conn = conn;
+	conn->last_used = GetCurrentTimestamp();
+	pub->generation = conn->generation;
+	conn->inflight++;
+
+	if (conn->dead_reason[0] != '\0')
+	{
+		finish_now(pub, REMOTE_DEAD, conn->dead_reason);
+		return;
+	}
+	pthread_mutex_lock(&sink_mu);
+	if (conn->auth_failed)
+	{
+		fail_auth(conn);
+		pub->result = REMOTE_DEAD;
+		copy_reason(pub->reason, conn->dead_reason);
+		push_finished(pub);
+		pthread_mutex_unlock(&sink_mu);
+		return;
+	}
+	pthread_mutex_unlock(&sink_mu);
+
+	event_names(payloads[0], op, schema, table, sizeof(op));
+	values[NATS_PH_CHANNEL] = route->channel;
+	values[NATS_PH_SCHEMA] = schema;
+	values[NATS_PH_TABLE] = table;
+	values[NATS_PH_OP] = op;
+	subject = nats_subject_fill(c->subject, values);
+	msg_id = event_ids[0] != NULL ? event_ids[0] :
+		psprintf("delivery-" INT64_FORMAT, msg->ids[0]);
+
+	s = natsMsg_Create(&nmsg, subject, NULL, payloads[0], (int) strlen(payloads[0]));
+	if (s == NATS_OK)
+		s = natsMsgHeader_Set(nmsg, "pg-notifier-channel", route->channel);
+	if (s == NATS_OK && op[0] != '\0')
+		s = natsMsgHeader_Set(nmsg, "pg-notifier-op", op);
+	foreach(lc, c->headers)
+	{
+		char	   *header = pstrdup(lfirst(lc));
+		char	   *colon = strstr(header, ": ");
+
+		if (s != NATS_OK || colon == NULL)
+			continue;
+		*colon = '\0';
+		s = natsMsgHeader_Add(nmsg, header, colon + 2);
+	}
+	if (s != NATS_OK)
+	{
+		natsMsg_Destroy(nmsg);
+		finish_now(pub, REMOTE_RETRY, natsStatus_GetText(s));
+		return;
+	}
+
+	jsPubOptions_Init(&po);
+	po.MsgId = msg_id;
+	po.MaxWait = c->timeout_ms;
+
+	/* in the table first: the PubAck may come before the call returns */
+	pub->nmsg = nmsg;
+	pthread_mutex_lock(&sink_mu);
+	table_insert(conn, pub);
+	pthread_mutex_unlock(&sink_mu);
+
+	args.conn = conn;
+	args.nmsg = &nmsg;
+	args.po = &po;
+	if (!conn->threads_started)
+	{
+		s = with_signals_blocked(do_publish, &args);
+		conn->threads_started = (s == NATS_OK);
+	}
+	else
+		s = do_publish(&args);
+	if (s != NATS_OK)
+	{
+		bool		mine;
+
+		/* not sent: ours to finish, unless a callback already did */
+		pthread_mutex_lock(&sink_mu);
+		mine = table_remove(conn, pub->nmsg) != NULL;
+		pthread_mutex_unlock(&sink_mu);
+		natsMsg_Destroy(nmsg);
+		if (mine)
+		{
+			if (s == NATS_MAX_PAYLOAD)
+				finish_now(pub, REMOTE_DEAD, "the event is larger than the server's max_payload");
+			else
+			{
+				const char *err = nats_GetLastError(NULL);
+
+				finish_now(pub, REMOTE_RETRY, err ? err : natsStatus_GetText(s));
+			}
+		}
+	}
+}
+
+/*
+ * The server refused the route's credentials: its messages in flight are
+ * dead now, with the reason, and so is every message until a new
+ * connection is tried (AUTH_RETRY_MS later).  Under sink_mu.
+ */
+static void
+fail_auth(Conn *conn)
+{
+	conn_fail(conn, "authorization failed: %s",
+			  conn->last_error[0] ? conn->last_error : "refused by the server");
+	for (int i = 0; i < conn->nslots; i++)
+	{
+		Pub		   *pub = conn->slots[i];
+
+		if (pub == NULL)
+			continue;
+		conn->slots[i] = NULL;
+		pub->result = REMOTE_DEAD;
+		copy_reason(pub->reason, conn->dead_reason);
+		push_finished(pub);
+	}
+}
+
+/*
+ * The route's connection changed state: say so in notifier.stats (and act
+ * on an authentication failure).
+ */
+static void
+report_states(void)
+{
+	dlist_iter	iter;
+
+	dlist_foreach(iter, &conns)
+	{
+		Conn	   *conn = dlist_container(Conn, node, iter.cur);
+		RouteDelivery rd;
+		char		reason[REASON_LEN * 2];
+		ConnState	state;
+
+		pthread_mutex_lock(&sink_mu);
+		if (conn->auth_failed && conn->dead_reason[0] == '\0')
+			fail_auth(conn);
+		state = conn->state;
+		if (state == conn->reported_state)
+		{
+			pthread_mutex_unlock(&sink_mu);
+			continue;
+		}
+		if (state == CONN_CONNECTED && conn->reported_state == CONN_CONNECTING)
+		{
+			/* the first connection: nothing to say */
+			conn->reported_state = state;
+			pthread_mutex_unlock(&sink_mu);
+			continue;
+		}
+		conn->reported_state = state;
+		snprintf(reason, sizeof(reason), "nats connection %s%s%s",
+				 state == CONN_CONNECTED ? "connected again" : state_names[state],
+				 conn->last_error[0] && state != CONN_CONNECTED ? ": " : "",
+				 state != CONN_CONNECTED ? conn->last_error : "");
+		pthread_mutex_unlock(&sink_mu);
+
+		memset(&rd, 0, sizeof(rd));
+		rd.route_id = conn->route_id;
+		rd.error = reason;
+		stats_route_delivery(MyDatabaseId, &rd, GetCurrentTimestamp());
+	}
+}
+
+/* hand what finished to the engine; close what is unused */
+static void
+nats_progress(void)
+{
+	Pub		   *list;
+	char		buf[64];
+	dlist_mutable_iter miter;
+	TimestampTz now;
+
+	if (nats_cxt == NULL)
+		return;
+	pthread_mutex_lock(&sink_mu);
+	list = finished_head;
+	finished_head = finished_tail = NULL;
+	while (read(wake_pipe[0], buf, sizeof(buf)) > 0)
+		;
+	wake_sent = false;
+	pthread_mutex_unlock(&sink_mu);
+
+	while (list != NULL)
+	{
+		Pub		   *pub = list;
+		RemoteMessage *msg = pub->msg;
+
+		list = pub->next;
+		msg->result = pub->result;
+		msg->retry_after_ms = -1;
+		msg->status = 0;
+		msg->finished_at = GetCurrentTimestamp();
+		msg->reason = pub->result == REMOTE_DELIVERED ? NULL :
+			MemoryContextStrdup(GetMemoryChunkContext(msg), pub->reason);
+		if (pub->generation == pub->conn->generation)
+			pub->conn->inflight--;
+		pfree(pub);
+		remote_delivery_finished(msg);
+	}
+
+	report_states();
+
+	now = GetCurrentTimestamp();
+	dlist_foreach_modify(miter, &conns)
+	{
+		Conn	   *conn = dlist_container(Conn, node, miter.cur);
+
+		if (conn->inflight == 0 &&
+			TimestampDifferenceExceeds(conn->last_used, now, CONN_IDLE_MS))
+			conn_close(conn);
+	}
+}
+
+static int
+nats_sockets(const RemoteSocket **socks, TimestampTz *deadline, bool *changed)
+{
+	bool		have = nats_cxt != NULL;
+
+	*socks = &wake_socket;
+	*deadline = 0;
+	*changed = have != wake_socket_reported;
+	wake_socket_reported = have;
+	return have ? 1 : 0;
+}
+
+static void
+nats_ready(const RemoteSocket *ready, int nready)
+{
+	nats_progress();
+}
+
+/* The extension is gone: close every connection, forget every message. */
+static void
+nats_cancel_all(void)
+{
+	dlist_mutable_iter miter;
+
+	if (nats_cxt == NULL)
+		return;
+	dlist_foreach_modify(miter, &conns)
+		conn_close(dlist_container(Conn, node, miter.cur));
+	pthread_mutex_lock(&sink_mu);
+	while (finished_head != NULL)
+	{
+		Pub		   *pub = finished_head;
+
+		finished_head = pub->next;
+		pfree(pub);
+	}
+	finished_tail = NULL;
+	pthread_mutex_unlock(&sink_mu);
+}
+
+const RemoteSink nats_sink = {
+	.message_events = nats_message_events,
+	.max_message_bytes = nats_max_message_bytes,
+	.start = nats_start,
+	.progress = nats_progress,
+	.sockets = nats_sockets,
+	.ready = nats_ready,
+	.cancel_all = nats_cancel_all,
+};
