@@ -83,8 +83,16 @@
 /* a connection unused this long is closed */
 #define CONN_IDLE_MS (10 * 60 * 1000)
 
-/* after an authentication failure, connect again no sooner than this */
-#define AUTH_RETRY_MS 5000
+/*
+ * After a failure to connect, connect again no sooner than this: a refused
+ * connection, or one whose credentials or address are refused (its
+ * messages dead meanwhile).  Connecting is synchronous (so that a refused
+ * credential is told from a server down), bounded by the route's
+ * timeout_ms and CONNECT_TIMEOUT_MS.
+ */
+#define CONNECT_RETRY_MS 500
+#define DEAD_RETRY_MS 5000
+#define CONNECT_TIMEOUT_MS 2000
 
 #define REASON_LEN 256
 
@@ -131,9 +139,9 @@ typedef struct Conn
 	uint64		generation;		/* one more each time it is closed */
 	int			inflight;		/* its Pubs not yet handed back */
 	TimestampTz last_used;
-	TimestampTz failed_at;		/* dead_reason set then */
-	char		dead_reason[REASON_LEN];	/* non-empty: every message is
-											 * dead with this */
+	TimestampTz failed_at;		/* fail_reason set then */
+	RemoteResult fail_result;	/* with fail_reason: every message ends so */
+	char		fail_reason[REASON_LEN];	/* non-empty: no connection */
 
 	/* under sink_mu */
 	Pub		  **slots;			/* open addressing by natsMsg pointer */
@@ -141,7 +149,6 @@ typedef struct Conn
 	ConnState	state;
 	ConnState	reported_state;
 	char		last_error[REASON_LEN];
-	bool		auth_failed;
 } Conn;
 
 static MemoryContext nats_cxt = NULL;
@@ -278,9 +285,6 @@ set_state(natsConnection *nc, Conn *conn, ConnState state)
 	conn->state = state;
 	if (natsConnection_GetLastError(nc, &err) != NATS_OK && err != NULL && err[0])
 		copy_reason(conn->last_error, err);
-	if (strstr(conn->last_error, "uthorization") != NULL ||
-		strstr(conn->last_error, "uthentication") != NULL)
-		conn->auth_failed = true;
 	/* wake the worker: it reports the change */
 	if (!wake_sent && wake_pipe[1] >= 0)
 	{
@@ -316,8 +320,6 @@ error_cb(natsConnection *nc, natsSubscription *sub, natsStatus err, void *closur
 
 	pthread_mutex_lock(&sink_mu);
 	copy_reason(conn->last_error, natsStatus_GetText(err));
-	if (err == NATS_CONNECTION_AUTH_FAILED || err == NATS_NOT_PERMITTED)
-		conn->auth_failed = true;
 	pthread_mutex_unlock(&sink_mu);
 }
 
@@ -469,23 +471,25 @@ static natsStatus
 do_connect(void *arg)
 {
 	ConnectArgs *a = arg;
-	natsStatus	s = natsConnection_Connect(a->nc, a->opts);
 
-	return s == NATS_NOT_YET_CONNECTED ? NATS_OK : s;
+	return natsConnection_Connect(a->nc, a->opts);
 }
 
-static void conn_fail(Conn *conn, const char *fmt,...) pg_attribute_printf(2, 3);
-static void fail_auth(Conn *conn);
+static void conn_fail(Conn *conn, RemoteResult result, const char *fmt,...) pg_attribute_printf(3, 4);
 
-/* every message of the connection is dead with this reason, for now */
+/*
+ * There is no connection: every message ends with this result and reason
+ * until a new connection is tried, a moment later (conn_of()).
+ */
 static void
-conn_fail(Conn *conn, const char *fmt,...)
+conn_fail(Conn *conn, RemoteResult result, const char *fmt,...)
 {
 	va_list		ap;
 
 	va_start(ap, fmt);
-	vsnprintf(conn->dead_reason, REASON_LEN, fmt, ap);
+	vsnprintf(conn->fail_reason, REASON_LEN, fmt, ap);
 	va_end(ap);
+	conn->fail_result = result;
 	conn->failed_at = GetCurrentTimestamp();
 }
 
@@ -508,19 +512,18 @@ conn_open(Conn *conn, Route *route)
 	bool		tls = pg_strncasecmp(c->urls, "tls://", 6) == 0 ||
 		strstr(c->urls, "tls://") != NULL;
 
-	conn->dead_reason[0] = '\0';
+	conn->fail_reason[0] = '\0';
 	conn->state = CONN_CONNECTING;
 	conn->reported_state = CONN_CONNECTING;
 	conn->last_error[0] = '\0';
-	conn->auth_failed = false;
 
 	servers = resolve_servers(c->urls, &host, denied, sizeof(denied), problem, sizeof(problem));
 	if (servers == NIL)
 	{
 		if (denied[0])
-			conn_fail(conn, "address denied: %s is in pg_notifier.denied_networks", denied);
+			conn_fail(conn, REMOTE_DEAD, "address denied: %s is in pg_notifier.denied_networks", denied);
 		else
-			conn_fail(conn, "%s", problem[0] ? problem : "no server address");
+			conn_fail(conn, REMOTE_RETRY, "%s", problem[0] ? problem : "no server address");
 		return;
 	}
 	urls = palloc(list_length(servers) * sizeof(char *));
@@ -535,13 +538,11 @@ conn_open(Conn *conn, Route *route)
 	if (s == NATS_OK)
 		s = natsOptions_SetName(opts, "pg_notifier");
 	if (s == NATS_OK)
-		s = natsOptions_SetTimeout(opts, Min(c->timeout_ms, 10000));
+		s = natsOptions_SetTimeout(opts, Min(c->timeout_ms, CONNECT_TIMEOUT_MS));
 	if (s == NATS_OK)
 		s = natsOptions_SetMaxReconnect(opts, -1);
 	if (s == NATS_OK)
 		s = natsOptions_SetReconnectWait(opts, 500);
-	if (s == NATS_OK)
-		s = natsOptions_SetRetryOnFailedConnect(opts, true, connected_cb, conn);
 	if (s == NATS_OK)
 		s = natsOptions_SetDisconnectedCB(opts, disconnected_cb, conn);
 	if (s == NATS_OK)
@@ -573,7 +574,7 @@ conn_open(Conn *conn, Route *route)
 	if (s != NATS_OK)
 	{
 		/* a file that cannot be loaded: retrying cannot help */
-		conn_fail(conn, "NATS options: %s", nats_GetLastError(NULL));
+		conn_fail(conn, REMOTE_DEAD, "NATS options: %s", natsStatus_GetText(s));
 		natsOptions_Destroy(opts);
 		return;
 	}
@@ -584,10 +585,11 @@ conn_open(Conn *conn, Route *route)
 	natsOptions_Destroy(opts);
 	if (s != NATS_OK)
 	{
-		const char *err = nats_GetLastError(NULL);
-
 		conn->nc = NULL;
-		conn_fail(conn, "could not connect: %s", err ? err : natsStatus_GetText(s));
+		if (s == NATS_CONNECTION_AUTH_FAILED || s == NATS_NOT_PERMITTED)
+			conn_fail(conn, REMOTE_DEAD, "authorization failed: %s", natsStatus_GetText(s));
+		else
+			conn_fail(conn, REMOTE_RETRY, "could not connect: %s", natsStatus_GetText(s));
 		return;
 	}
 	if (natsConnection_Status(conn->nc) == NATS_CONN_STATUS_CONNECTED)
@@ -604,7 +606,7 @@ conn_open(Conn *conn, Route *route)
 	s = natsConnection_JetStream(&conn->js, conn->nc, &jo);
 	if (s != NATS_OK)
 	{
-		conn_fail(conn, "could not make a JetStream context: %s", natsStatus_GetText(s));
+		conn_fail(conn, REMOTE_RETRY, "could not make a JetStream context: %s", natsStatus_GetText(s));
 		natsConnection_Destroy(conn->nc);
 		conn->nc = NULL;
 	}
@@ -658,18 +660,12 @@ conn_of(Route *route)
 
 		if (c->route_id != route->id)
 			continue;
-		if (strcmp(c->config, config) == 0)
-		{
-			bool		auth_failed;
-
-			pthread_mutex_lock(&sink_mu);
-			auth_failed = c->auth_failed;
-			pthread_mutex_unlock(&sink_mu);
-			/* a failure is retried after a while, with a fresh connection */
-			if ((c->dead_reason[0] == '\0' && !auth_failed) ||
-				!TimestampDifferenceExceeds(c->failed_at, GetCurrentTimestamp(), AUTH_RETRY_MS))
-				return c;
-		}
+		/* no connection: a new one is tried a while later */
+		if (strcmp(c->config, config) == 0 &&
+			(c->fail_reason[0] == '\0' ||
+			 !TimestampDifferenceExceeds(c->failed_at, GetCurrentTimestamp(),
+										 c->fail_result == REMOTE_DEAD ? DEAD_RETRY_MS : CONNECT_RETRY_MS)))
+			return c;
 		conn_close(c);
 		break;
 	}
@@ -846,22 +842,11 @@ nats_start(Route *route, RemoteMessage *msg, char **event_ids, char **payloads)
 	pub->generation = conn->generation;
 	conn->inflight++;
 
-	if (conn->dead_reason[0] != '\0')
+	if (conn->fail_reason[0] != '\0')
 	{
-		finish_now(pub, REMOTE_DEAD, conn->dead_reason);
+		finish_now(pub, conn->fail_result, conn->fail_reason);
 		return;
 	}
-	pthread_mutex_lock(&sink_mu);
-	if (conn->auth_failed)
-	{
-		fail_auth(conn);
-		pub->result = REMOTE_DEAD;
-		copy_reason(pub->reason, conn->dead_reason);
-		push_finished(pub);
-		pthread_mutex_unlock(&sink_mu);
-		return;
-	}
-	pthread_mutex_unlock(&sink_mu);
 
 	event_names(payloads[0], op, schema, table, sizeof(op));
 	values[NATS_PH_CHANNEL] = route->channel;
@@ -929,24 +914,29 @@ nats_start(Route *route, RemoteMessage *msg, char **event_ids, char **payloads)
 				finish_now(pub, REMOTE_DEAD, "the event is larger than the server's max_payload");
 			else
 			{
-				const char *err = nats_GetLastError(NULL);
+				char		reason[REASON_LEN];
 
-				finish_now(pub, REMOTE_RETRY, err ? err : natsStatus_GetText(s));
+				pthread_mutex_lock(&sink_mu);
+				snprintf(reason, REASON_LEN, "%s (connection %s%s%s)", natsStatus_GetText(s),
+						 state_names[conn->state], conn->last_error[0] ? ": " : "",
+						 conn->last_error);
+				pthread_mutex_unlock(&sink_mu);
+				finish_now(pub, REMOTE_RETRY, reason);
 			}
 		}
 	}
 }
 
 /*
- * The server refused the route's credentials: its messages in flight are
- * dead now, with the reason, and so is every message until a new
- * connection is tried (AUTH_RETRY_MS later).  Under sink_mu.
+ * The connection is closed (libnats gives up reconnecting when a server
+ * refuses the credentials twice): what it has in flight will get no PubAck
+ * and is retried now; the next message connects again.  Under sink_mu.
  */
 static void
-fail_auth(Conn *conn)
+fail_closed(Conn *conn)
 {
-	conn_fail(conn, "authorization failed: %s",
-			  conn->last_error[0] ? conn->last_error : "refused by the server");
+	conn_fail(conn, REMOTE_RETRY, "connection closed: %s",
+			  conn->last_error[0] ? conn->last_error : "by the client");
 	for (int i = 0; i < conn->nslots; i++)
 	{
 		Pub		   *pub = conn->slots[i];
@@ -954,15 +944,15 @@ fail_auth(Conn *conn)
 		if (pub == NULL)
 			continue;
 		conn->slots[i] = NULL;
-		pub->result = REMOTE_DEAD;
-		copy_reason(pub->reason, conn->dead_reason);
+		pub->result = REMOTE_RETRY;
+		copy_reason(pub->reason, conn->fail_reason);
 		push_finished(pub);
 	}
 }
 
 /*
  * The route's connection changed state: say so in notifier.stats (and act
- * on an authentication failure).
+ * on its closing).
  */
 static void
 report_states(void)
@@ -977,8 +967,8 @@ report_states(void)
 		ConnState	state;
 
 		pthread_mutex_lock(&sink_mu);
-		if (conn->auth_failed && conn->dead_reason[0] == '\0')
-			fail_auth(conn);
+		if (conn->state == CONN_CLOSED && conn->fail_reason[0] == '\0')
+			fail_closed(conn);
 		state = conn->state;
 		if (state == conn->reported_state)
 		{
