@@ -291,7 +291,7 @@ def step_cluster(ctx):
                        " timeout_ms => 2000, max_attempts => 100)", (cl.urls,)).fetchone()[0]
     total = 50000
     for i in range(50):
-        db.execute("INSERT INTO cl_t SELECT generate_series(%s, %s)", (i * 1000 + 1, i * 1000 + 1000))
+        db.execute("INSERT INTO cl_t SELECT generate_series(%s::int, %s::int)", (i * 1000 + 1, i * 1000 + 1000))
         if i == 10:
             wait_for("some events delivered", lambda: (lambda s: (s.get("delivered", 0) > 0, s))(
                 deliveries(db, route)), 60)
