@@ -260,7 +260,7 @@ Datum
 notifier_add_nats(PG_FUNCTION_ARGS)
 {
 	Oid			argtypes[14] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
-		TEXTOID, JSONBOID, INT4OID, INT4OID, INT4OID, InvalidOid, TEXTOID, TEXTOID};
+	TEXTOID, JSONBOID, INT4OID, INT4OID, INT4OID, InvalidOid, TEXTOID, TEXTOID};
 	Datum		values[14];
 	char		nulls[14];
 	char	   *subject;

@@ -45,7 +45,7 @@
  * never connects to an address that was not checked.  A route none of
  * whose addresses is allowed has its messages dead with "address denied".
  * Names are resolved again when a connection is made again: after a route
- * change, an authentication failure, or ten minutes unused.
+ * change, a failure to connect, or ten minutes unused.
  *
  * Connection state (connected, reconnecting, disconnected, closed) and its
  * changes go to the route's last_error in notifier.stats, with the reason.
@@ -410,6 +410,8 @@ resolve_servers(const char *urls, char **first_host, char *denied, size_t denied
 		if (scheme_end == NULL)
 			continue;
 		*scheme_end = '\0';
+		for (char *c = item; *c; c++)
+			*c = pg_ascii_tolower((unsigned char) *c);
 		host = scheme_end + 3;
 		if (*host == '[')
 		{
@@ -493,7 +495,11 @@ conn_fail(Conn *conn, RemoteResult result, const char *fmt,...)
 	conn->failed_at = GetCurrentTimestamp();
 }
 
-/* make the connection of a route: connecting goes on in the background */
+/*
+ * Make the connection of a route, synchronously (so that refused
+ * credentials are told from a server down); reconnecting, later, is the
+ * client's, in the background.
+ */
 static void
 conn_open(Conn *conn, Route *route)
 {
@@ -509,8 +515,10 @@ conn_open(Conn *conn, Route *route)
 	ListCell   *lc;
 	jsOptions	jo;
 	ConnectArgs args;
-	bool		tls = pg_strncasecmp(c->urls, "tls://", 6) == 0 ||
-		strstr(c->urls, "tls://") != NULL;
+	bool		tls;
+
+	/* all URLs have one scheme (add_nats()) */
+	tls = pg_strncasecmp(c->urls + strspn(c->urls, " "), "tls://", 6) == 0;
 
 	conn->fail_reason[0] = '\0';
 	conn->state = CONN_CONNECTING;
