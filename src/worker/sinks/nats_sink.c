@@ -232,6 +232,28 @@ push_finished(Pub *pub)
 	}
 }
 
+static void copy_reason(char *dst, const char *src);
+
+/*
+ * Under sink_mu: every message the connection has in flight is finished
+ * now, to be retried; a PubAck that comes later finds nothing.
+ */
+static void
+retry_inflight(Conn *conn, const char *reason)
+{
+	for (int i = 0; i < conn->nslots; i++)
+	{
+		Pub		   *pub = conn->slots[i];
+
+		if (pub == NULL)
+			continue;
+		conn->slots[i] = NULL;
+		pub->result = REMOTE_RETRY;
+		copy_reason(pub->reason, reason);
+		push_finished(pub);
+	}
+}
+
 /* ---- libnats' threads: no PostgreSQL in here ---- */
 
 static void
@@ -628,17 +650,7 @@ static void
 conn_close(Conn *conn)
 {
 	pthread_mutex_lock(&sink_mu);
-	for (int i = 0; i < conn->nslots; i++)
-	{
-		Pub		   *pub = conn->slots[i];
-
-		if (pub == NULL)
-			continue;
-		conn->slots[i] = NULL;
-		pub->result = REMOTE_RETRY;
-		copy_reason(pub->reason, "the connection was closed");
-		push_finished(pub);
-	}
+	retry_inflight(conn, "the connection was closed");
 	pthread_mutex_unlock(&sink_mu);
 	if (conn->js != NULL)
 		jsCtx_Destroy(conn->js);
@@ -945,17 +957,7 @@ fail_closed(Conn *conn)
 {
 	conn_fail(conn, REMOTE_RETRY, "connection closed: %s",
 			  conn->last_error[0] ? conn->last_error : "by the client");
-	for (int i = 0; i < conn->nslots; i++)
-	{
-		Pub		   *pub = conn->slots[i];
-
-		if (pub == NULL)
-			continue;
-		conn->slots[i] = NULL;
-		pub->result = REMOTE_RETRY;
-		copy_reason(pub->reason, conn->fail_reason);
-		push_finished(pub);
-	}
+	retry_inflight(conn, conn->fail_reason);
 }
 
 /*
