@@ -17,6 +17,8 @@ Steps:
   tls         TLS with a CA made here with openssl: verified against tls_ca_file
   cluster     a 3-node cluster, an R3 stream, its leader killed during a burst
               of 50,000 events: each event in the stream exactly once
+  cluster-down  the whole cluster down for 10 s while events are written,
+              then back: every event in the stream exactly once
 
 Runs against test/run's cluster.  Debian's python3:
     /usr/bin/python3 test/integration/test_nats.py [STEP...]
@@ -313,6 +315,36 @@ def step_cluster(ctx):
     ctx.check(set(ids) == committed, "the stream's ids differ from the committed events'")
     st = route_stats(db, route)
     ctx.result(f"cluster: leader {leader} killed mid-burst; {total} events exactly once (retried {st[1]})")
+    ctx.cluster, ctx.cluster_route, ctx.cluster_total = cl, route, total
+
+
+def step_cluster_down(ctx):
+    """The whole cluster down for 10 s while events are written, then back."""
+    db, cl, route = ctx.db, ctx.cluster, ctx.cluster_route
+    adm = NatsAdmin(cl.urls)
+    for n in cl.nodes:
+        n.stop()
+    log("the three servers stopped")
+    t0 = time.monotonic()
+    written = 0
+    while time.monotonic() - t0 < 10:
+        db.execute("INSERT INTO cl_t SELECT generate_series(%s::int, %s::int)",
+                   (ctx.cluster_total + written + 1, ctx.cluster_total + written + 100))
+        written += 100
+        time.sleep(0.1)
+    st = deliveries(db, route)
+    ctx.check(st.get("dead", 0) == 0, f"dead while the cluster was down: {st}")
+    log(f"{written} events written in 10 s with the cluster down; rows {st}")
+    cl.start()
+    total = ctx.cluster_total + written
+    wait_delivered(db, route, total, 300)
+    info, _ = wait_for("the stream holds every event", lambda: (lambda i: (i is not None and i["messages"] >= total, i))(
+        adm.info("R3")), 120)
+    msgs = adm.messages("R3", count=info["messages"], idle_ms=5000)
+    ids = [m["headers"]["Nats-Msg-Id"] for m in msgs]
+    ctx.check(len(set(ids)) == len(ids) == info["messages"] == total,
+              f"distinct ids {len(set(ids))}, messages read {len(ids)}, stream count {info['messages']}, events {total}")
+    ctx.result(f"cluster down 10 s: {written} events written meanwhile; all {total} in the stream exactly once")
 
 
 def cleanup_servers(ctx):
@@ -329,7 +361,9 @@ STEPS = [
     Step("auth", "wrong token: dead at once with the reason", step_auth),
     Step("denied", "denied_networks: dead with address denied", step_denied),
     Step("tls", "TLS verified against a CA made here", step_tls),
-    Step("cluster", "R3 cluster, leader killed during 50,000 events: exactly once", step_cluster),
+    Step("cluster", "R3 cluster, leader killed during 50,000 events: exactly once", step_cluster, True),
+    Step("cluster-down", "the whole cluster down 10 s during writes: nothing lost", step_cluster_down,
+         needs=("cluster",)),
 ]
 
 
