@@ -602,7 +602,8 @@ COMMENT ON FUNCTION notifier.replay(bigint, timestamptz) IS
 -- delivered on the PubAck (worker/sinks/nats_sink.c).  url holds its server
 -- URLs (comma-separated nats:// or tls://, without credentials), secret its
 -- token or password (masked in route_list and stats like a webhook secret),
--- headers its own headers; batch_size is always 1.
+-- headers its own headers; batch_size is how many events (each its own
+-- publish) one message of the engine carries: 100, 1 for ordered => 'route'.
 ALTER TABLE notifier.routes DROP CONSTRAINT routes_kind_check;
 ALTER TABLE notifier.routes
 	ADD CONSTRAINT routes_kind_check CHECK (kind IN ('queue', 'webhook', 'nats'));
@@ -621,7 +622,7 @@ ALTER TABLE notifier.routes
 	ADD COLUMN tls_cert_file text,
 	ADD COLUMN tls_key_file text,
 	ADD CONSTRAINT routes_nats_check
-		CHECK ((kind = 'nats') = (subject IS NOT NULL AND batch_size = 1));
+		CHECK ((kind = 'nats') = (subject IS NOT NULL));
 
 COMMENT ON COLUMN notifier.routes.subject IS
 'a NATS route''s subject template: {channel}, {schema}, {table} and {op} are replaced by the event''s, lower case';

@@ -75,6 +75,15 @@
 #define MAX_SECRET_BYTES 4096
 #define MAX_PATH_BYTES 1024
 
+/*
+ * The events of one message of the delivery engine (batch_size): each is
+ * its own publish, but their bookkeeping is the message's, once (see
+ * worker/sinks/nats_sink.c).  A route ordered by route sends one event at a
+ * time: a batch whose middle event failed would, retried, be stored after
+ * its later events.
+ */
+#define NATS_BATCH_EVENTS 100
+
 /* headers JetStream or pg_notifier sets */
 static const char *const reserved_headers[] = {"nats-*", "pg-notifier-*", NULL};
 
@@ -349,7 +358,9 @@ notifier_add_nats(PG_FUNCTION_ARGS)
 	routes_execute("INSERT INTO notifier.routes (channel, kind, url, subject, secret,"
 				   " nats_username, creds_file, tls_ca_file, headers, max_attempts,"
 				   " timeout_ms, concurrency, ordered, tls_cert_file, tls_key_file, batch_size)"
-				   " VALUES ($1, 'nats', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, 1)"
+				   " VALUES ($1, 'nats', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,"
+				   "  CASE WHEN $12::pg_catalog.text OPERATOR(pg_catalog.=) 'route' THEN 1"
+				   "   ELSE " CppAsString2(NATS_BATCH_EVENTS) " END)"
 				   " RETURNING id",
 				   14, argtypes, values, nulls, SPI_OK_INSERT_RETURNING, &id);
 	PG_RETURN_INT64(id);

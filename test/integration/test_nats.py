@@ -8,6 +8,9 @@ Steps:
   r1          an R1 stream: routes ordered by key and by route; every event
               arrives once, complete, in order, with its subject and headers
   no-stream   no stream captures the subject: retried, then dead, with that reason
+  subjects    subjects from odd schema and table names; where a stream captures
+              one table's events and not another's, interleaved in one
+              transaction, the one's are delivered and the other's dead
   server-down one route's server is down: retried with backoff while a route
               to another server delivers; the server back, everything arrives
   auth        a token server: the wrong token is dead at once with the reason,
@@ -158,6 +161,40 @@ def step_no_stream(ctx):
     ctx.check(row[1] == 3, f"dead after {row[1]} attempts, expected max_attempts 3")
     ctx.check("no stream" in row[2] and "nowhere.ns_t" in row[2], f"reason: {row[2]!r}")
     ctx.result(f"no stream: retried, dead after 3 attempts with {row[2]!r}")
+
+
+def step_subjects(ctx):
+    """Subjects from odd names; a message never mixes subjects: where a
+    stream captures one table's events and not the other's, in one
+    transaction interleaved, the one's are delivered and the other's dead."""
+    db = ctx.db
+    srv = ctx.server().start()
+    NatsAdmin(srv.url).add_stream("MIX", ["mix.sales.order_items.>"])
+    db.execute('CREATE SCHEMA "Sales"')
+    db.execute('CREATE TABLE "Sales"."Order Items" (id int PRIMARY KEY)')
+    db.execute("CREATE TABLE mx_plain (id int PRIMARY KEY)")
+    db.execute("""SELECT notifier.watch('"Sales"."Order Items"', channel => 'mix')""")
+    db.execute("SELECT notifier.watch('mx_plain', channel => 'mix')")
+    route = db.execute("SELECT notifier.add_nats('mix', %s, subject => 'mix.{schema}.{table}.{op}',"
+                       " max_attempts => 2)", (srv.url,)).fetchone()[0]
+    with db.transaction():
+        for i in range(1, 31):
+            db.execute('INSERT INTO "Sales"."Order Items" VALUES (%s)', (i,))
+            db.execute("INSERT INTO mx_plain VALUES (%s)", (i,))
+    rows, _ = wait_for("every event delivered or dead", lambda: (lambda r: (
+        sum(r.values()) == 60 and set(r) <= {"delivered", "dead"}, r))(deliveries(db, route)), 60)
+    ctx.check(rows == {"delivered": 30, "dead": 30}, f"rows {rows}")
+    bad = db.execute("SELECT count(*) FROM notifier.deliveries WHERE route_id = %s AND"
+                     " ((status = 'delivered') <> (payload->>'table' = 'Order Items'))", (route,)).fetchone()[0]
+    ctx.check(bad == 0, f"{bad} events delivered or dead for the wrong table")
+    msgs = NatsAdmin(srv.url).messages("MIX", count=30, idle_ms=3000)
+    subjects = {m["subject"] for m in msgs}
+    ctx.check(len(msgs) == 30 and subjects == {"mix.sales.order_items.insert"}, f"{len(msgs)} messages, subjects {subjects}")
+    reason = db.execute("SELECT last_error FROM notifier.deliveries WHERE route_id = %s AND status = 'dead'"
+                        " LIMIT 1", (route,)).fetchone()[0]
+    ctx.check("mix.public.mx_plain.insert" in reason, f"reason {reason!r}")
+    ctx.result(f"subjects: \"Sales\".\"Order Items\" -> mix.sales.order_items.insert; its 30 events delivered, "
+               f"the 30 interleaved ones no stream captures dead ({reason!r})")
 
 
 def step_server_down(ctx):
@@ -357,6 +394,7 @@ def cleanup_servers(ctx):
 STEPS = [
     Step("r1", "R1 stream: once, complete, in order, subjects and headers", step_r1),
     Step("no-stream", "no stream for the subject: retried, then dead with the reason", step_no_stream),
+    Step("subjects", "subjects from odd names; a message never mixes subjects", step_subjects),
     Step("server-down", "a server down: retried with backoff, the other route unaffected", step_server_down),
     Step("auth", "wrong token: dead at once with the reason", step_auth),
     Step("denied", "denied_networks: dead with address denied", step_denied),

@@ -5,13 +5,21 @@
  *	  libnats, one connection per route, asynchronous publishes with
  *	  PubAcks, many in flight.
  *
- * A message is one event (NATS routes have batch_size 1), published to the
- * route's subject template filled in with the event's channel, schema,
- * table and op (common/nats_subject.c), with the headers Nats-Msg-Id (the
- * event's id: JetStream drops a repeat inside the stream's duplicate
- * window, so the engine's retries and a resend after a crash are exactly
- * once there), pg-notifier-channel, pg-notifier-op and the route's own.
- * It is delivered when JetStream acknowledges it (PubAck).
+ * Each event is published on its own to the route's subject template
+ * filled in with the event's channel, schema, table and op
+ * (common/nats_subject.c), with the headers Nats-Msg-Id (the event's id:
+ * JetStream drops a repeat inside the stream's duplicate window, so the
+ * engine's retries and a resend after a crash are exactly once there),
+ * pg-notifier-channel, pg-notifier-op and the route's own, and is stored
+ * when JetStream acknowledges it (PubAck).
+ *
+ * A message of the engine carries up to batch_size (100; 1 for a route
+ * ordered by route) consecutive events of one schema, table and op (one
+ * subject), published one after the other without waiting: the engine's
+ * bookkeeping (claim, outcome) is paid once per message, not per event,
+ * which is what bounds throughput.  The message is delivered when every
+ * event's PubAck came, and retried as a whole otherwise: its events that
+ * were stored already are dropped by JetStream as duplicates.
  *
  * Outcomes, in the engine's words:
  * - a PubAck (a duplicate's too): delivered;
@@ -111,18 +119,29 @@ static const char *const state_names[] = {
 
 struct Conn;
 
-/* one publish: one message of the engine */
+/*
+ * One message of the engine: its events' publishes.  Finished when the
+ * last of them is (pending 0), with the worst outcome among them.
+ */
 typedef struct Pub
 {
 	struct Pub *next;			/* in the finished list */
 	RemoteMessage *msg;
 	struct Conn *conn;
 	uint64		generation;		/* of conn when started */
-	natsMsg    *nmsg;			/* while in flight: its key in conn->slots */
-	/* the outcome, set by whoever finished it */
-	RemoteResult result;
-	char		reason[REASON_LEN]; /* empty when delivered */
+	/* under sink_mu */
+	int			pending;		/* publishes without an outcome, + 1 while
+								 * nats_start() publishes */
+	RemoteResult result;		/* the worst so far; DELIVERED at first */
+	char		reason[REASON_LEN]; /* of the first worst one */
 } Pub;
+
+/* an entry of a connection's in-flight table: one publish */
+typedef struct Slot
+{
+	natsMsg    *nmsg;			/* NULL: free */
+	Pub		   *pub;
+} Slot;
 
 /*
  * A route's connection.  Never freed while the worker runs (a late libnats
@@ -144,8 +163,8 @@ typedef struct Conn
 	char		fail_reason[REASON_LEN];	/* non-empty: no connection */
 
 	/* under sink_mu */
-	Pub		  **slots;			/* open addressing by natsMsg pointer */
-	int			nslots;			/* a power of two, > 2 * concurrency */
+	Slot	   *slots;			/* open addressing by natsMsg pointer */
+	int			nslots;			/* a power of two, > 2 * publishes in flight */
 	ConnState	state;
 	ConnState	reported_state;
 	char		last_error[REASON_LEN];
@@ -173,16 +192,17 @@ slot_of(Conn *conn, natsMsg *nmsg)
 }
 
 static void
-table_insert(Conn *conn, Pub *pub)
+table_insert(Conn *conn, natsMsg *nmsg, Pub *pub)
 {
-	uint32		i = slot_of(conn, pub->nmsg);
+	uint32		i = slot_of(conn, nmsg);
 
-	while (conn->slots[i] != NULL)
+	while (conn->slots[i].nmsg != NULL)
 		i = (i + 1) & (conn->nslots - 1);
-	conn->slots[i] = pub;
+	conn->slots[i].nmsg = nmsg;
+	conn->slots[i].pub = pub;
 }
 
-/* take the Pub of nmsg out of the table (backward-shift deletion), or NULL */
+/* take the publish of nmsg out of the table (backward-shift deletion) */
 static Pub *
 table_remove(Conn *conn, natsMsg *nmsg)
 {
@@ -192,22 +212,22 @@ table_remove(Conn *conn, natsMsg *nmsg)
 
 	if (conn->slots == NULL)
 		return NULL;
-	for (i = slot_of(conn, nmsg); conn->slots[i] != NULL; i = (i + 1) & mask)
-		if (conn->slots[i]->nmsg == nmsg)
+	for (i = slot_of(conn, nmsg); conn->slots[i].nmsg != NULL; i = (i + 1) & mask)
+		if (conn->slots[i].nmsg == nmsg)
 			break;
-	pub = conn->slots[i];
-	if (pub == NULL)
+	if (conn->slots[i].nmsg == NULL)
 		return NULL;
-	conn->slots[i] = NULL;
-	for (uint32 j = (i + 1) & mask; conn->slots[j] != NULL; j = (j + 1) & mask)
+	pub = conn->slots[i].pub;
+	conn->slots[i].nmsg = NULL;
+	for (uint32 j = (i + 1) & mask; conn->slots[j].nmsg != NULL; j = (j + 1) & mask)
 	{
-		uint32		home = slot_of(conn, conn->slots[j]->nmsg);
+		uint32		home = slot_of(conn, conn->slots[j].nmsg);
 
 		/* move j back to i when its home is not cyclically in (i, j] */
 		if ((j > i && (home <= i || home > j)) || (j < i && (home <= i && home > j)))
 		{
 			conn->slots[i] = conn->slots[j];
-			conn->slots[j] = NULL;
+			conn->slots[j].nmsg = NULL;
 			i = j;
 		}
 	}
@@ -235,7 +255,25 @@ push_finished(Pub *pub)
 static void copy_reason(char *dst, const char *src);
 
 /*
- * Under sink_mu: every message the connection has in flight is finished
+ * Under sink_mu: one publish of pub ended so (reason: NULL when
+ * delivered); pub is finished with its last one.  DEAD is worse than
+ * RETRY, which is worse than DELIVERED; the first reason of the worst
+ * outcome is kept.
+ */
+static void
+publish_done(Pub *pub, RemoteResult result, const char *reason)
+{
+	if (result > pub->result)
+	{
+		pub->result = result;
+		copy_reason(pub->reason, reason);
+	}
+	if (--pub->pending == 0)
+		push_finished(pub);
+}
+
+/*
+ * Under sink_mu: every publish the connection has in flight is finished
  * now, to be retried; a PubAck that comes later finds nothing.
  */
 static void
@@ -243,14 +281,10 @@ retry_inflight(Conn *conn, const char *reason)
 {
 	for (int i = 0; i < conn->nslots; i++)
 	{
-		Pub		   *pub = conn->slots[i];
-
-		if (pub == NULL)
+		if (conn->slots[i].nmsg == NULL)
 			continue;
-		conn->slots[i] = NULL;
-		pub->result = REMOTE_RETRY;
-		copy_reason(pub->reason, reason);
-		push_finished(pub);
+		conn->slots[i].nmsg = NULL;
+		publish_done(conn->slots[i].pub, REMOTE_RETRY, reason);
 	}
 }
 
@@ -268,31 +302,28 @@ ack_handler(jsCtx *js, natsMsg *nmsg, jsPubAck *pa, jsPubAckErr *pae, void *clos
 {
 	Conn	   *conn = closure;
 	Pub		   *pub;
+	char		reason[REASON_LEN];
 
 	pthread_mutex_lock(&sink_mu);
 	pub = table_remove(conn, nmsg);
 	if (pub != NULL)
 	{
 		if (pae == NULL)
-		{
-			pub->result = REMOTE_DELIVERED;
-			pub->reason[0] = '\0';
-		}
+			publish_done(pub, REMOTE_DELIVERED, NULL);
 		else
 		{
-			pub->result = REMOTE_RETRY;
 			if (pae->Err == NATS_NO_RESPONDERS)
-				snprintf(pub->reason, REASON_LEN, "no stream captures subject \"%s\" (no responders)",
+				snprintf(reason, REASON_LEN, "no stream captures subject \"%s\" (no responders)",
 						 natsMsg_GetSubject(nmsg));
 			else if (pae->Err == NATS_TIMEOUT)
-				snprintf(pub->reason, REASON_LEN, "no PubAck in time (connection %s%s%s)",
+				snprintf(reason, REASON_LEN, "no PubAck in time (connection %s%s%s)",
 						 state_names[conn->state], conn->last_error[0] ? ": " : "",
 						 conn->last_error);
 			else
-				snprintf(pub->reason, REASON_LEN, "JetStream error %d: %s",
+				snprintf(reason, REASON_LEN, "JetStream error %d: %s",
 						 (int) pae->ErrCode, pae->ErrText ? pae->ErrText : natsStatus_GetText(pae->Err));
+			publish_done(pub, REMOTE_RETRY, reason);
 		}
-		push_finished(pub);
 	}
 	pthread_mutex_unlock(&sink_mu);
 	natsMsg_Destroy(nmsg);
@@ -703,15 +734,17 @@ conn_of(Route *route)
 	conn->inflight = 0;
 	conn->last_used = GetCurrentTimestamp();
 
-	/* the table: more than twice the most messages in flight */
-	for (nslots = 16; nslots <= 2 * route->remote.concurrency; nslots *= 2)
+	/* the table: more than twice the most publishes in flight */
+	for (nslots = 16;
+		 nslots <= 2 * route->remote.concurrency * route->remote.batch_size;
+		 nslots *= 2)
 		;
 	pthread_mutex_lock(&sink_mu);
 	if (conn->nslots < nslots)
 	{
 		if (conn->slots != NULL)
 			pfree(conn->slots);
-		conn->slots = MemoryContextAllocZero(nats_cxt, nslots * sizeof(Pub *));
+		conn->slots = MemoryContextAllocZero(nats_cxt, nslots * sizeof(Slot));
 		conn->nslots = nslots;
 	}
 	pthread_mutex_unlock(&sink_mu);
@@ -720,11 +753,39 @@ conn_of(Route *route)
 	return conn;
 }
 
-/* one message per event */
+static void event_names(const char *payload, char *op, char *schema, char *table, int len);
+
+/*
+ * How many of the n events one message carries: the first, and those
+ * after it of the same schema, table and op (so the same subject: a stream
+ * captures all of a message or none of it), each within the servers'
+ * default max_payload (a larger event goes alone: a refusal makes its
+ * message dead, and only it).
+ */
 static int
 nats_message_events(char **payloads, int n)
 {
-	return 1;
+	char		op0[NATS_SUBJECT_VALUE_MAX_BYTES + 1];
+	char		schema0[NATS_SUBJECT_VALUE_MAX_BYTES + 1];
+	char		table0[NATS_SUBJECT_VALUE_MAX_BYTES + 1];
+	int			k;
+
+	if (strlen(payloads[0]) > NATS_DEFAULT_MAX_PAYLOAD)
+		return 1;
+	event_names(payloads[0], op0, schema0, table0, sizeof(op0));
+	for (k = 1; k < n; k++)
+	{
+		char		op[NATS_SUBJECT_VALUE_MAX_BYTES + 1];
+		char		schema[NATS_SUBJECT_VALUE_MAX_BYTES + 1];
+		char		table[NATS_SUBJECT_VALUE_MAX_BYTES + 1];
+
+		if (strlen(payloads[k]) > NATS_DEFAULT_MAX_PAYLOAD)
+			break;
+		event_names(payloads[k], op, schema, table, sizeof(op));
+		if (strcmp(op, op0) != 0 || strcmp(schema, schema0) != 0 || strcmp(table, table0) != 0)
+			break;
+	}
+	return k;
 }
 
 static Size
@@ -824,60 +885,36 @@ do_publish(void *arg)
 	return js_PublishMsgAsync(a->conn->js, a->nmsg, a->po);
 }
 
-/* finish pub now, from the worker's thread */
+/*
+ * Publish one event of pub: asynchronously, its outcome from the PubAck
+ * handler; one that cannot be sent is done at once.
+ */
 static void
-finish_now(Pub *pub, RemoteResult result, const char *reason)
-{
-	pub->result = result;
-	copy_reason(pub->reason, reason);
-	pthread_mutex_lock(&sink_mu);
-	push_finished(pub);
-	pthread_mutex_unlock(&sink_mu);
-}
-
-static void
-nats_start(Route *route, RemoteMessage *msg, char **event_ids, char **payloads)
+publish_event(Route *route, Conn *conn, Pub *pub, const char *event_id, int64 delivery_id,
+			  const char *payload)
 {
 	NatsConfig *c = &route->nats;
-	Conn	   *conn;
-	Pub		   *pub;
 	natsMsg    *nmsg = NULL;
+	natsMsg    *key;
 	natsStatus	s;
 	char		op[NATS_SUBJECT_VALUE_MAX_BYTES + 1];
 	char		schema[NATS_SUBJECT_VALUE_MAX_BYTES + 1];
 	char		table[NATS_SUBJECT_VALUE_MAX_BYTES + 1];
 	const char *values[NATS_NUM_PLACEHOLDERS];
-	char	   *subject;
-	char	   *msg_id;
+	char		reason[REASON_LEN];
 	jsPubOptions po;
 	ListCell   *lc;
 	PublishArgs args;
+	bool		mine;
 
-	sink_init();
-	pub = MemoryContextAllocZero(nats_cxt, sizeof(Pub));
-	pub->msg = msg;
-	conn = conn_of(route);
-	pub->conn = conn;
-	conn->last_used = GetCurrentTimestamp();
-	pub->generation = conn->generation;
-	conn->inflight++;
-
-	if (conn->fail_reason[0] != '\0')
-	{
-		finish_now(pub, conn->fail_result, conn->fail_reason);
-		return;
-	}
-
-	event_names(payloads[0], op, schema, table, sizeof(op));
+	event_names(payload, op, schema, table, sizeof(op));
 	values[NATS_PH_CHANNEL] = route->channel;
 	values[NATS_PH_SCHEMA] = schema;
 	values[NATS_PH_TABLE] = table;
 	values[NATS_PH_OP] = op;
-	subject = nats_subject_fill(c->subject, values);
-	msg_id = event_ids[0] != NULL ? event_ids[0] :
-		psprintf("delivery-" INT64_FORMAT, msg->ids[0]);
 
-	s = natsMsg_Create(&nmsg, subject, NULL, payloads[0], (int) strlen(payloads[0]));
+	s = natsMsg_Create(&nmsg, nats_subject_fill(c->subject, values), NULL,
+					   payload, (int) strlen(payload));
 	if (s == NATS_OK)
 		s = natsMsgHeader_Set(nmsg, "pg-notifier-channel", route->channel);
 	if (s == NATS_OK && op[0] != '\0')
@@ -895,18 +932,21 @@ nats_start(Route *route, RemoteMessage *msg, char **event_ids, char **payloads)
 	if (s != NATS_OK)
 	{
 		natsMsg_Destroy(nmsg);
-		finish_now(pub, REMOTE_RETRY, natsStatus_GetText(s));
+		pthread_mutex_lock(&sink_mu);
+		publish_done(pub, REMOTE_RETRY, natsStatus_GetText(s));
+		pthread_mutex_unlock(&sink_mu);
 		return;
 	}
 
 	jsPubOptions_Init(&po);
-	po.MsgId = msg_id;
+	po.MsgId = event_id != NULL ? event_id :
+		psprintf("delivery-" INT64_FORMAT, delivery_id);
 	po.MaxWait = c->timeout_ms;
 
 	/* in the table first: the PubAck may come before the call returns */
-	pub->nmsg = nmsg;
+	key = nmsg;
 	pthread_mutex_lock(&sink_mu);
-	table_insert(conn, pub);
+	table_insert(conn, key, pub);
 	pthread_mutex_unlock(&sink_mu);
 
 	args.conn = conn;
@@ -919,32 +959,56 @@ nats_start(Route *route, RemoteMessage *msg, char **event_ids, char **payloads)
 	}
 	else
 		s = do_publish(&args);
-	if (s != NATS_OK)
+	if (s == NATS_OK)
+		return;
+
+	/* not sent: ours to finish, unless a callback already did */
+	pthread_mutex_lock(&sink_mu);
+	mine = table_remove(conn, key) != NULL;
+	if (mine && s == NATS_MAX_PAYLOAD)
+		publish_done(pub, REMOTE_DEAD, "the event is larger than the server's max_payload");
+	else if (mine)
 	{
-		bool		mine;
-
-		/* not sent: ours to finish, unless a callback already did */
-		pthread_mutex_lock(&sink_mu);
-		mine = table_remove(conn, pub->nmsg) != NULL;
-		pthread_mutex_unlock(&sink_mu);
-		natsMsg_Destroy(nmsg);
-		if (mine)
-		{
-			if (s == NATS_MAX_PAYLOAD)
-				finish_now(pub, REMOTE_DEAD, "the event is larger than the server's max_payload");
-			else
-			{
-				char		reason[REASON_LEN];
-
-				pthread_mutex_lock(&sink_mu);
-				snprintf(reason, REASON_LEN, "%s (connection %s%s%s)", natsStatus_GetText(s),
-						 state_names[conn->state], conn->last_error[0] ? ": " : "",
-						 conn->last_error);
-				pthread_mutex_unlock(&sink_mu);
-				finish_now(pub, REMOTE_RETRY, reason);
-			}
-		}
+		snprintf(reason, REASON_LEN, "%s (connection %s%s%s)", natsStatus_GetText(s),
+				 state_names[conn->state], conn->last_error[0] ? ": " : "",
+				 conn->last_error);
+		publish_done(pub, REMOTE_RETRY, reason);
 	}
+	pthread_mutex_unlock(&sink_mu);
+	natsMsg_Destroy(nmsg);
+}
+
+/* publish the events of a message, in their order, on the route's connection */
+static void
+nats_start(Route *route, RemoteMessage *msg, char **event_ids, char **payloads)
+{
+	Conn	   *conn;
+	Pub		   *pub;
+
+	sink_init();
+	pub = MemoryContextAllocZero(nats_cxt, sizeof(Pub));
+	pub->msg = msg;
+	pub->result = REMOTE_DELIVERED;
+	pub->pending = msg->n + 1;	/* + 1: not finished while we publish */
+	conn = conn_of(route);
+	pub->conn = conn;
+	conn->last_used = GetCurrentTimestamp();
+	pub->generation = conn->generation;
+	conn->inflight++;
+
+	if (conn->fail_reason[0] != '\0')
+	{
+		pthread_mutex_lock(&sink_mu);
+		pub->pending = 1;
+		publish_done(pub, conn->fail_result, conn->fail_reason);
+		pthread_mutex_unlock(&sink_mu);
+		return;
+	}
+	for (int i = 0; i < msg->n; i++)
+		publish_event(route, conn, pub, event_ids[i], msg->ids[i], payloads[i]);
+	pthread_mutex_lock(&sink_mu);
+	publish_done(pub, REMOTE_DELIVERED, NULL);
+	pthread_mutex_unlock(&sink_mu);
 }
 
 /*
