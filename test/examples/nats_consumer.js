@@ -42,6 +42,7 @@ async function consume(nc, stream, { count, idleMs, onMsg }) {
     const batch = await consumer.fetch({ max_messages: 1000, expires: 1000 });
     let n = 0;
     for await (const m of batch) {
+      if (count !== undefined && got >= count) break;
       const headers = {};
       if (m.headers) {
         for (const [k, v] of m.headers) headers[k] = v.length === 1 ? v[0] : v;
