@@ -378,13 +378,25 @@ error_cb(natsConnection *nc, natsSubscription *sub, natsStatus err, void *closur
 
 /* ---- the worker's thread ---- */
 
+static natsStatus with_signals_blocked(natsStatus (*fn) (void *), void *arg);
+
+static natsStatus
+open_library(void *arg)
+{
+	return nats_Open(-1);
+}
+
+/*
+ * The sink's pipe, and libnats' own threads (timers, callbacks), started
+ * with every signal blocked.
+ */
 static void
 sink_init(void)
 {
+	natsStatus	s;
+
 	if (nats_cxt != NULL)
 		return;
-	nats_cxt = AllocSetContextCreate(TopMemoryContext, "pg_notifier nats",
-									 ALLOCSET_DEFAULT_SIZES);
 	if (pipe(wake_pipe) != 0 ||
 		fcntl(wake_pipe[0], F_SETFL, O_NONBLOCK) != 0 ||
 		fcntl(wake_pipe[1], F_SETFL, O_NONBLOCK) != 0 ||
@@ -393,9 +405,22 @@ sink_init(void)
 		ereport(ERROR,
 				(errcode_for_socket_access(),
 				 errmsg("could not create the pipe of the NATS sink: %m")));
+	s = with_signals_blocked(open_library, NULL);
+	if (s != NATS_OK)
+	{
+		close(wake_pipe[0]);
+		close(wake_pipe[1]);
+		wake_pipe[0] = wake_pipe[1] = -1;
+		ereport(ERROR,
+				(errcode(ERRCODE_SYSTEM_ERROR),
+				 errmsg("could not initialize the NATS client library: %s",
+						natsStatus_GetText(s))));
+	}
 	wake_socket.fd = wake_pipe[0];
 	wake_socket.readable = true;
 	wake_socket.writable = false;
+	nats_cxt = AllocSetContextCreate(TopMemoryContext, "pg_notifier nats",
+									 ALLOCSET_DEFAULT_SIZES);
 }
 
 /*
