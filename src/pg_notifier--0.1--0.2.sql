@@ -509,6 +509,17 @@ COMMENT ON FUNCTION notifier.resume_route(bigint) IS
 REVOKE ALL ON FUNCTION notifier.pause_route(bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION notifier.resume_route(bigint) FROM PUBLIC;
 
+-- NATS JetStream sink (issue 17): the state of a route's connection, shown
+-- as the last column of notifier.stats (worker/sinks/nats_sink.c)
+CREATE FUNCTION notifier.route_connections(
+	OUT route_id bigint,
+	OUT connection text)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'notifier_route_connections'
+LANGUAGE C STRICT VOLATILE;
+REVOKE ALL ON FUNCTION notifier.route_connections() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION notifier.route_connections() TO pg_monitor;
+
 -- notifier.stats: the route's state, last
 CREATE OR REPLACE VIEW notifier.stats AS
 SELECT r.id AS route_id,
@@ -536,9 +547,11 @@ SELECT r.id AS route_id,
 	   w.pid AS worker_pid,
 	   w.state AS worker_state,
 	   pg_catalog.pg_notification_queue_usage() AS queue_usage,
-	   CASE WHEN r.paused THEN 'paused' ELSE 'active' END AS state
+	   CASE WHEN r.paused THEN 'paused' ELSE 'active' END AS state,
+	   c.connection
   FROM notifier.routes r
   LEFT JOIN notifier.route_stats() s ON s.route_id = r.id
+  LEFT JOIN notifier.route_connections() c ON c.route_id = r.id
   LEFT JOIN notifier.status() w ON w.database = pg_catalog.current_database()
   LEFT JOIN LATERAL (
 	SELECT count(*) FILTER (WHERE x.status = 'pending') AS pending,

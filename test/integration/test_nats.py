@@ -58,6 +58,10 @@ class NatsCtx(WorkerCtx):
         return srv
 
 
+def connection(db, route):
+    return db.execute("SELECT connection FROM notifier.stats WHERE route_id = %s", (route,)).fetchone()[0]
+
+
 def route_stats(db, route):
     return db.execute("SELECT delivered, retried, dead, pending, in_flight, last_error"
                       " FROM notifier.stats WHERE route_id = %s", (route,)).fetchone()
@@ -214,6 +218,8 @@ def step_server_down(ctx):
         route_stats(db, r_down)), 60)
     st = deliveries(db, r_down)
     ctx.check(st.get("dead", 0) == 0 and st.get("delivered", 0) == 0, f"down route's rows: {st}")
+    states = (connection(db, r_down), connection(db, r_up))
+    ctx.check(states == ("disconnected", "connected"), f"connections in notifier.stats: {states}")
     att = db.execute("SELECT max(attempts) FROM notifier.deliveries WHERE route_id = %s", (r_down,)).fetchone()[0]
     log(f"down route: {route_stats(db, r_down)}, up to {att} attempts")
     down.start()
@@ -221,7 +227,18 @@ def step_server_down(ctx):
     wait_delivered(db, r_down, 50, 60)
     n = NatsAdmin(down.url).info("DOWN")["messages"]
     ctx.check(n == 50, f"{n} messages in DOWN, expected 50")
-    ctx.result("server down: retried with backoff while the other route delivered; back up, all 50 arrived once")
+    ctx.check(connection(db, r_down) == "connected", f"connection {connection(db, r_down)!r} once back")
+    # a server that goes away after the connection: reconnecting, then connected again
+    down.kill()
+    wait_for("reconnecting", lambda: (lambda c: (c == "reconnecting", c))(connection(db, r_down)), 30)
+    down.start()
+    db.execute("INSERT INTO sd_t VALUES (51)")
+    wait_delivered(db, r_down, 51, 60)
+    _, _ = wait_for("connected again", lambda: (lambda c: (c == "connected", c))(connection(db, r_down)), 30)
+    err = route_stats(db, r_down)[5]
+    ctx.check(err == "nats connection connected again", f"last_error {err!r}")
+    ctx.result("server down: retried with backoff while the other route delivered; back up, all 50 arrived once;"
+               " notifier.stats.connection disconnected / connected / reconnecting / connected")
 
 
 def step_auth(ctx):

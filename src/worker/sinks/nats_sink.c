@@ -1065,32 +1065,34 @@ report_states(void)
 		char		reason[REASON_LEN * 2];
 		ConnState	state;
 
+		bool		first;
+
 		pthread_mutex_lock(&sink_mu);
 		if (conn->state == CONN_CLOSED && conn->fail_reason[0] == '\0')
 			fail_closed(conn);
-		state = conn->state;
+		/* no connection could be made: disconnected (or closed) */
+		state = conn->fail_reason[0] == '\0' ? conn->state :
+			conn->state == CONN_CLOSED ? CONN_CLOSED : CONN_DISCONNECTED;
 		if (state == conn->reported_state)
 		{
 			pthread_mutex_unlock(&sink_mu);
 			continue;
 		}
-		if (state == CONN_CONNECTED && conn->reported_state == CONN_CONNECTING)
-		{
-			/* the first connection: nothing to say */
-			conn->reported_state = state;
-			pthread_mutex_unlock(&sink_mu);
-			continue;
-		}
+		first = conn->reported_state == CONN_CONNECTING;
 		conn->reported_state = state;
-		snprintf(reason, sizeof(reason), "nats connection %s%s%s",
-				 state == CONN_CONNECTED ? "connected again" : state_names[state],
-				 conn->last_error[0] && state != CONN_CONNECTED ? ": " : "",
-				 state != CONN_CONNECTED ? conn->last_error : "");
+		if (state != CONN_CONNECTED)
+			snprintf(reason, sizeof(reason), "nats connection %s: %s", state_names[state],
+					 conn->fail_reason[0] ? conn->fail_reason :
+					 conn->last_error[0] ? conn->last_error : "no reason given");
+		else
+			strlcpy(reason, "nats connection connected again", sizeof(reason));
 		pthread_mutex_unlock(&sink_mu);
 
 		memset(&rd, 0, sizeof(rd));
 		rd.route_id = conn->route_id;
-		rd.error = reason;
+		rd.connection = state_names[state];
+		/* the first connection is no news */
+		rd.error = state == CONN_CONNECTED && first ? NULL : reason;
 		stats_route_delivery(MyDatabaseId, &rd, GetCurrentTimestamp());
 	}
 }
