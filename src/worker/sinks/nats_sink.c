@@ -85,8 +85,13 @@
 
 #include "worker/sinks/remote_sink.h"
 
-/* the largest message the servers take by default (max_payload) */
+/*
+ * The largest message the servers take by default (max_payload, headers
+ * included), and the largest event that shares a message of the engine
+ * with others: headers have room below the limit.
+ */
 #define NATS_DEFAULT_MAX_PAYLOAD (1024 * 1024)
+#define NATS_SHARED_EVENT_BYTES (NATS_DEFAULT_MAX_PAYLOAD - 64 * 1024)
 
 /* a connection unused this long is closed */
 #define CONN_IDLE_MS (10 * 60 * 1000)
@@ -795,7 +800,7 @@ nats_message_events(char **payloads, int n)
 	char		table0[NATS_SUBJECT_VALUE_MAX_BYTES + 1];
 	int			k;
 
-	if (strlen(payloads[0]) > NATS_DEFAULT_MAX_PAYLOAD)
+	if (strlen(payloads[0]) > NATS_SHARED_EVENT_BYTES)
 		return 1;
 	event_names(payloads[0], op0, schema0, table0, sizeof(op0));
 	for (k = 1; k < n; k++)
@@ -804,7 +809,7 @@ nats_message_events(char **payloads, int n)
 		char		schema[NATS_SUBJECT_VALUE_MAX_BYTES + 1];
 		char		table[NATS_SUBJECT_VALUE_MAX_BYTES + 1];
 
-		if (strlen(payloads[k]) > NATS_DEFAULT_MAX_PAYLOAD)
+		if (strlen(payloads[k]) > NATS_SHARED_EVENT_BYTES)
 			break;
 		event_names(payloads[k], op, schema, table, sizeof(op));
 		if (strcmp(op, op0) != 0 || strcmp(schema, schema0) != 0 || strcmp(table, table0) != 0)
