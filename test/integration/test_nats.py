@@ -11,6 +11,7 @@ Steps:
   subjects    subjects from odd schema and table names; where a stream captures
               one table's events and not another's, interleaved in one
               transaction, the one's are delivered and the other's dead
+  large       an event over the server's max_payload is dead at once, alone
   server-down one route's server is down: retried with backoff while a route
               to another server delivers; the server back, everything arrives
   auth        a token server: the wrong token is dead at once with the reason,
@@ -199,6 +200,31 @@ def step_subjects(ctx):
     ctx.check("mix.public.mx_plain.insert" in reason, f"reason {reason!r}")
     ctx.result(f"subjects: \"Sales\".\"Order Items\" -> mix.sales.order_items.insert; its 30 events delivered, "
                f"the 30 interleaved ones no stream captures dead ({reason!r})")
+
+
+def step_large(ctx):
+    """An event larger than the server's max_payload (1 MB) is dead at once
+    with that reason; the events around it, in the same transaction, are
+    delivered: a message never fails as a unit for one event's size."""
+    db = ctx.db
+    srv = ctx.server().start()
+    NatsAdmin(srv.url).add_stream("BIG", ["big.>"])
+    db.execute("CREATE TABLE lg_t (id int PRIMARY KEY, body text)")
+    db.execute("SELECT notifier.watch('lg_t', channel => 'lg')")
+    route = db.execute("SELECT notifier.add_nats('lg', %s, subject => 'big.{table}')", (srv.url,)).fetchone()[0]
+    with db.transaction():
+        db.execute("INSERT INTO lg_t SELECT g, 'x' FROM generate_series(1, 20) g")
+        db.execute("INSERT INTO lg_t VALUES (21, repeat('y', 2 * 1024 * 1024))")
+        db.execute("INSERT INTO lg_t SELECT g, 'x' FROM generate_series(22, 40) g")
+    rows, _ = wait_for("every event delivered or dead", lambda: (lambda r: (
+        sum(r.values()) == 40 and set(r) <= {"delivered", "dead"}, r))(deliveries(db, route)), 60)
+    dead = db.execute("SELECT (payload->'key'->>'id')::int, attempts, last_error FROM notifier.deliveries"
+                      " WHERE route_id = %s AND status = 'dead'", (route,)).fetchall()
+    ctx.check(rows == {"delivered": 39, "dead": 1} and dead[0][0] == 21 and dead[0][1] == 1
+              and "max_payload" in dead[0][2], f"rows {rows}, dead {dead}")
+    n = NatsAdmin(srv.url).info("BIG")["messages"]
+    ctx.check(n == 39, f"{n} messages in the stream, expected 39")
+    ctx.result(f"large: the 2 MB event dead at once ({dead[0][2]!r}), the 39 around it delivered")
 
 
 def step_server_down(ctx):
@@ -412,6 +438,7 @@ STEPS = [
     Step("r1", "R1 stream: once, complete, in order, subjects and headers", step_r1),
     Step("no-stream", "no stream for the subject: retried, then dead with the reason", step_no_stream),
     Step("subjects", "subjects from odd names; a message never mixes subjects", step_subjects),
+    Step("large", "an event over max_payload dead alone", step_large),
     Step("server-down", "a server down: retried with backoff, the other route unaffected", step_server_down),
     Step("auth", "wrong token: dead at once with the reason", step_auth),
     Step("denied", "denied_networks: dead with address denied", step_denied),
