@@ -51,6 +51,7 @@ class NatsCtx(WorkerCtx):
     def __init__(self):
         super().__init__()
         self.servers = []
+        self.clusters = []
         self.dirs = []
 
     def server(self, **kw):
@@ -355,8 +356,9 @@ def step_tls(ctx):
 
 def step_cluster(ctx):
     db = ctx.db
-    cl = NatsCluster(3).start()
-    ctx.servers.extend(cl.nodes)
+    cl = NatsCluster(3)
+    ctx.clusters.append(cl)
+    cl.start()
     adm = NatsAdmin(cl.urls)
     deadline = time.monotonic() + 60
     while True:
@@ -430,6 +432,8 @@ def step_cluster_down(ctx):
 def cleanup_servers(ctx):
     for srv in ctx.servers:
         srv.cleanup()
+    for cl in ctx.clusters:
+        cl.cleanup()
     for d in ctx.dirs:
         shutil.rmtree(d, ignore_errors=True)
 
