@@ -479,7 +479,7 @@ BEGIN
 				  HINT = 'See notifier.route_list for the routes.';
 	END IF;
 	UPDATE notifier.routes r SET paused = set_route_paused.paused
-	 WHERE r.id = set_route_paused.route_id AND r.kind = 'webhook';
+	 WHERE r.id = set_route_paused.route_id AND r.kind IN ('webhook', 'nats');
 	IF NOT FOUND THEN
 		RAISE EXCEPTION 'webhook route % does not exist', route_id
 			USING ERRCODE = 'undefined_object',
@@ -585,7 +585,7 @@ BEGIN
 				  HINT = 'replay(route_id, since) sends again the delivered events received since then.';
 	END IF;
 	IF NOT EXISTS (SELECT 1 FROM notifier.routes r
-					WHERE r.id = replay.route_id AND r.kind = 'webhook') THEN
+					WHERE r.id = replay.route_id AND r.kind IN ('webhook', 'nats')) THEN
 		RAISE EXCEPTION 'webhook route % does not exist', route_id
 			USING ERRCODE = 'undefined_object',
 				  HINT = 'See notifier.route_list for the routes.';

@@ -12,6 +12,8 @@ Steps:
               one table's events and not another's, interleaved in one
               transaction, the one's are delivered and the other's dead
   large       an event over the server's max_payload is dead at once, alone
+  pause       pause_route() keeps a route's events, resume_route() sends them,
+              replay() sends them again: duplicates JetStream drops
   server-down one route's server is down: retried with backoff while a route
               to another server delivers; the server back, everything arrives
   auth        a token server: the wrong token is dead at once with the reason,
@@ -226,6 +228,35 @@ def step_large(ctx):
     n = NatsAdmin(srv.url).info("BIG")["messages"]
     ctx.check(n == 39, f"{n} messages in the stream, expected 39")
     ctx.result(f"large: the 2 MB event dead at once ({dead[0][2]!r}), the 39 around it delivered")
+
+
+def step_pause(ctx):
+    """pause_route() keeps a NATS route's events, resume_route() sends them;
+    replay() sends delivered ones again, and JetStream drops them as
+    duplicates inside its window."""
+    db = ctx.db
+    srv = ctx.server().start()
+    adm = NatsAdmin(srv.url)
+    adm.add_stream("PAUSE", ["pause.>"])
+    db.execute("CREATE TABLE pa_t (id int PRIMARY KEY)")
+    db.execute("SELECT notifier.watch('pa_t', channel => 'pa')")
+    route = db.execute("SELECT notifier.add_nats('pa', %s, subject => 'pause.x')", (srv.url,)).fetchone()[0]
+    db.execute("INSERT INTO pa_t VALUES (0)")
+    wait_delivered(db, route, 1)
+    since = db.execute("SELECT clock_timestamp()").fetchone()[0]
+    db.execute("SELECT notifier.pause_route(%s)", (route,))
+    db.execute("INSERT INTO pa_t SELECT generate_series(1, 20)")
+    wait_for("the events kept", lambda: (lambda r: (r.get("pending", 0) == 20, r))(deliveries(db, route)), 30)
+    st = deliveries(db, route)
+    ctx.check(st == {"delivered": 1, "pending": 20}, f"paused route's rows: {st}")
+    ctx.check(adm.info("PAUSE")["messages"] == 1, "a paused route published")
+    db.execute("SELECT notifier.resume_route(%s)", (route,))
+    wait_delivered(db, route, 21)
+    n = db.execute("SELECT notifier.replay(%s, %s)", (route, since)).fetchone()[0]
+    wait_delivered(db, route, 21 + n)
+    count = adm.info("PAUSE")["messages"]
+    ctx.check(n == 20 and count == 21, f"replayed {n}, {count} messages in the stream (expected 20, 21)")
+    ctx.result(f"pause: 20 events kept while paused, sent on resume; replay() of them dropped as duplicates ({count} messages)")
 
 
 def step_server_down(ctx):
@@ -443,6 +474,7 @@ STEPS = [
     Step("no-stream", "no stream for the subject: retried, then dead with the reason", step_no_stream),
     Step("subjects", "subjects from odd names; a message never mixes subjects", step_subjects),
     Step("large", "an event over max_payload dead alone", step_large),
+    Step("pause", "pause_route / resume_route / replay of a NATS route", step_pause),
     Step("server-down", "a server down: retried with backoff, the other route unaffected", step_server_down),
     Step("auth", "wrong token: dead at once with the reason", step_auth),
     Step("denied", "denied_networks: dead with address denied", step_denied),
