@@ -62,6 +62,16 @@ class NatsCtx(WorkerCtx):
         return srv
 
 
+def stream_info(adm, name):
+    """The stream's info, or None while JetStream does not answer (a cluster
+    electing its leaders after a restart)."""
+    try:
+        return adm.info(name)
+    except RuntimeError as ex:
+        log(f"stream info: {str(ex)[-200:]}")
+        return None
+
+
 def connection(db, route):
     return db.execute("SELECT connection FROM notifier.stats WHERE route_id = %s", (route,)).fetchone()[0]
 
@@ -410,14 +420,15 @@ def step_cluster(ctx):
         if i == 10:
             wait_for("some events delivered", lambda: (lambda s: (s.get("delivered", 0) > 0, s))(
                 deliveries(db, route)), 60)
-            leader = adm.info("R3")["leader"]
+            leader, _ = wait_for("the stream's leader", lambda: (lambda i: (
+                i is not None and i["leader"] is not None, i and i["leader"]))(stream_info(adm, "R3")), 30)
             log(f"killing the stream leader {leader}")
             cl.node(leader).kill()
             killed = cl.node(leader)
     wait_delivered(db, route, total, 300)
     killed.start()
-    info, _ = wait_for("the stream holds every event", lambda: (lambda i: (i["messages"] >= total, i))(
-        adm.info("R3")), 60)
+    info, _ = wait_for("the stream holds every event", lambda: (lambda i: (i is not None and i["messages"] >= total, i))(
+        stream_info(adm, "R3")), 60)
     msgs = adm.messages("R3", count=info["messages"], idle_ms=5000)
     ids = [m["headers"]["Nats-Msg-Id"] for m in msgs]
     committed = {r[0] for r in db.execute("SELECT event_id FROM notifier.deliveries WHERE route_id = %s",
@@ -452,7 +463,7 @@ def step_cluster_down(ctx):
     total = ctx.cluster_total + written
     wait_delivered(db, route, total, 300)
     info, _ = wait_for("the stream holds every event", lambda: (lambda i: (i is not None and i["messages"] >= total, i))(
-        adm.info("R3")), 120)
+        stream_info(adm, "R3")), 120)
     msgs = adm.messages("R3", count=info["messages"], idle_ms=5000)
     ids = [m["headers"]["Nats-Msg-Id"] for m in msgs]
     ctx.check(len(set(ids)) == len(ids) == info["messages"] == total,
