@@ -78,10 +78,9 @@ SELECT notifier.alter_route(-1, filter => '$ ? (');
 SELECT notifier.alter_route(:q_route, transform => 'pg_catalog.jsonb_typeof(jsonb)');
 SELECT filter, transform FROM notifier.routes WHERE id = :q_route;
 
--- notifier.stats has filtered, last
+-- notifier.stats has filtered
 SELECT attname FROM pg_attribute
- WHERE attrelid = 'notifier.stats'::regclass AND attnum > 0
- ORDER BY attnum DESC LIMIT 1;
+ WHERE attrelid = 'notifier.stats'::regclass AND attname = 'filtered';
 SELECT has_table_privilege('pg_monitor', 'notifier.stats', 'SELECT') AS monitor_reads_stats,
 	   has_function_privilege('pg_monitor', 'notifier.route_stats()', 'EXECUTE') AS monitor_runs_route_stats,
 	   has_function_privilege('public', 'notifier.route_stats()', 'EXECUTE') AS public_runs_route_stats,

@@ -579,7 +579,7 @@ BEGIN
 	END IF;
 	SELECT r.disabled_at IS NOT NULL, r.paused INTO was_disabled, was_paused
 	  FROM notifier.routes r
-	 WHERE r.id = set_route_paused.route_id AND r.kind = 'webhook'
+	 WHERE r.id = set_route_paused.route_id AND r.kind IN ('webhook', 'nats')
 	   FOR UPDATE;
 	IF NOT FOUND THEN
 		RAISE EXCEPTION 'webhook route % does not exist', route_id
@@ -640,8 +640,19 @@ ALTER TABLE notifier.routes
 	ADD CONSTRAINT routes_disable_after_check CHECK (disable_after > interval '0'),
 	ADD CONSTRAINT routes_disabled_check CHECK ((disabled_at IS NULL) = (disabled_reason IS NULL));
 
+-- NATS JetStream sink (issue 17): the state of a route's connection, shown
+-- as the last column of notifier.stats (worker/sinks/nats_sink.c)
+CREATE FUNCTION notifier.route_connections(
+	OUT route_id bigint,
+	OUT connection text)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'notifier_route_connections'
+LANGUAGE C STRICT VOLATILE;
+REVOKE ALL ON FUNCTION notifier.route_connections() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION notifier.route_connections() TO pg_monitor;
+
 -- notifier.stats: the route's state and why (state_reason), then filtered
--- (route filter).
+-- (route filter), then the connection of a NATS route.
 -- route_stats() gains filtered: the view that reads it is made again, with
 -- the grants of both.
 DO $$
@@ -705,16 +716,18 @@ SELECT r.id AS route_id,
 	   CASE WHEN r.disabled_at IS NOT NULL THEN 'disabled'
 			WHEN r.paused THEN 'paused' ELSE 'active' END AS state,
 	   r.disabled_reason AS state_reason,
-	   coalesce(s.filtered, 0) AS filtered
+	   coalesce(s.filtered, 0) AS filtered,
+	   c.connection
   FROM notifier.routes r
   LEFT JOIN notifier.route_stats() s ON s.route_id = r.id
+  LEFT JOIN notifier.route_connections() c ON c.route_id = r.id
   LEFT JOIN notifier.status() w ON w.database = pg_catalog.current_database()
   LEFT JOIN LATERAL (
 	SELECT count(*) FILTER (WHERE x.status = 'pending') AS pending,
 		   count(*) FILTER (WHERE x.status = 'in_flight') AS in_flight
 	  FROM notifier.deliveries x
 	 WHERE x.route_id = r.id AND x.status IN ('pending', 'in_flight')
-	   AND r.kind = 'webhook') d ON true
+	   AND r.kind IN ('webhook', 'nats')) d ON true
   LEFT JOIN LATERAL (
 	SELECT count(*) AS events,
 		   pg_catalog.now() - min(o.created_at) AS oldest_age
@@ -747,7 +760,7 @@ BEGIN
 				  HINT = 'replay(route_id, since) sends again the delivered events received since then.';
 	END IF;
 	IF NOT EXISTS (SELECT 1 FROM notifier.routes r
-					WHERE r.id = replay.route_id AND r.kind = 'webhook') THEN
+					WHERE r.id = replay.route_id AND r.kind IN ('webhook', 'nats')) THEN
 		RAISE EXCEPTION 'webhook route % does not exist', route_id
 			USING ERRCODE = 'undefined_object',
 				  HINT = 'See notifier.route_list for the routes.';
@@ -982,6 +995,69 @@ REVOKE ALL ON FUNCTION notifier.cancel_backfill(bigint) FROM PUBLIC;
 
 COMMENT ON FUNCTION notifier.cancel_backfill(bigint) IS
 'stop a running backfill (state cancelled); false when it had already finished';
+
+-- ---------------------------------------------------------------------------
+-- NATS JetStream sink (issue 17)
+-- ---------------------------------------------------------------------------
+
+-- A NATS route is a remote route of the delivery engine like a webhook: its
+-- events go through notifier.deliveries, one JetStream publish per event,
+-- delivered on the PubAck (worker/sinks/nats_sink.c).  url holds its server
+-- URLs (comma-separated nats:// or tls://, without credentials), secret its
+-- token or password (masked in route_list and stats like a webhook secret),
+-- headers its own headers; batch_size is how many events (each its own
+-- publish) one message of the engine carries: 100, 1 for ordered => 'route'.
+ALTER TABLE notifier.routes DROP CONSTRAINT routes_kind_check;
+ALTER TABLE notifier.routes
+	ADD CONSTRAINT routes_kind_check CHECK (kind IN ('queue', 'webhook', 'nats'));
+ALTER TABLE notifier.routes DROP CONSTRAINT routes_webhook_check;
+ALTER TABLE notifier.routes
+	ADD CONSTRAINT routes_webhook_check
+		CHECK ((kind IN ('webhook', 'nats')) = (url IS NOT NULL AND headers IS NOT NULL AND
+												batch_size > 0 AND max_attempts > 0 AND
+												timeout_ms > 0 AND concurrency > 0 AND
+												ordered IS NOT NULL));
+ALTER TABLE notifier.routes
+	ADD COLUMN subject text,
+	ADD COLUMN nats_username text,
+	ADD COLUMN creds_file text,
+	ADD COLUMN tls_ca_file text,
+	ADD COLUMN tls_cert_file text,
+	ADD COLUMN tls_key_file text,
+	ADD CONSTRAINT routes_nats_check
+		CHECK ((kind = 'nats') = (subject IS NOT NULL));
+
+COMMENT ON COLUMN notifier.routes.subject IS
+'a NATS route''s subject template: {channel}, {schema}, {table} and {op} are replaced by the event''s, lower case';
+COMMENT ON COLUMN notifier.routes.secret IS
+'a webhook route''s signing secret; a NATS route''s token, or the password of nats_username';
+
+CREATE FUNCTION notifier.add_nats(
+	channel		text,
+	urls		text,
+	subject		text DEFAULT 'pg_notifier.{channel}',
+	token		text DEFAULT NULL,
+	username	text DEFAULT NULL,
+	password	text DEFAULT NULL,
+	creds_file	text DEFAULT NULL,
+	tls_ca_file text DEFAULT NULL,
+	headers		jsonb DEFAULT '{}',
+	max_attempts integer DEFAULT 10,
+	timeout_ms	integer DEFAULT 5000,
+	concurrency integer DEFAULT 64,
+	ordered		notifier.ordering DEFAULT 'none',
+	filter		jsonpath DEFAULT NULL,
+	transform	regprocedure DEFAULT NULL,
+	tls_cert_file text DEFAULT NULL,
+	tls_key_file text DEFAULT NULL)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'notifier_add_nats'
+LANGUAGE C CALLED ON NULL INPUT VOLATILE;
+
+COMMENT ON FUNCTION notifier.add_nats(text, text, text, text, text, text, text, text, jsonb, integer, integer, integer, notifier.ordering, jsonpath, regprocedure, text, text) IS
+'route the events of a channel to NATS JetStream (one publish per event, delivered on its PubAck); returns the route id';
+
+REVOKE ALL ON FUNCTION notifier.add_nats(text, text, text, text, text, text, text, text, jsonb, integer, integer, integer, notifier.ordering, jsonpath, regprocedure, text, text) FROM PUBLIC;
 
 -- Keep these last: once everything above is committed, the launcher starts
 -- the worker ('*'), or the waiting worker of a listed database takes it in.

@@ -11,6 +11,7 @@
 #define NOTIFIER_ROUTES_API_H
 
 #include "fmgr.h"
+#include "utils/jsonb.h"
 
 extern uint64 routes_execute(const char *sql, int nargs, Oid *argtypes,
 							 Datum *values, const char *nulls,
@@ -18,5 +19,11 @@ extern uint64 routes_execute(const char *sql, int nargs, Oid *argtypes,
 extern void check_channel_arg(FunctionCallInfo fcinfo, int argno);
 extern void warn_if_no_worker(void);
 extern void route_does_not_exist(int64 route_id) pg_attribute_noreturn();
+
+/* webhook_api.c: what add_nats() checks the same way */
+extern int32 route_int_arg(FunctionCallInfo fcinfo, int argno, const char *name, int32 max);
+extern bool route_host_allowed(const char *host);
+extern void check_header_object(Jsonb *headers, const char *const *reserved,
+								const char *hint);
 
 #endif							/* NOTIFIER_ROUTES_API_H */

@@ -60,8 +60,9 @@ static const char *const reserved_headers[] = {
 	"webhook-id", "webhook-timestamp", "webhook-signature", NULL
 };
 
-static int32
-int_arg(FunctionCallInfo fcinfo, int argno, const char *name, int32 max)
+/* an integer argument between 1 and max (add_webhook(), add_nats()) */
+int32
+route_int_arg(FunctionCallInfo fcinfo, int argno, const char *name, int32 max)
 {
 	int32		value;
 
@@ -91,8 +92,9 @@ check_max_per_second(FunctionCallInfo fcinfo, int argno)
 				 errhint("Pass NULL for no limit.")));
 }
 
-static bool
-host_allowed(const char *host)
+/* is the host in pg_notifier.allowed_hosts (or is that empty)? */
+bool
+route_host_allowed(const char *host)
 {
 	char	   *copy;
 	List	   *hosts;
@@ -147,7 +149,7 @@ check_url(const char *url)
 	else if (curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK || host[0] == '\0' ||
 			 strstr(url, ":///") != NULL)
 		problem = psprintf("url \"%s\" has no host", clip_for_message(url));
-	else if (!host_allowed(host))
+	else if (!route_host_allowed(host))
 		problem = psprintf("host \"%s\" is not in pg_notifier.allowed_hosts",
 						   clip_for_message(host));
 	curl_free(scheme);
@@ -177,9 +179,13 @@ is_token(const char *s, int len)
 	return true;
 }
 
-/* headers: a JSON object of string values, HTTP-safe, not ours to set */
-static void
-check_headers(Jsonb *headers)
+/*
+ * headers: a JSON object of string values, HTTP-safe (NATS headers follow
+ * the same rules), none of the reserved ones: names compared without case,
+ * a reserved name ending in '*' is a prefix.  hint lists the reserved ones.
+ */
+void
+check_header_object(Jsonb *headers, const char *const *reserved, const char *hint)
 {
 	JsonbIterator *it;
 	JsonbValue	v;
@@ -203,12 +209,18 @@ check_headers(Jsonb *headers)
 						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 						 errmsg("\"%s\" is not a valid HTTP header name", clip_for_message(name)),
 						 errhint("A header name is letters, digits and !#$%%&'*+-.^_`|~.")));
-			for (int i = 0; reserved_headers[i] != NULL; i++)
-				if (pg_strcasecmp(name, reserved_headers[i]) == 0)
+			for (int i = 0; reserved[i] != NULL; i++)
+			{
+				size_t		len = strlen(reserved[i]);
+				bool		prefix = len > 0 && reserved[i][len - 1] == '*';
+
+				if (prefix ? pg_strncasecmp(name, reserved[i], len - 1) == 0 :
+					pg_strcasecmp(name, reserved[i]) == 0)
 					ereport(ERROR,
 							(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 							 errmsg("header \"%s\" is set by pg_notifier", clip_for_message(name)),
-							 errhint("Leave out Content-Type, Content-Length, User-Agent, Host, Transfer-Encoding and webhook-*.")));
+							 errhint("%s", hint)));
+			}
 		}
 		else if (r == WJB_VALUE)
 		{
@@ -286,13 +298,14 @@ notifier_add_webhook(PG_FUNCTION_ARGS)
 	require_arg(fcinfo, 1, "url", DEFAULT_HINT);
 	check_url(text_to_cstring(PG_GETARG_TEXT_PP(1)));
 	require_arg(fcinfo, 2, "headers", DEFAULT_HINT);
-	check_headers(PG_GETARG_JSONB_P(2));
+	check_header_object(PG_GETARG_JSONB_P(2), reserved_headers,
+						"Leave out Content-Type, Content-Length, User-Agent, Host, Transfer-Encoding and webhook-*.");
 	if (!PG_ARGISNULL(3))
 		(void) webhook_secret_key(text_to_cstring(PG_GETARG_TEXT_PP(3)), &keylen);
-	(void) int_arg(fcinfo, 4, "batch_size", MAX_BATCH_SIZE);
-	(void) int_arg(fcinfo, 5, "max_attempts", MAX_ATTEMPTS);
-	(void) int_arg(fcinfo, 6, "timeout_ms", MAX_TIMEOUT_MS);
-	(void) int_arg(fcinfo, 7, "concurrency", MAX_CONCURRENCY);
+	(void) route_int_arg(fcinfo, 4, "batch_size", MAX_BATCH_SIZE);
+	(void) route_int_arg(fcinfo, 5, "max_attempts", MAX_ATTEMPTS);
+	(void) route_int_arg(fcinfo, 6, "timeout_ms", MAX_TIMEOUT_MS);
+	(void) route_int_arg(fcinfo, 7, "concurrency", MAX_CONCURRENCY);
 	require_arg(fcinfo, 8, "ordered", DEFAULT_HINT);
 	/* notifier.ordering: 'none', 'key' or 'route' (0.1's boolean casts to it) */
 	argtypes[8] = get_fn_expr_argtype(fcinfo->flinfo, 8);

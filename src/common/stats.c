@@ -58,6 +58,7 @@ typedef struct RouteSlot
 	int			next_latency;	/* where the next one goes */
 	float4		latencies_ms[LATENCY_SAMPLES];
 	int64		filtered;		/* left out by the route's filter */
+	char		connection[16]; /* NATS routes: their connection's state */
 } RouteSlot;
 
 /* both NULL without the segment */
@@ -200,6 +201,8 @@ stats_route_delivery(Oid dboid, const RouteDelivery *rd, TimestampTz when)
 			clip_copy(slot->last_error, rd->error, ERROR_LEN);
 			slot->last_error_at = when;
 		}
+		if (rd->connection != NULL)
+			strlcpy(slot->connection, rd->connection, sizeof(slot->connection));
 		for (int i = 0; i < rd->nlatencies; i++)
 		{
 			slot->latencies_ms[slot->next_latency] = (float4) rd->latencies_ms[i];
@@ -250,6 +253,38 @@ notifier_capture_stats(PG_FUNCTION_ARGS)
 		values[i] = Int64GetDatum((int64) pg_atomic_read_u64(&capture_counters[i]));
 
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
+}
+
+PG_FUNCTION_INFO_V1(notifier_route_connections);
+
+/*
+ * notifier.route_connections(): the state of the connection of each route
+ * of this database that has one (NATS: connected, reconnecting,
+ * disconnected, closed), as its sink last said.
+ */
+Datum
+notifier_route_connections(PG_FUNCTION_ARGS)
+{
+	Tuplestorestate *store;
+	TupleDesc	tupdesc;
+
+	shmem_require();
+	tupdesc = materialize_srf(fcinfo, &store);
+	LWLockAcquire(shmem_lock(), LW_SHARED);
+	for (int i = 0; i < MAX_ROUTE_SLOTS; i++)
+	{
+		RouteSlot  *slot = &route_slots[i];
+		Datum		values[2];
+		bool		nulls[2] = {0};
+
+		if (!slot->in_use || slot->dboid != MyDatabaseId || slot->connection[0] == '\0')
+			continue;
+		values[0] = Int64GetDatum(slot->route_id);
+		values[1] = CStringGetTextDatum(slot->connection);
+		tuplestore_putvalues(store, tupdesc, values, nulls);
+	}
+	LWLockRelease(shmem_lock());
+	return (Datum) 0;
 }
 
 PG_FUNCTION_INFO_V1(notifier_route_stats);

@@ -49,6 +49,7 @@ typedef struct RouteDelivery
 	const char *error;			/* NULL when delivered */
 	const double *latencies_ms; /* receipt to 2xx, per delivered row */
 	int			nlatencies;
+	const char *connection;		/* a sink's connection state now, or NULL */
 } RouteDelivery;
 
 extern const ShmemPart stats_shmem;

@@ -197,6 +197,7 @@ sink_write(Route *route, char **payloads, char **events, int n,
 			queue_sink_write(route, payloads, n, received_at);
 			break;
 		case ROUTE_WEBHOOK:
+		case ROUTE_NATS:
 			remote_delivery_write(route, payloads, events, n, received_at);
 			break;
 	}

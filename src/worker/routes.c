@@ -33,11 +33,14 @@
 #include "worker/routes.h"
 #include "common/webhook_secret.h"
 
-/* columns of notifier.routes read below by these names: route_shape.c's, the engine's rate */
+/* columns of notifier.routes read below by these names: route_shape.c's, the
+ * engine's rate, the NATS sink's */
 #define ROUTE_COL_FILTER 16
 #define ROUTE_COL_TRANSFORM 17
 #define ROUTE_COL_OWNER 18
 #define ROUTE_COL_MAX_PER_SECOND 19
+#define ROUTE_COL_NATS_SUBJECT 20	/* then nats_username, creds_file,
+									 * tls_ca_file, tls_cert_file, tls_key_file */
 
 static int
 compare_strings(const ListCell *a, const ListCell *b)
@@ -126,7 +129,8 @@ routes_load(MemoryContext parent)
 					" CASE WHEN previous_secret_until OPERATOR(pg_catalog.>) pg_catalog.now()"
 					"   THEN previous_secret END, previous_secret_until,"
 					" paused OR disabled_at IS NOT NULL,"
-					" filter, transform, owner::pg_catalog.oid, max_per_second"
+					" filter, transform, owner::pg_catalog.oid, max_per_second,"
+					" subject, nats_username, creds_file, tls_ca_file, tls_cert_file, tls_key_file"
 					" FROM notifier.routes ORDER BY id", true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "reading notifier.routes failed");
 	n = SPI_processed;
@@ -168,31 +172,57 @@ routes_load(MemoryContext parent)
 			route->kind = ROUTE_QUEUE;
 			route->queue_table = DatumGetObjectId(SPI_getbinval(tuple, tupdesc, 4, &isnull));
 		}
-		else if (strcmp(kind, "webhook") == 0)
+		else if (strcmp(kind, "webhook") == 0 || strcmp(kind, "nats") == 0)
 		{
-			WebhookConfig *wh = &route->webhook;
 			char	   *secret = SPI_getvalue(tuple, tupdesc, 7);
+			List	   *headers = text_array_to_list(DatumGetArrayTypeP(SPI_getbinval(tuple, tupdesc, 6, &isnull)), "headers");
+			int			timeout_ms = DatumGetInt32(SPI_getbinval(tuple, tupdesc, 10, &isnull));
 			Datum		rate;
 
-			route->kind = ROUTE_WEBHOOK;
-			wh->url = SPI_getvalue(tuple, tupdesc, 5);
-			wh->headers = text_array_to_list(DatumGetArrayTypeP(SPI_getbinval(tuple, tupdesc, 6, &isnull)), "headers");
-			if (secret != NULL)
-				wh->key = webhook_secret_key(secret, &wh->keylen);
 			route->remote.batch_size = DatumGetInt32(SPI_getbinval(tuple, tupdesc, 8, &isnull));
 			route->remote.max_attempts = DatumGetInt32(SPI_getbinval(tuple, tupdesc, 9, &isnull));
-			wh->timeout_ms = DatumGetInt32(SPI_getbinval(tuple, tupdesc, 10, &isnull));
 			route->remote.concurrency = DatumGetInt32(SPI_getbinval(tuple, tupdesc, 11, &isnull));
 			route->remote.ordered = ordering(SPI_getvalue(tuple, tupdesc, 12));
 			/* a disabled route (route_health.c) is kept like a paused one */
 			route->remote.paused = DatumGetBool(SPI_getbinval(tuple, tupdesc, 15, &isnull));
 			rate = SPI_getbinval(tuple, tupdesc, ROUTE_COL_MAX_PER_SECOND, &isnull);
 			route->remote.max_per_second = isnull ? 0 : DatumGetFloat8(rate);
-			secret = SPI_getvalue(tuple, tupdesc, 13);
-			if (secret != NULL)
+			if (strcmp(kind, "nats") == 0)
 			{
-				wh->previous_key = webhook_secret_key(secret, &wh->previous_keylen);
-				wh->previous_until = DatumGetTimestampTz(SPI_getbinval(tuple, tupdesc, 14, &isnull));
+				NatsConfig *nc = &route->nats;
+
+				route->kind = ROUTE_NATS;
+				nc->urls = SPI_getvalue(tuple, tupdesc, 5);
+				nc->headers = headers;
+				nc->timeout_ms = timeout_ms;
+				nc->subject = SPI_getvalue(tuple, tupdesc, ROUTE_COL_NATS_SUBJECT);
+				nc->username = SPI_getvalue(tuple, tupdesc, ROUTE_COL_NATS_SUBJECT + 1);
+				/* the secret is the password of a username, else the token */
+				if (nc->username != NULL)
+					nc->password = secret;
+				else
+					nc->token = secret;
+				nc->creds_file = SPI_getvalue(tuple, tupdesc, ROUTE_COL_NATS_SUBJECT + 2);
+				nc->tls_ca_file = SPI_getvalue(tuple, tupdesc, ROUTE_COL_NATS_SUBJECT + 3);
+				nc->tls_cert_file = SPI_getvalue(tuple, tupdesc, ROUTE_COL_NATS_SUBJECT + 4);
+				nc->tls_key_file = SPI_getvalue(tuple, tupdesc, ROUTE_COL_NATS_SUBJECT + 5);
+			}
+			else
+			{
+				WebhookConfig *wh = &route->webhook;
+
+				route->kind = ROUTE_WEBHOOK;
+				wh->url = SPI_getvalue(tuple, tupdesc, 5);
+				wh->headers = headers;
+				wh->timeout_ms = timeout_ms;
+				if (secret != NULL)
+					wh->key = webhook_secret_key(secret, &wh->keylen);
+				secret = SPI_getvalue(tuple, tupdesc, 13);
+				if (secret != NULL)
+				{
+					wh->previous_key = webhook_secret_key(secret, &wh->previous_keylen);
+					wh->previous_until = DatumGetTimestampTz(SPI_getbinval(tuple, tupdesc, 14, &isnull));
+				}
 			}
 		}
 		else
@@ -237,6 +267,7 @@ routes_free(RouteTable *table)
 				queue_sink_free(&table->routes[i]);
 				break;
 			case ROUTE_WEBHOOK:
+			case ROUTE_NATS:
 				break;			/* its plan is shared and kept */
 		}
 	}

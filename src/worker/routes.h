@@ -19,7 +19,8 @@
 typedef enum RouteKind
 {
 	ROUTE_QUEUE,
-	ROUTE_WEBHOOK
+	ROUTE_WEBHOOK,
+	ROUTE_NATS
 } RouteKind;
 
 /* notifier.routes.ordered */
@@ -56,6 +57,22 @@ typedef struct WebhookConfig
 	int			timeout_ms;
 } WebhookConfig;
 
+/* what a NATS route says about its connection and messages */
+typedef struct NatsConfig
+{
+	const char *urls;			/* comma-separated nats:// or tls:// */
+	const char *subject;		/* the template (common/nats_subject.h) */
+	List	   *headers;		/* "Name: value" (char *) */
+	const char *token;			/* or NULL */
+	const char *username;		/* with password, or NULL */
+	const char *password;
+	const char *creds_file;		/* or NULL, and the TLS files */
+	const char *tls_ca_file;
+	const char *tls_cert_file;
+	const char *tls_key_file;
+	int			timeout_ms;		/* for a PubAck, and to connect */
+} NatsConfig;
+
 /* one row of notifier.routes, as the worker holds it */
 typedef struct Route
 {
@@ -63,11 +80,12 @@ typedef struct Route
 	const char *channel;
 	RouteKind	kind;
 	Oid			queue_table;	/* ROUTE_QUEUE */
-	RemoteConfig remote;		/* a remote route (ROUTE_WEBHOOK) */
+	RemoteConfig remote;		/* a remote route (ROUTE_WEBHOOK, ROUTE_NATS) */
 	WebhookConfig webhook;		/* ROUTE_WEBHOOK */
 	JsonPath   *filter;			/* NULL: every event (route_shape.c) */
 	const char *transform;		/* its signature; NULL: the event as it is */
 	Oid			owner;			/* the role the transform runs as */
+	NatsConfig	nats;			/* ROUTE_NATS */
 	void	   *sink;			/* the sink's state, made on first write */
 	MemoryContext cxt;			/* where the sink's state lives */
 } Route;

@@ -123,7 +123,7 @@ static SPIPlanPtr outcome_plan = NULL;
 static SPIPlanPtr insert_plan = NULL;
 
 /* every remote sink, for waiting on all of them */
-static const RemoteSink *const sinks[] = {&webhook_sink};
+static const RemoteSink *const sinks[] = {&webhook_sink, &nats_sink};
 
 /* rows claimed at most per query */
 #define MAX_CLAIM 5000
@@ -399,6 +399,8 @@ remote_sink_of(const Route *route)
 	{
 		case ROUTE_WEBHOOK:
 			return &webhook_sink;
+		case ROUTE_NATS:
+			return &nats_sink;
 		case ROUTE_QUEUE:
 			break;
 	}

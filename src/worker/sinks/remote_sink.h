@@ -129,5 +129,6 @@ extern void remote_delivery_finished(RemoteMessage *msg);
 
 /* the sinks */
 extern const RemoteSink webhook_sink;
+extern const RemoteSink nats_sink;
 
 #endif							/* NOTIFIER_REMOTE_SINK_H */
