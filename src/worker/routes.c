@@ -40,7 +40,8 @@
 #define ROUTE_COL_OWNER 18
 #define ROUTE_COL_MAX_PER_SECOND 19
 #define ROUTE_COL_NATS_SUBJECT 20	/* then nats_username, creds_file,
-									 * tls_ca_file, tls_cert_file, tls_key_file */
+									 * tls_ca_file, tls_cert_file,
+									 * tls_key_file */
 
 static int
 compare_strings(const ListCell *a, const ListCell *b)
