@@ -925,9 +925,9 @@ record_outcomes(void)
 	 * was ever in that status and is not vacuumed yet.  So the status is
 	 * tested in a CASE, which no index predicate can be proved from: written
 	 * as "status = 'in_flight'", a generic plan made while the table looked
-	 * empty (never analyzed) chose deliveries_in_flight_idx, and each
-	 * outcome took up to 120 ms on a backlog (commit -> 2xx p50 251 ms at
-	 * 5,000 events/s).
+	 * empty (never analyzed) chose deliveries_in_flight_idx, and each outcome
+	 * took up to 120 ms on a backlog (commit -> 2xx p50 251 ms at 5,000
+	 * events/s).
 	 */
 	plan = keep_plan(&outcome_plan,
 					 "UPDATE notifier.deliveries d SET"
