@@ -831,6 +831,26 @@ ALTER TABLE notifier.queue
 	ADD COLUMN vt timestamptz,
 	ADD COLUMN read_ct integer NOT NULL DEFAULT 0;
 
+-- read() writes vt and read_ct, neither indexed: with room on the page,
+-- the new version is a heap-only tuple (HOT), which adds nothing to the
+-- table's two indexes, where a consumer's scan would otherwise walk one
+-- more dead entry per event read until the next VACUUM.  An event fills
+-- about 300 bytes: half of each page is left to the first read of its
+-- events.  Set on the table, not rewritten: pages written from now on.
+ALTER TABLE notifier.queue SET (fillfactor = 50);
+
+-- The (channel, id) index serves one channel's oldest events (read(), and
+-- pop() of a channel) and nothing else.  Partial on a predicate every row
+-- meets, it can be used only by a query that compares the channel: a
+-- lookup by id alone (ack(), nack(), the rows read() and pop() took) always
+-- goes to the primary key.  Otherwise a generic plan made while the
+-- statistics say the table is empty may read the whole (channel, id) index
+-- for "id = ANY (...)" -- for no rows as cheap as the primary key -- and
+-- keep doing so as the queue grows, until the next ANALYZE.
+DROP INDEX notifier.queue_channel_id_idx;
+CREATE INDEX queue_channel_id_idx ON notifier.queue (channel, id)
+	WHERE channel IS NOT NULL;
+
 COMMENT ON COLUMN notifier.queue.vt IS
 'hidden from read() and pop() until then (set by read() and nack()); NULL: never read';
 COMMENT ON COLUMN notifier.queue.read_ct IS
@@ -884,14 +904,23 @@ COMMENT ON FUNCTION notifier.nack(bigint[], interval) IS
 'make events that notifier.read() returned visible again after delay; returns how many';
 
 -- pop() takes no event that read() or nack() hides: it picks the oldest
--- visible ones (of one channel through the (channel, id) index, whose order
--- "ORDER BY s.channel, s.id" asks for: a generic plan may otherwise walk the
--- primary key through every other channel's rows), then deletes what it
--- picked.
+-- visible ones, then deletes what it picked.  Its plans are made for the
+-- indexes whatever notifier.queue's statistics say (no sequential or bitmap
+-- scan, no sort, and so no JIT: a plan made just after a drain, when the
+-- table is empty, is kept until the next ANALYZE, see plan_for_indexes() in
+-- common/extension.c); one channel's oldest events then come from the
+-- (channel, id) index in its order, the channel compared as a range so that
+-- "ORDER BY s.channel, s.id" is an order no other index gives (with "=",
+-- the primary key would do as well for the planner, walked through every
+-- other channel's rows).
 CREATE OR REPLACE FUNCTION notifier.pop(channel text DEFAULT NULL, max integer DEFAULT 100)
 RETURNS SETOF notifier.queue
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
+SET enable_seqscan = off
+SET enable_bitmapscan = off
+SET enable_sort = off
+SET jit = off
 AS $$
 DECLARE
 	picked bigint[];
@@ -907,7 +936,8 @@ BEGIN
 						 ORDER BY s.id LIMIT max FOR UPDATE SKIP LOCKED);
 	ELSE
 		picked := ARRAY(SELECT s.id FROM notifier.queue s
-						 WHERE s.channel = pop.channel AND (s.vt IS NULL OR s.vt <= clock_timestamp())
+						 WHERE s.channel >= pop.channel AND s.channel <= pop.channel
+						   AND (s.vt IS NULL OR s.vt <= clock_timestamp())
 						 ORDER BY s.channel, s.id LIMIT max FOR UPDATE SKIP LOCKED);
 	END IF;
 	RETURN QUERY

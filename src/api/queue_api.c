@@ -34,6 +34,7 @@
 #include "miscadmin.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/timestamp.h"
 
@@ -62,16 +63,20 @@
  * dead-letter part: read() is then as cheap as it can be.  The rows taken
  * are found again by "id = ANY (ARRAY(...))", not by a join: a kept plan is
  * generic, and a generic join of an unknown number of taken rows may well
- * be a hash join over the whole queue.  "ORDER BY s.channel, s.id" (the
- * same order: one channel) is the order of the (channel, id) index, which a
- * generic plan then always uses: ordered by id alone it may walk the
- * primary key through the rows of every other channel.
+ * be a hash join over the whole queue.  The channel's oldest rows come from
+ * the (channel, id) index, in its order: the channel is compared as a range
+ * (">= $1 AND <= $1", which for the database's deterministic collation is
+ * equality) so that "ORDER BY s.channel, s.id" stays an order only that
+ * index gives, sorts being ruled out (plan_for_indexes()).  With "= $1" the
+ * order would be the id's alone, and the primary key, walked through the
+ * rows of every other channel, would do as well for the planner.
  */
 #define QUEUE_TAKEN_CTE(poison) \
 	"WITH taken AS (" \
 	"  SELECT s.id, " poison " AS poison" \
 	"    FROM notifier.queue s" \
-	"   WHERE s.channel OPERATOR(pg_catalog.=) $1" \
+	"   WHERE s.channel OPERATOR(pg_catalog.>=) $1" \
+	"     AND s.channel OPERATOR(pg_catalog.<=) $1" \
 	"     AND (s.vt IS NULL OR s.vt OPERATOR(pg_catalog.<=) pg_catalog.clock_timestamp())" \
 	"   ORDER BY s.channel, s.id LIMIT $3 FOR UPDATE OF s SKIP LOCKED),"
 #define QUEUE_DEAD_LETTER_CTES \
@@ -135,13 +140,10 @@ queue_max_reads_arg(FunctionCallInfo fcinfo, int argno, Oid queue_relid,
 
 /*
  * The statements of read(), ack() and nack(), prepared once per backend
- * (the plan cache re-plans them when the tables change), with generic
- * plans: they find the rows they change by id = ANY (...) and a channel's
- * oldest rows by the (channel, id) index whatever the arguments, and a
- * custom plan per call would cost more than the statement itself.
+ * and planned for their indexes (plan_for_indexes()): the plan cache
+ * re-plans them when the tables change, and notifier.queue's statistics
+ * say little about the queue it holds by then.
  */
-#define GENERIC CURSOR_OPT_GENERIC_PLAN
-
 static SPIPlanPtr route_plan = NULL;
 static SPIPlanPtr read_plan = NULL;
 static SPIPlanPtr read_poison_plan = NULL;
@@ -211,9 +213,10 @@ notifier_read(PG_FUNCTION_ARGS)
 	values[2] = Int32GetDatum(max);
 
 	become_table_owner("queue", &sw);
+	plan_for_indexes(GUC_ACTION_SAVE, true);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	rc = SPI_execute_plan(keep_plan_options(&route_plan, QUEUE_ROUTE_SQL, 1, argtypes, GENERIC),
+	rc = SPI_execute_plan(keep_plan(&route_plan, QUEUE_ROUTE_SQL, 1, argtypes),
 						  values, NULL, false, 1);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "reading notifier.routes failed: %s", SPI_result_code_string(rc));
@@ -226,10 +229,10 @@ notifier_read(PG_FUNCTION_ARGS)
 	values[3] = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 	values[4] = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
 	if (isnull)
-		rc = SPI_execute_plan(keep_plan_options(&read_plan, QUEUE_READ_SQL, 3, argtypes, GENERIC),
+		rc = SPI_execute_plan(keep_plan(&read_plan, QUEUE_READ_SQL, 3, argtypes),
 							  values, NULL, false, 0);
 	else
-		rc = SPI_execute_plan(keep_plan_options(&read_poison_plan, QUEUE_READ_POISON_SQL, 5, argtypes, GENERIC),
+		rc = SPI_execute_plan(keep_plan(&read_poison_plan, QUEUE_READ_POISON_SQL, 5, argtypes),
 							  values, NULL, false, 0);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "reading notifier.queue failed: %s", SPI_result_code_string(rc));
@@ -248,27 +251,32 @@ notifier_read(PG_FUNCTION_ARGS)
 }
 
 /*
- * ack() and nack(): one statement on the events ids names, as the caller;
- * returns how many it changed.  $1 ids, $2 (nack) the delay.
+ * ack() and nack(): one statement on the events ids names, as the caller
+ * (the planner settings in a GUC nest level of their own); returns how many
+ * it changed.  $1 ids, $2 (nack) the delay.
  */
 static Datum
 queue_settle(FunctionCallInfo fcinfo, SPIPlanPtr *plan, const char *sql,
 			 int nargs, Oid *argtypes)
 {
 	Datum		values[2];
+	int			nestlevel;
 	int			rc;
 	uint64		processed;
 	int			i;
 
 	for (i = 0; i < nargs; i++)
 		values[i] = PG_GETARG_DATUM(i);
+	nestlevel = NewGUCNestLevel();
+	plan_for_indexes(GUC_ACTION_SAVE, false);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	rc = SPI_execute_plan(keep_plan_options(plan, sql, nargs, argtypes, GENERIC), values, NULL, false, 0);
+	rc = SPI_execute_plan(keep_plan(plan, sql, nargs, argtypes), values, NULL, false, 0);
 	if (rc < 0)
 		elog(ERROR, "settling events of notifier.queue failed: %s", SPI_result_code_string(rc));
 	processed = SPI_processed;
 	SPI_finish();
+	AtEOXact_GUC(false, nestlevel);
 	PG_RETURN_INT64((int64) processed);
 }
 

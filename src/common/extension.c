@@ -19,6 +19,7 @@
 #include "commands/extension.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
+#include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
 
@@ -87,29 +88,51 @@ notifier_table_oid(const char *relname)
 SPIPlanPtr
 keep_plan(SPIPlanPtr *plan, const char *sql, int nargs, const Oid *argtypes)
 {
-	return keep_plan_options(plan, sql, nargs, argtypes, 0);
-}
-
-/*
- * keep_plan() with SPI_prepare_cursor()'s options: CURSOR_OPT_GENERIC_PLAN
- * for a statement whose generic plan is as good as any custom one, so that
- * it is never planned again per call.
- */
-SPIPlanPtr
-keep_plan_options(SPIPlanPtr *plan, const char *sql, int nargs, const Oid *argtypes,
-				  int cursor_options)
-{
 	if (*plan == NULL)
 	{
 		SPIPlanPtr	prepared;
 
-		prepared = SPI_prepare_cursor(sql, nargs, unconstify(Oid *, argtypes),
-									  cursor_options);
-
+		prepared = SPI_prepare(sql, nargs, unconstify(Oid *, argtypes));
 		if (prepared == NULL)
 			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
 		SPI_keepplan(prepared);
 		*plan = prepared;
 	}
 	return *plan;
+}
+
+/*
+ * Plan the kept plans for their indexes, until the end of the transaction
+ * (GUC_ACTION_LOCAL) or of the caller's GUC nest level (GUC_ACTION_SAVE).
+ *
+ * The extension's queue-like tables (the outbox, deliveries, notifier.queue)
+ * have an index made for each query on them, but their statistics describe
+ * what they held at the last ANALYZE: often nothing, just after a drain.  A
+ * plan made then -- a sequential scan, or, for "ORDER BY ... LIMIT", a
+ * bitmap scan and a sort, or another index walked through other channels'
+ * rows -- is kept until the next ANALYZE, and costs O(dead and live rows)
+ * per call once the backlog has grown.  With sequential scans ruled out
+ * (and, when ordered, bitmap scans and sorts: the order must come from an
+ * index), a generic plan is as good as any custom one, and every call
+ * reuses it.  No JIT: a path ruled out is only made to cost 1e10, so a plan
+ * that still needs one (the sort of a few returned rows, a scan of a table
+ * without an index for it) would look worth compiling at every execution,
+ * which costs a hundred times the query.
+ */
+void
+plan_for_indexes(GucAction action, bool ordered)
+{
+	(void) set_config_option("enable_seqscan", "off", PGC_USERSET, PGC_S_SESSION,
+							 action, true, 0, false);
+	if (ordered)
+	{
+		(void) set_config_option("enable_bitmapscan", "off", PGC_USERSET,
+								 PGC_S_SESSION, action, true, 0, false);
+		(void) set_config_option("enable_sort", "off", PGC_USERSET, PGC_S_SESSION,
+								 action, true, 0, false);
+	}
+	(void) set_config_option("plan_cache_mode", "force_generic_plan", PGC_USERSET,
+							 PGC_S_SESSION, action, true, 0, false);
+	(void) set_config_option("jit", "off", PGC_USERSET, PGC_S_SESSION,
+							 action, true, 0, false);
 }

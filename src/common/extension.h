@@ -12,6 +12,7 @@
 #define NOTIFIER_EXTENSION_H
 
 #include "executor/spi.h"
+#include "utils/guc.h"
 
 /* what to do when the extension's objects are not as it made them */
 #define NOTIFIER_REINSTALL_HINT \
@@ -28,7 +29,6 @@ extern bool notifier_extension_current(Oid extoid);
 extern Oid	notifier_table_oid(const char *relname);
 extern SPIPlanPtr keep_plan(SPIPlanPtr *plan, const char *sql, int nargs,
 							const Oid *argtypes);
-extern SPIPlanPtr keep_plan_options(SPIPlanPtr *plan, const char *sql, int nargs,
-									const Oid *argtypes, int cursor_options);
+extern void plan_for_indexes(GucAction action, bool ordered);
 
 #endif							/* NOTIFIER_EXTENSION_H */

@@ -231,7 +231,7 @@ relay_batch(void *arg, MemoryContext keep_cxt, ErrorData **retry)
 	RouteDelta *deltas;
 	int64		first = batch->cursor + 1;
 
-	worker_xact_plan_for_indexes();
+	plan_for_indexes(GUC_ACTION_LOCAL, false);
 	xmin = GetActiveSnapshot()->xmin;
 	horizon = XidFromFullTransactionId(ReadNextFullTransactionId());
 

@@ -199,23 +199,6 @@ worker_xact_commit(void)
 }
 
 /*
- * For the rest of the transaction, plan for the indexes: the worker's
- * queries on its queue-like tables (outbox, deliveries) each have an index
- * made for them, and a sequential scan -- which the planner may pick for a
- * generic plan, or before the table was first analyzed -- costs O(dead and
- * live rows) per query.  With that ruled out, planning every execution anew
- * would buy nothing.
- */
-void
-worker_xact_plan_for_indexes(void)
-{
-	(void) set_config_option("enable_seqscan", "off", PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_LOCAL, true, 0, false);
-	(void) set_config_option("plan_cache_mode", "force_generic_plan", PGC_USERSET,
-							 PGC_S_SESSION, GUC_ACTION_LOCAL, true, 0, false);
-}
-
-/*
  * Roll back the transaction worker_xact_begin() started, whatever state an
  * error left it in (SPI and the snapshot go with it).  Back in the caller's
  * memory context.

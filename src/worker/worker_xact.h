@@ -18,6 +18,5 @@ extern void worker_xact_expect_extension(Oid ext);
 extern bool worker_xact_extension_changed(void);
 extern void worker_xact_commit(void);
 extern void worker_xact_abort(void);
-extern void worker_xact_plan_for_indexes(void);
 
 #endif							/* NOTIFIER_WORKER_XACT_H */

@@ -356,7 +356,7 @@ bookkeeping_xact_begin(bool durable)
 	if (!durable)
 		(void) set_config_option("synchronous_commit", "off", PGC_USERSET, PGC_S_SESSION,
 								 GUC_ACTION_LOCAL, true, 0, false);
-	worker_xact_plan_for_indexes();
+	plan_for_indexes(GUC_ACTION_LOCAL, false);
 	return true;
 }
 
