@@ -11,7 +11,7 @@ OBJS = $(SRCS:.c=.o)
 DATA = $(wildcard src/$(EXTENSION)--*.sql)
 PGFILEDESC = "pg_notifier - table changes as JSON events"
 
-REGRESS = setup options payload types oversize identifiers partitions errors coalesce routes webhooks outbox capture_ddl watch_api nolost hardening auto append_path replay disable_route route_options queue_read max_per_second backfill nats upgrade
+REGRESS = setup options payload types oversize identifiers partitions errors coalesce routes webhooks outbox capture_ddl watch_api nolost hardening auto append_path replay disable_route route_options queue_read queue_plans max_per_second backfill nats upgrade
 REGRESS_OPTS = --inputdir=. --outputdir=.
 ISOLATION = commit_order savepoint_rollback concurrent_pop watch_concurrent drop_extension auto_route concurrent_read
 

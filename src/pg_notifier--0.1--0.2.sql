@@ -582,7 +582,7 @@ BEGIN
 	 WHERE r.id = set_route_paused.route_id AND r.kind IN ('webhook', 'nats')
 	   FOR UPDATE;
 	IF NOT FOUND THEN
-		RAISE EXCEPTION 'webhook route % does not exist', route_id
+		RAISE EXCEPTION 'webhook or NATS route % does not exist', route_id
 			USING ERRCODE = 'undefined_object',
 				  HINT = 'See notifier.route_list for the routes.';
 	END IF;
@@ -761,7 +761,7 @@ BEGIN
 	END IF;
 	IF NOT EXISTS (SELECT 1 FROM notifier.routes r
 					WHERE r.id = replay.route_id AND r.kind IN ('webhook', 'nats')) THEN
-		RAISE EXCEPTION 'webhook route % does not exist', route_id
+		RAISE EXCEPTION 'webhook or NATS route % does not exist', route_id
 			USING ERRCODE = 'undefined_object',
 				  HINT = 'See notifier.route_list for the routes.';
 	END IF;
