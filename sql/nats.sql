@@ -123,6 +123,15 @@ SET ROLE nats_manager;
 SELECT notifier.add_nats('c', 'tls://h', tls_ca_file => '/dev/null') > 0 AS added;
 RESET ROLE;
 
+-- redeliver_dead() of a NATS route: its dead events are pending again
+SELECT notifier.add_nats('c_dead', 'nats://127.0.0.1:4222') AS nats_dead \gset
+INSERT INTO notifier.deliveries (route_id, event_id, payload, status, attempts)
+VALUES (:nats_dead, '9.1', '{"id":"9.1"}', 'dead', 10),
+	   (:nats_dead, '9.2', '{"id":"9.2"}', 'delivered', 1);
+SELECT notifier.redeliver_dead(:nats_dead);
+SELECT event_id, status, attempts FROM notifier.deliveries
+ WHERE route_id = :nats_dead ORDER BY event_id;
+
 SELECT notifier.remove_route(id) FROM notifier.routes WHERE kind = 'nats';
 REVOKE ALL ON FUNCTION notifier.add_nats(text, text, text, text, text, text, text, text, jsonb, integer, integer, integer, notifier.ordering, jsonpath, regprocedure, text, text) FROM nats_manager;
 REVOKE USAGE ON SCHEMA notifier FROM nats_plain, nats_manager;

@@ -1089,6 +1089,42 @@ COMMENT ON FUNCTION notifier.add_nats(text, text, text, text, text, text, text, 
 
 REVOKE ALL ON FUNCTION notifier.add_nats(text, text, text, text, text, text, text, text, jsonb, integer, integer, integer, notifier.ordering, jsonpath, regprocedure, text, text) FROM PUBLIC;
 
+-- redeliver_dead() of any remote route: a NATS route's dead events are
+-- rows of notifier.deliveries like a webhook route's, and go again the same
+-- way (the rows of a dead batch all become pending: its message is sent
+-- whole, from attempt 1).
+CREATE OR REPLACE FUNCTION notifier.redeliver_dead(route_id bigint)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	n bigint;
+BEGIN
+	IF route_id IS NULL THEN
+		RAISE EXCEPTION 'route_id must not be NULL'
+			USING ERRCODE = 'null_value_not_allowed',
+				  HINT = 'See notifier.route_list for the routes.';
+	END IF;
+	IF NOT EXISTS (SELECT 1 FROM notifier.routes r
+					WHERE r.id = redeliver_dead.route_id AND r.kind IN ('webhook', 'nats')) THEN
+		RAISE EXCEPTION 'webhook or NATS route % does not exist', route_id
+			USING ERRCODE = 'undefined_object',
+				  HINT = 'See notifier.route_list for the routes.';
+	END IF;
+	UPDATE notifier.deliveries d
+	   SET status = 'pending', attempts = 0, next_attempt_at = now(),
+		   updated_at = now()
+	 WHERE d.route_id = redeliver_dead.route_id AND d.status = 'dead';
+	GET DIAGNOSTICS n = ROW_COUNT;
+	PERFORM pg_notify('pg_notifier_control', 'deliveries');
+	RETURN n;
+END
+$$;
+
+COMMENT ON FUNCTION notifier.redeliver_dead(bigint) IS
+'every dead delivery of a webhook or NATS route becomes pending again; returns how many';
+
 -- Keep these last: once everything above is committed, the launcher starts
 -- the worker ('*'), or the waiting worker of a listed database takes it in.
 SELECT notifier.worker_start();
