@@ -103,13 +103,19 @@ SELECT notifier.add_nats('c', 'nats://h', timeout_ms => 0);
 SELECT notifier.add_nats('c', 'nats://h', concurrency => 0);
 SELECT notifier.add_nats('c', 'nats://h', concurrency => 10001);
 SELECT notifier.add_nats('c', 'nats://h', ordered => 'sometimes');
+SELECT notifier.add_nats('c', 'nats://h', max_per_second => 0);
+SELECT notifier.add_nats('c', 'nats://h', max_per_second => 'NaN');
+SELECT notifier.add_nats('c', 'nats://h', max_per_second => 1000001);
+-- max_per_second caps publishes: a route with one sends an event per message
+SELECT notifier.add_nats('c_rate', 'nats://h', max_per_second => 50) AS rate_route \gset
+SELECT batch_size, max_per_second FROM notifier.route_list WHERE id = :rate_route;
 
 -- privileges: not PUBLIC's; a role granted EXECUTE adds routes, but names no
 -- server file without pg_read_server_files
 CREATE ROLE nats_plain;
 CREATE ROLE nats_manager;
 GRANT USAGE ON SCHEMA notifier TO nats_plain, nats_manager;
-GRANT EXECUTE ON FUNCTION notifier.add_nats(text, text, text, text, text, text, text, text, jsonb, integer, integer, integer, notifier.ordering, jsonpath, regprocedure, text, text) TO nats_manager;
+GRANT EXECUTE ON FUNCTION notifier.add_nats(text, text, text, text, text, text, text, text, jsonb, integer, integer, integer, notifier.ordering, jsonpath, regprocedure, text, text, double precision) TO nats_manager;
 SET ROLE nats_plain;
 SELECT notifier.add_nats('c', 'nats://h');
 RESET ROLE;
@@ -133,7 +139,7 @@ SELECT event_id, status, attempts FROM notifier.deliveries
  WHERE route_id = :nats_dead ORDER BY event_id;
 
 SELECT notifier.remove_route(id) FROM notifier.routes WHERE kind = 'nats';
-REVOKE ALL ON FUNCTION notifier.add_nats(text, text, text, text, text, text, text, text, jsonb, integer, integer, integer, notifier.ordering, jsonpath, regprocedure, text, text) FROM nats_manager;
+REVOKE ALL ON FUNCTION notifier.add_nats(text, text, text, text, text, text, text, text, jsonb, integer, integer, integer, notifier.ordering, jsonpath, regprocedure, text, text, double precision) FROM nats_manager;
 REVOKE USAGE ON SCHEMA notifier FROM nats_plain, nats_manager;
 DROP ROLE nats_plain;
 DROP ROLE nats_manager;

@@ -1036,7 +1036,9 @@ COMMENT ON FUNCTION notifier.cancel_backfill(bigint) IS
 -- URLs (comma-separated nats:// or tls://, without credentials), secret its
 -- token or password (masked in route_list and stats like a webhook secret),
 -- headers its own headers; batch_size is how many events (each its own
--- publish) one message of the engine carries: 100, 1 for ordered => 'route'.
+-- publish) one message of the engine carries: 100, 1 for ordered => 'route'
+-- and with max_per_second (the engine's rate counts messages: one message
+-- per event makes it publishes per second).
 ALTER TABLE notifier.routes DROP CONSTRAINT routes_kind_check;
 ALTER TABLE notifier.routes
 	ADD CONSTRAINT routes_kind_check CHECK (kind IN ('queue', 'webhook', 'nats'));
@@ -1079,15 +1081,16 @@ CREATE FUNCTION notifier.add_nats(
 	filter		jsonpath DEFAULT NULL,
 	transform	regprocedure DEFAULT NULL,
 	tls_cert_file text DEFAULT NULL,
-	tls_key_file text DEFAULT NULL)
+	tls_key_file text DEFAULT NULL,
+	max_per_second double precision DEFAULT NULL)
 RETURNS bigint
 AS 'MODULE_PATHNAME', 'notifier_add_nats'
 LANGUAGE C CALLED ON NULL INPUT VOLATILE;
 
-COMMENT ON FUNCTION notifier.add_nats(text, text, text, text, text, text, text, text, jsonb, integer, integer, integer, notifier.ordering, jsonpath, regprocedure, text, text) IS
+COMMENT ON FUNCTION notifier.add_nats(text, text, text, text, text, text, text, text, jsonb, integer, integer, integer, notifier.ordering, jsonpath, regprocedure, text, text, double precision) IS
 'route the events of a channel to NATS JetStream (one publish per event, delivered on its PubAck); returns the route id';
 
-REVOKE ALL ON FUNCTION notifier.add_nats(text, text, text, text, text, text, text, text, jsonb, integer, integer, integer, notifier.ordering, jsonpath, regprocedure, text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION notifier.add_nats(text, text, text, text, text, text, text, text, jsonb, integer, integer, integer, notifier.ordering, jsonpath, regprocedure, text, text, double precision) FROM PUBLIC;
 
 -- redeliver_dead() of any remote route: a NATS route's dead events are
 -- rows of notifier.deliveries like a webhook route's, and go again the same

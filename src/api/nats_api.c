@@ -25,6 +25,9 @@
  *	 the reason.
  * - headers: a JSON object of strings, not Nats-* (JetStream's own, among
  *	 them Nats-Msg-Id) nor pg-notifier-*.
+ * - max_per_second: as add_webhook()'s.  The engine's rate counts messages;
+ *	 a route with one sends each event as a message of its own (batch_size
+ *	 1, as for ordered => 'route'), so that it caps publishes per second.
  *
  * Copyright (c) 2026, pg_notifier developers; PostgreSQL Licence (LICENSE)
  *
@@ -69,6 +72,7 @@
 #define ADD_NATS_ARG_TRANSFORM 14
 #define ADD_NATS_ARG_TLS_CERT_FILE 15
 #define ADD_NATS_ARG_TLS_KEY_FILE 16
+#define ADD_NATS_ARG_MAX_PER_SECOND 17
 
 #define MAX_ATTEMPTS 100
 #define MAX_TIMEOUT_MS 600000
@@ -271,10 +275,11 @@ PG_FUNCTION_INFO_V1(notifier_add_nats);
 Datum
 notifier_add_nats(PG_FUNCTION_ARGS)
 {
-	Oid			argtypes[14 + ROUTE_OPTION_COUNT] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
-	TEXTOID, JSONBOID, INT4OID, INT4OID, INT4OID, InvalidOid, TEXTOID, TEXTOID, ROUTE_OPTION_TYPES};
-	Datum		values[14 + ROUTE_OPTION_COUNT];
-	char		nulls[14 + ROUTE_OPTION_COUNT];
+	Oid			argtypes[15 + ROUTE_OPTION_COUNT] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
+		TEXTOID, JSONBOID, INT4OID, INT4OID, INT4OID, InvalidOid, TEXTOID, TEXTOID, FLOAT8OID,
+	ROUTE_OPTION_TYPES};
+	Datum		values[15 + ROUTE_OPTION_COUNT];
+	char		nulls[15 + ROUTE_OPTION_COUNT];
 	int			noptions;
 	const char *option_columns;
 	const char *option_params;
@@ -332,6 +337,7 @@ notifier_add_nats(PG_FUNCTION_ARGS)
 	(void) route_int_arg(fcinfo, ADD_NATS_ARG_MAX_ATTEMPTS, "max_attempts", MAX_ATTEMPTS);
 	(void) route_int_arg(fcinfo, ADD_NATS_ARG_TIMEOUT_MS, "timeout_ms", MAX_TIMEOUT_MS);
 	(void) route_int_arg(fcinfo, ADD_NATS_ARG_CONCURRENCY, "concurrency", MAX_CONCURRENCY);
+	check_max_per_second(fcinfo, ADD_NATS_ARG_MAX_PER_SECOND);
 	require_arg(fcinfo, ADD_NATS_ARG_ORDERED, "ordered", DEFAULT_HINT);
 	/* notifier.ordering, whose OID this library does not know */
 	argtypes[11] = get_fn_expr_argtype(fcinfo->flinfo, ADD_NATS_ARG_ORDERED);
@@ -341,15 +347,16 @@ notifier_add_nats(PG_FUNCTION_ARGS)
 	 * secret ($4) is the token, or else the password.
 	 */
 	{
-		static const int from[14] = {
+		static const int from[15] = {
 			ADD_NATS_ARG_CHANNEL, ADD_NATS_ARG_URLS, ADD_NATS_ARG_SUBJECT,
 			ADD_NATS_ARG_TOKEN, ADD_NATS_ARG_USERNAME, ADD_NATS_ARG_CREDS_FILE,
 			ADD_NATS_ARG_TLS_CA_FILE, ADD_NATS_ARG_HEADERS, ADD_NATS_ARG_MAX_ATTEMPTS,
 			ADD_NATS_ARG_TIMEOUT_MS, ADD_NATS_ARG_CONCURRENCY, ADD_NATS_ARG_ORDERED,
-			ADD_NATS_ARG_TLS_CERT_FILE, ADD_NATS_ARG_TLS_KEY_FILE
+			ADD_NATS_ARG_TLS_CERT_FILE, ADD_NATS_ARG_TLS_KEY_FILE,
+			ADD_NATS_ARG_MAX_PER_SECOND
 		};
 
-		for (int i = 0; i < 14; i++)
+		for (int i = 0; i < lengthof(from); i++)
 		{
 			int			a = from[i];
 
@@ -361,17 +368,18 @@ notifier_add_nats(PG_FUNCTION_ARGS)
 	}
 
 	noptions = route_options_args(fcinfo, ADD_NATS_ARG_FILTER, ADD_NATS_ARG_TRANSFORM,
-								  values + 14, nulls + 14, 15, &option_columns, &option_params);
+								  values + 15, nulls + 15, 16, &option_columns, &option_params);
 
 	warn_if_no_worker();
 	routes_execute(psprintf("INSERT INTO notifier.routes (channel, kind, url, subject, secret,"
 							" nats_username, creds_file, tls_ca_file, headers, max_attempts,"
 							" timeout_ms, concurrency, ordered, tls_cert_file, tls_key_file,"
-							" batch_size%s)"
-							" VALUES ($1, 'nats', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,"
-							"  CASE WHEN $12::pg_catalog.text OPERATOR(pg_catalog.=) 'route' THEN 1"
+							" max_per_second, batch_size%s)"
+							" VALUES ($1, 'nats', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,"
+							"  CASE WHEN $12::pg_catalog.text OPERATOR(pg_catalog.=) 'route'"
+							"    OR $15 IS NOT NULL THEN 1"
 							"   ELSE " CppAsString2(NATS_BATCH_EVENTS) " END%s)"
 							" RETURNING id", option_columns, option_params),
-				   14 + noptions, argtypes, values, nulls, SPI_OK_INSERT_RETURNING, &id);
+				   15 + noptions, argtypes, values, nulls, SPI_OK_INSERT_RETURNING, &id);
 	PG_RETURN_INT64(id);
 }

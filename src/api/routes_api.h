@@ -22,6 +22,7 @@ extern void route_does_not_exist(int64 route_id) pg_attribute_noreturn();
 
 /* webhook_api.c: what add_nats() checks the same way */
 extern int32 route_int_arg(FunctionCallInfo fcinfo, int argno, const char *name, int32 max);
+extern void check_max_per_second(FunctionCallInfo fcinfo, int argno);
 extern bool route_host_allowed(const char *host);
 extern void check_header_object(Jsonb *headers, const char *const *reserved,
 								const char *hint);

@@ -75,8 +75,8 @@ route_int_arg(FunctionCallInfo fcinfo, int argno, const char *name, int32 max)
 	return value;
 }
 
-/* max_per_second: NULL (no limit), or a rate above 0 */
-static void
+/* max_per_second: NULL (no limit), or a rate above 0 (add_webhook(), add_nats()) */
+void
 check_max_per_second(FunctionCallInfo fcinfo, int argno)
 {
 	float8		rate;

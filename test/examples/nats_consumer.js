@@ -9,7 +9,8 @@
 // nothing to clean up afterwards): subject, stream sequence, the headers
 // pg_notifier sets (Nats-Msg-Id = the event's id, pg-notifier-channel,
 // pg-notifier-op) and the event.  --json prints one JSON object per line
-// ({subject, seq, headers, data}).  NATS_COUNT=n stops after n messages,
+// ({subject, seq, time_ns, headers, data}; time_ns: when the stream stored
+// it, in nanoseconds since the epoch).  NATS_COUNT=n stops after n messages,
 // NATS_IDLE_MS=ms when none came for that long (default: follow forever).
 //
 // As a test (test/run examples; `npm ci` in test/examples first), without
@@ -32,7 +33,7 @@ function natsOptions(urls) {
   return opts;
 }
 
-// Read the stream from its start; onMsg({subject, seq, headers, data}) for each.
+// Read the stream from its start; onMsg({subject, seq, time_ns, headers, data}) for each.
 async function consume(nc, stream, { count, idleMs, onMsg }) {
   const js = nc.jetstream();
   const consumer = await js.consumers.get(stream); // an ordered consumer
@@ -47,7 +48,7 @@ async function consume(nc, stream, { count, idleMs, onMsg }) {
       if (m.headers) {
         for (const [k, v] of m.headers) headers[k] = v.length === 1 ? v[0] : v;
       }
-      onMsg({ subject: m.subject, seq: m.seq, headers, data: m.string() });
+      onMsg({ subject: m.subject, seq: m.seq, time_ns: m.info.timestampNanos, headers, data: m.string() });
       n++;
       got++;
     }

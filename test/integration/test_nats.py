@@ -7,13 +7,16 @@ stopped at the end), read back with Node's official nats client
 Steps:
   r1          an R1 stream: routes ordered by key and by route; every event
               arrives once, complete, in order, with its subject and headers
-  no-stream   no stream captures the subject: retried, then dead, with that reason
+  no-stream   no stream captures the subject: retried, then dead, with that reason;
+              once a stream captures it, redeliver_dead() delivers it
   subjects    subjects from odd schema and table names; where a stream captures
               one table's events and not another's, interleaved in one
               transaction, the one's are delivered and the other's dead
   large       an event over the server's max_payload is dead at once, alone
   pause       pause_route() keeps a route's events, resume_route() sends them,
               replay() sends them again: duplicates JetStream drops
+  rate        max_per_second 40: 200 events stored by the stream at 40 per
+              second (its own timestamps), within 10 %
   server-down one route's server is down: retried with backoff while a route
               to another server delivers; the server back, everything arrives
   auth        a token server: the wrong token is dead at once with the reason,
@@ -178,7 +181,14 @@ def step_no_stream(ctx):
                    (route,)).fetchone()), 60)
     ctx.check(row[1] == 3, f"dead after {row[1]} attempts, expected max_attempts 3")
     ctx.check("no stream" in row[2] and "nowhere.ns_t" in row[2], f"reason: {row[2]!r}")
-    ctx.result(f"no stream: retried, dead after 3 attempts with {row[2]!r}")
+    adm = NatsAdmin(srv.url)
+    adm.add_stream("NOWHERE", ["nowhere.>"])
+    n = db.execute("SELECT notifier.redeliver_dead(%s)", (route,)).fetchone()[0]
+    wait_delivered(db, route, 1)
+    stored = adm.info("NOWHERE")["messages"]
+    ctx.check(n == 1 and stored == 1, f"redeliver_dead: {n} redelivered, {stored} in the stream (expected 1, 1)")
+    ctx.result(f"no stream: retried, dead after 3 attempts with {row[2]!r}; redeliver_dead() "
+               "delivered it once a stream captured the subject")
 
 
 def step_subjects(ctx):
@@ -267,6 +277,40 @@ def step_pause(ctx):
     count = adm.info("PAUSE")["messages"]
     ctx.check(n == 20 and count == 21, f"replayed {n}, {count} messages in the stream (expected 20, 21)")
     ctx.result(f"pause: 20 events kept while paused, sent on resume; replay() of them dropped as duplicates ({count} messages)")
+
+
+RATE = 40            # [rate]: max_per_second of the route
+RATE_EVENTS = 200    # ... and its events: 5 s at that rate
+
+
+def step_rate(ctx):
+    """max_per_second caps publishes: the stream stores the events at that
+    rate, measured with the stream's own timestamps over the whole burst (5 s:
+    the bucket's first tenth of a second does not count)."""
+    db = ctx.db
+    srv = ctx.server().start()
+    adm = NatsAdmin(srv.url)
+    adm.add_stream("RATE", ["rate.>"])
+    db.execute("CREATE TABLE rate_t (id int PRIMARY KEY)")
+    db.execute("SELECT notifier.watch('rate_t', channel => 'nrate')")
+    route = db.execute("SELECT notifier.add_nats('nrate', %s, subject => 'rate.x', max_per_second => %s)",
+                       (srv.url, RATE)).fetchone()[0]
+    db.execute("INSERT INTO rate_t SELECT generate_series(1, %s)", (RATE_EVENTS,))
+    wait_delivered(db, route, RATE_EVENTS, RATE_EVENTS / RATE * 3 + 10)
+    msgs = adm.messages("RATE", count=RATE_EVENTS, idle_ms=3000)
+    ctx.check(len(msgs) == RATE_EVENTS, f"max_per_second: {len(msgs)} messages, expected {RATE_EVENTS}")
+    times = sorted(m["time_ns"] / 1e9 for m in msgs)
+    span = times[-1] - times[0]
+    rate = (len(times) - 1) / span if span > 0 else float("inf")
+    busiest = max(sum(1 for u in times if t <= u < t + 1.0) for t in times)
+    ctx.check(0.9 * RATE <= rate <= 1.1 * RATE,
+              f"max_per_second {RATE}: {len(times)} messages stored in {span:.2f} s, "
+              f"{rate:.1f} per second (expected within 10 %)")
+    ctx.check(busiest <= 1.1 * RATE + RATE * 0.1,
+              f"max_per_second {RATE}: {busiest} messages in the busiest second (a tenth of a "
+              "second of burst allowed)")
+    ctx.result(f"rate: max_per_second {RATE}: {len(times)} events stored in {span:.2f} s = "
+               f"{rate:.1f}/s by the stream's clock; busiest second {busiest}")
 
 
 def step_server_down(ctx):
@@ -486,6 +530,7 @@ STEPS = [
     Step("subjects", "subjects from odd names; a message never mixes subjects", step_subjects),
     Step("large", "an event over max_payload dead alone", step_large),
     Step("pause", "pause_route / resume_route / replay of a NATS route", step_pause),
+    Step("rate", "max_per_second: publishes at that rate", step_rate),
     Step("server-down", "a server down: retried with backoff, the other route unaffected", step_server_down),
     Step("auth", "wrong token: dead at once with the reason", step_auth),
     Step("denied", "denied_networks: dead with address denied", step_denied),
