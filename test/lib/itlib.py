@@ -376,6 +376,24 @@ class Checks:
         self.timings.append(f"{what}: {value}")
         log(f"{what}: {value}")
 
+    def check_rate(self, times, rate, what):
+        """A route's max_per_second (rate) seen from the other side: the
+        times (seconds) its messages arrived, over a burst long enough that
+        the token bucket's first tenth of a second does not count, within
+        10 %; no second holds more than that and the tenth of a second of
+        burst the bucket allows.  Returns (per second, span, busiest second)."""
+        times = sorted(times)
+        span = times[-1] - times[0]
+        seen = (len(times) - 1) / span if span > 0 else float("inf")
+        busiest = max(sum(1 for u in times if t <= u < t + 1.0) for t in times)
+        self.check(0.9 * rate <= seen <= 1.1 * rate,
+                   f"max_per_second {rate}: {len(times)} {what} in {span:.2f} s, "
+                   f"{seen:.1f} per second (expected within 10 %)")
+        self.check(busiest <= 1.1 * rate + rate * 0.1,
+                   f"max_per_second {rate}: {busiest} {what} in the busiest second (a tenth of a "
+                   "second of burst allowed)")
+        return seen, span, busiest
+
     def connect(self, dbname, **kw):
         """connect(), closed by main() when the test ends."""
         c = connect(dbname, **kw)
