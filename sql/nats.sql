@@ -13,7 +13,7 @@ SELECT notifier.add_nats('orders', 'tls://nats.example.com:4443', username => 'a
 	tls_cert_file => '/dev/null', tls_key_file => '/dev/null') > 0 AS added;
 SELECT notifier.add_nats('orders', 'nats://127.0.0.1', creds_file => '/dev/null',
 	ordered => true) > 0 AS added;
-SELECT channel, kind, target, headers, secret, batch_size, max_attempts,
+SELECT channel, kind, target, subject, headers, secret, batch_size, max_attempts,
 	   timeout_ms, concurrency, ordered
   FROM notifier.route_list WHERE kind = 'nats' ORDER BY id;
 SELECT subject, nats_username, creds_file, tls_ca_file, tls_cert_file, tls_key_file

@@ -432,6 +432,11 @@ ALTER TABLE notifier.routes ADD COLUMN max_per_second double precision
 COMMENT ON COLUMN notifier.routes.max_per_second IS
 'the most messages (requests) per second the route sends; NULL: no limit';
 
+-- A NATS route's subject template (see "NATS JetStream sink" below, with
+-- the route's other columns and the check that only NATS routes have one).
+-- Here, before notifier.route_list is made again below: it shows the column.
+ALTER TABLE notifier.routes ADD COLUMN subject text;
+
 -- the column changes type: the view that shows it is made again, with its grants
 DO $$
 DECLARE
@@ -464,7 +469,8 @@ BEGIN
 		   r.filter,
 		   r.transform,
 		   r.owner,
-		   r.max_per_second
+		   r.max_per_second,
+		   r.subject
 	  FROM notifier.routes r;
 	PERFORM notifier.copy_grants(saved_acl, 'TABLE', 'notifier.route_list');
 END
@@ -1050,7 +1056,6 @@ ALTER TABLE notifier.routes
 												timeout_ms > 0 AND concurrency > 0 AND
 												ordered IS NOT NULL));
 ALTER TABLE notifier.routes
-	ADD COLUMN subject text,
 	ADD COLUMN nats_username text,
 	ADD COLUMN creds_file text,
 	ADD COLUMN tls_ca_file text,
